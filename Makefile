@@ -1,0 +1,49 @@
+# Entourage developer tasks. Everything a fresh Debian machine (Python, pip, gcc, git) needs is
+# installed from here: the virtualenv, the test tools (busybox, socat) and helm.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+HELM := $(CURDIR)/.tools/helm
+CERT_DIR := certs
+
+.PHONY: all venv tools certs run test golden bench soak clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian binaries that tests run for real, and helm for the chart tests.
+tools: $(HELM)
+	@command -v busybox >/dev/null && command -v socat >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat)
+
+$(HELM):
+	scripts/install-helm.sh $(HELM)
+
+$(CERT_DIR)/tls.crt: | venv
+	$(BIN)/entourage certs --service entourage --namespace entourage --out-dir $(CERT_DIR)
+
+certs: $(CERT_DIR)/tls.crt
+
+## run: serve the webhook on https://127.0.0.1:8443 with development certificates
+run: venv certs
+	$(BIN)/entourage serve --tls-cert-file $(CERT_DIR)/tls.crt --tls-private-key-file $(CERT_DIR)/tls.key \
+	  --host 127.0.0.1 --port 8443
+
+## test: the whole test suite (a few minutes on 2 cores)
+test: venv tools
+	HELM=$(HELM) $(BIN)/pytest -q
+
+## golden: rewrite tests/testdata/inject/*.injected from the current engine
+golden: venv
+	REFRESH_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache

@@ -1,0 +1,283 @@
+"""The injection rules, one behaviour per test, on the apiserver's reference pod."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from tests.conftest import reference_pod
+from tests.podcheck import assert_valid_injected_pod
+from webhook.config import Settings
+from webhook.errors import PodDenied
+from webhook.inject import (
+    ALREADY_INJECTED,
+    DISABLED,
+    INJECTED,
+    NO_ANNOTATION,
+    NOTHING_REQUESTED,
+    ClusterFacts,
+    Injection,
+    inject_pod,
+)
+
+EVERYTHING = {
+    "entourage.dev/logging": "true",
+    "entourage.dev/ambassador": "6379=redis.cache:6379",
+    "entourage.dev/wait-for": "tcp://db:5432,dns://my-db-service",
+    "entourage.dev/adapter": "nginx-prometheus",
+}
+
+
+def inject_checked(pod: dict[str, Any], settings: Settings, **kwargs: Any) -> Injection:
+    """Inject, then check what every injection must satisfy: input untouched, patch == result,
+    only adds under /spec and /metadata/annotations, valid pod, idempotent on a second pass."""
+    original = copy.deepcopy(pod)
+    injection = inject_pod(pod, settings, **kwargs)
+    assert pod == original, "the input pod was mutated"
+    assert jsonpatch.apply_patch(original, injection.patch) == injection.pod
+    for operation in injection.patch:
+        assert operation["op"] == "add"
+        assert operation["path"].startswith(("/spec/", "/metadata/annotations"))
+    if injection.reason == INJECTED:
+        assert_valid_injected_pod(injection.pod, injection.components)
+        again = inject_pod(injection.pod, settings, **kwargs)
+        assert again.reason == ALREADY_INJECTED and again.patch == []
+    return injection
+
+
+def containers(pod: Any, section: str = "containers") -> list[str]:
+    return [c["name"] for c in pod["spec"].get(section) or []]
+
+
+def find(pod: Any, name: str) -> dict[str, Any]:
+    spec = pod["spec"]
+    return next(c for c in [*spec.get("containers", []), *spec.get("initContainers", [])] if c["name"] == name)
+
+
+def test_a_pod_without_our_annotations_is_returned_as_it_is(settings: Settings) -> None:
+    pod = reference_pod()
+    injection = inject_checked(pod, settings)
+    assert injection.reason == NO_ANNOTATION and injection.patch == [] and injection.pod is pod
+
+
+def test_inject_false_disables_everything_even_invalid_keys(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/inject": "false", "entourage.dev/logging": "nonsense", "entourage.dev/bogus": "1"})
+    assert inject_checked(pod, settings).reason == DISABLED
+
+
+def test_a_pod_with_a_status_annotation_gets_nothing_more(settings: Settings) -> None:
+    pod = reference_pod({**EVERYTHING, "entourage.dev/status": "written by someone else"})
+    assert inject_checked(pod, settings).reason == ALREADY_INJECTED
+
+
+def test_logging_false_alone_requests_nothing(settings: Settings) -> None:
+    assert inject_checked(reference_pod({"entourage.dev/logging": "false"}), settings).reason == NOTHING_REQUESTED
+
+
+def test_everything_at_once_in_classic_mode_orders_containers_as_documented(settings: Settings) -> None:
+    injection = inject_checked(reference_pod(EVERYTHING), settings)
+    pod = injection.pod
+    assert containers(pod) == ["entourage-ambassador-6379", "checkout", "entourage-logging", "entourage-adapter-nginx-prometheus"]
+    assert containers(pod, "initContainers") == ["entourage-wait-db-5432", "entourage-wait-my-db-service"]
+    assert pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "checkout"
+    status = json.loads(pod["metadata"]["annotations"]["entourage.dev/status"])
+    assert status["containers"] == containers(pod)[:1] + containers(pod)[2:]
+    assert status["volumes"] == ["entourage-logs-var-log-app"]
+
+
+def test_native_sidecars_go_after_the_users_init_containers_in_pattern_order(settings: Settings) -> None:
+    pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": "true"})
+    pod["spec"]["initContainers"] = [{"name": "migrate", "image": "migrate:1"}]
+    injection = inject_checked(pod, settings)
+    assert containers(injection.pod) == ["checkout"]
+    assert containers(injection.pod, "initContainers") == [
+        "entourage-wait-db-5432", "entourage-wait-my-db-service", "migrate",
+        "entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus",
+    ]
+    for name in ("entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus"):
+        assert find(injection.pod, name)["restartPolicy"] == "Always"
+    assert "restartPolicy" not in find(injection.pod, "entourage-wait-db-5432")
+    # Only the containers list changed by a mount: no default-container needed, none added.
+    assert "kubectl.kubernetes.io/default-container" not in injection.pod["metadata"]["annotations"]
+
+
+def test_the_ambassador_is_listening_before_the_app_starts(settings: Settings) -> None:
+    classic = find(inject_checked(reference_pod(EVERYTHING), settings).pod, "entourage-ambassador-6379")
+    assert classic["lifecycle"]["postStart"]["exec"]["command"][-1].startswith("TCP:127.0.0.1:6379,retry=")
+    native_pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": "true"})
+    native = find(inject_checked(native_pod, settings).pod, "entourage-ambassador-6379")
+    assert native["startupProbe"]["exec"]["command"] == classic["lifecycle"]["postStart"]["exec"]["command"]
+    assert "lifecycle" not in native
+
+
+def test_native_sidecars_auto_follows_what_the_cluster_supports(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true"})
+    assert containers(inject_checked(pod, settings).pod)[-1] == "entourage-logging"
+    native = inject_checked(pod, settings, cluster=ClusterFacts(native_sidecars=True))
+    assert containers(native.pod, "initContainers") == ["entourage-logging"]
+    forced = inject_checked(pod, replace(settings, native_sidecars="true"))
+    assert containers(forced.pod, "initContainers") == ["entourage-logging"]
+
+
+def test_the_pod_annotation_overrides_the_native_sidecar_setting(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/native-sidecars": "false"})
+    assert containers(inject_checked(pod, replace(settings, native_sidecars="true")).pod)[-1] == "entourage-logging"
+
+
+def test_logging_shares_each_directory_read_write_in_the_app_and_read_only_in_the_agent(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/var/log/app,/data/audit"})
+    injected = inject_checked(pod, settings).pod
+    app_mounts = {m["mountPath"]: m for m in find(injected, "checkout")["volumeMounts"]}
+    agent_mounts = {m["mountPath"]: m for m in find(injected, "entourage-logging")["volumeMounts"]}
+    for path in ("/var/log/app", "/data/audit"):
+        assert not app_mounts[path].get("readOnly")
+        assert agent_mounts[path] == {"name": app_mounts[path]["name"], "mountPath": path, "readOnly": True}
+    assert find(injected, "entourage-logging")["args"] == ["/var/log/app", "/data/audit"]
+
+
+def test_an_existing_volume_at_a_logging_path_is_shared_not_shadowed(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/tmp"})
+    injection = inject_checked(pod, settings)
+    assert injection.status["volumes"] == []
+    assert find(injection.pod, "entourage-logging")["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp", "readOnly": True}]
+    assert find(injection.pod, "checkout") is pod["spec"]["containers"][0]
+
+
+def test_the_logging_target_follows_the_annotation_then_default_container_then_first(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "kubectl.kubernetes.io/default-container": "web"})
+    pod["spec"]["containers"].append({"name": "web", "image": "nginx:1.27"})
+    injected = inject_checked(pod, settings).pod
+    assert [m["mountPath"] for m in find(injected, "web")["volumeMounts"]] == ["/var/log/app"]
+    pod["metadata"]["annotations"]["entourage.dev/logging-container"] = "checkout"
+    injected = inject_checked(pod, settings).pod
+    assert "/var/log/app" in [m["mountPath"] for m in find(injected, "checkout")["volumeMounts"]]
+    # The pod already says which container is the default: we leave it alone.
+    assert injected["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "web"
+
+
+def test_a_missing_logging_container_is_denied_with_the_names_that_exist(settings: Settings) -> None:
+    with pytest.raises(PodDenied, match=r"entourage.dev/logging-container: 'api': no such container; the pod has checkout"):
+        inject_pod(reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-container": "api"}), settings)
+
+
+def test_names_never_collide_with_the_users_containers_or_volumes(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true"})
+    pod["spec"]["containers"].append({"name": "entourage-logging", "image": "mine:1"})
+    pod["spec"]["volumes"].append({"name": "entourage-logs-var-log-app", "emptyDir": {}})
+    injection = inject_checked(pod, settings)
+    assert injection.status == {"initContainers": [], "containers": ["entourage-logging-2"], "volumes": ["entourage-logs-var-log-app-2"]}
+
+
+def test_long_targets_give_names_of_at_most_63_characters(settings: Settings) -> None:
+    host = "a" * 60 + ".b" * 10
+    pod = reference_pod({"entourage.dev/wait-for": f"{host}:5432,{host}:5433"})
+    names = inject_checked(pod, settings).status["initContainers"]
+    assert len(names) == 2 and len(set(names)) == 2 and all(len(n) <= 63 for n in names)
+
+
+def test_an_ambassador_port_used_by_the_app_is_denied(settings: Settings) -> None:
+    with pytest.raises(PodDenied, match=r"port 8080 of ambassador route '8080=redis:6379' is already used by container 'checkout'"):
+        inject_pod(reference_pod({"entourage.dev/ambassador": "8080=redis:6379"}), settings)
+
+
+def test_two_routes_on_one_local_port_are_denied(settings: Settings) -> None:
+    with pytest.raises(PodDenied, match="port 6379 .* already used by ambassador route"):
+        inject_pod(reference_pod({"entourage.dev/ambassador": "redis-a:6379,6379=redis-b:7000"}), settings)
+
+
+def test_an_adapter_port_colliding_with_a_route_is_denied(settings: Settings) -> None:
+    with pytest.raises(PodDenied, match="adapter 'nginx-prometheus' \\(metrics\\)"):
+        inject_pod(reference_pod({"entourage.dev/ambassador": "9113=metrics-db:9113", "entourage.dev/adapter": "nginx-prometheus"}), settings)
+
+
+def test_a_privileged_local_port_gets_only_net_bind_service(settings: Settings) -> None:
+    injected = inject_checked(reference_pod({"entourage.dev/ambassador": "443=tls://api.example.com:443"}), settings).pod
+    ambassador = find(injected, "entourage-ambassador-443")
+    assert ambassador["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    assert ambassador["args"][-1] == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/certs/ca-certificates.crt,commonname=api.example.com"
+
+
+def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/wait-for": "dns://my-db-service", "entourage.dev/wait-for-timeout": "90s"})
+    pod["spec"]["initContainers"] = [{"name": "init-myservice", "image": "busybox:1.28"}]
+    injection = inject_checked(pod, settings)
+    assert containers(injection.pod, "initContainers") == ["entourage-wait-my-db-service", "init-myservice"]
+    assert find(injection.pod, "entourage-wait-my-db-service")["args"] == ["dns", "my-db-service", "90"]
+    assert [op["path"] for op in injection.patch if op["path"].startswith("/spec")] == ["/spec/initContainers/0"]
+
+
+def test_absent_arrays_and_maps_are_created_exactly_once(settings: Settings) -> None:
+    pod = {"metadata": {"name": "bare"}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+    pod["metadata"]["annotations"] = None
+    pod = {"metadata": {"name": "bare", "annotations": {"entourage.dev/logging": "true", "entourage.dev/wait-for": "db:1"}}, "spec": pod["spec"]}
+    injection = inject_checked(pod, settings)
+    paths = [op["path"] for op in injection.patch]
+    assert paths.count("/spec/volumes") == 1 and paths.count("/spec/initContainers") == 1
+    assert "/spec/containers/0/volumeMounts" in paths
+    bare = {"metadata": {"name": "bare"}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+    namespaced = inject_checked(bare, settings, namespace_annotations={"entourage.dev/logging": "true"})
+    assert "/metadata/annotations" in [op["path"] for op in namespaced.patch]
+
+
+def test_annotation_keys_with_slashes_are_escaped_in_the_patch(settings: Settings) -> None:
+    paths = [op["path"] for op in inject_checked(reference_pod(EVERYTHING), settings).patch]
+    assert "/metadata/annotations/entourage.dev~1status" in paths
+    assert "/metadata/annotations/kubectl.kubernetes.io~1default-container" in paths
+
+
+def test_the_users_containers_change_only_by_the_logging_mounts(settings: Settings) -> None:
+    pod = reference_pod(EVERYTHING)
+    injected = inject_checked(pod, settings).pod
+    app = dict(find(injected, "checkout"))
+    mounts = app.pop("volumeMounts")
+    original = dict(pod["spec"]["containers"][0])
+    assert mounts[: len(original["volumeMounts"])] == original.pop("volumeMounts")
+    assert app == original
+
+
+def test_namespace_annotations_apply_and_the_pods_own_win(settings: Settings) -> None:
+    namespace = {"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/srv/logs", "other/key": "x"}
+    pod = reference_pod({"entourage.dev/logging-paths": "/var/log/app"})
+    injected = inject_checked(pod, settings, namespace_annotations=namespace).pod
+    assert find(injected, "entourage-logging")["args"] == ["/var/log/app"]
+    opted_out = reference_pod({"entourage.dev/inject": "false"})
+    assert inject_checked(opted_out, settings, namespace_annotations=namespace).reason == DISABLED
+
+
+def test_resource_overrides_apply_to_every_container_of_that_kind(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/wait-for": "a:1,b:2", "entourage.dev/wait-for-memory-limit": "48Mi", "entourage.dev/wait-for-cpu-request": "5m"})
+    injected = inject_checked(pod, settings).pod
+    for name in ("entourage-wait-a-1", "entourage-wait-b-2"):
+        assert find(injected, name)["resources"] == {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "48Mi"}}
+
+
+def test_a_request_override_above_the_profiles_limit_is_denied_with_the_key_to_set(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-memory-request": "128Mi"})
+    with pytest.raises(PodDenied, match=r"logging-memory-request: '128Mi': above the memory limit 64Mi \(set entourage.dev/logging-memory-limit as well\)"):
+        inject_pod(pod, settings)
+
+
+def test_a_job_pod_with_classic_sidecars_gets_a_warning_under_120_characters(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true"})
+    pod["spec"]["restartPolicy"] = "Never"
+    injection = inject_checked(pod, settings)
+    assert any("native-sidecars" in w for w in injection.warnings)
+    assert all(len(w) < 120 for w in injection.warnings)
+
+
+def test_adapter_parameters_set_by_annotation_reach_the_arguments(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/adapter": "nginx-prometheus", "entourage.dev/adapter.nginx-prometheus.status-port": "8081", "entourage.dev/adapter.nginx-prometheus.port": "9200"})
+    adapter = find(inject_checked(pod, settings).pod, "entourage-adapter-nginx-prometheus")
+    assert adapter["args"] == ["--nginx.scrape-uri=http://127.0.0.1:8081/stub_status", "--web.listen-address=:9200"]
+    assert adapter["ports"] == [{"name": "metrics", "containerPort": 9200, "protocol": "TCP"}]
+
+
+def test_a_malformed_pod_is_denied_not_crashed(settings: Settings) -> None:
+    for spec in (None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"}):
+        with pytest.raises(PodDenied):
+            inject_pod({"metadata": {"annotations": {"entourage.dev/logging": "true"}}, "spec": spec}, settings)

@@ -1,0 +1,489 @@
+"""Settings and the profile catalog: what Entourage may inject, loaded from built-ins and a YAML file.
+
+The configuration file (``--config``) has the same shape as ``BUILTIN_PROFILES`` under
+``profiles``: a profile named like a built-in one is merged over it (so an air-gapped cluster can
+point ``image`` at its own registry), a new name adds a profile. Everything is validated at load
+time so that a broken file is refused as a whole and the previous configuration stays in force.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import yaml
+
+from webhook import grammar
+from webhook.errors import ConfigError
+from webhook.quantity import parse_quantity
+
+KINDS = ("logging", "ambassador", "adapter", "waitFor")
+"""Profile kinds, as spelled in the configuration file."""
+
+ANNOTATION_KINDS = {"logging": "logging", "ambassador": "ambassador", "adapter": "adapter", "waitFor": "wait-for"}
+"""How each kind is spelled in annotation keys (``wait-for-cpu-limit``)."""
+
+BUILTIN_PLACEHOLDERS: Mapping[str, frozenset[str]] = {
+    "logging": frozenset({"paths", "path-globs"}),
+    "ambassador": frozenset({"local-port", "upstream-host", "upstream-port", "upstream"}),
+    "adapter": frozenset(),
+    "waitFor": frozenset({"kind", "target", "timeout-seconds"}),
+}
+"""Placeholders the engine fills in per kind; profile parameters add their own names."""
+
+PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9-]*)\}")
+
+RESTRICTED_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""Every injected container starts from this: Pod Security Standards ``restricted`` and then some."""
+
+_SECURITY_OVERRIDES = frozenset({"runAsUser", "runAsGroup", "readOnlyRootFilesystem", "seccompProfile", "capabilities"})
+_PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})$")
+
+
+def _parse_param_value(kind: str, choices: tuple[str, ...], text: str) -> str:
+    """Validate a profile parameter value by its declared type; return it as it is substituted."""
+    if kind == "port":
+        return str(grammar.parse_port(text))
+    if kind == "host":
+        return grammar.parse_host(text)
+    if kind == "path":
+        return grammar.parse_url_path(text)
+    if kind == "name":
+        return grammar.parse_dns_label(text)
+    if kind == "duration":
+        return str(grammar.parse_duration(text))
+    if kind == "int":
+        if not text.isascii() or not text.isdigit() or len(text) > 9:
+            raise ValueError("expected a non-negative whole number")
+        return str(int(text))
+    if kind == "enum":
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+    raise ValueError(f"unknown parameter type {kind!r}")  # pragma: no cover - checked at load
+
+
+PARAM_TYPES = ("port", "host", "path", "name", "duration", "int", "enum")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A value a pod may set by annotation (``entourage.dev/adapter.PROFILE.PARAM``)."""
+
+    name: str
+    type: str
+    """One of PARAM_TYPES: the grammar the value must match."""
+    default: str
+    """Used when the pod does not set it; validated like a pod's value."""
+    description: str = ""
+    values: tuple[str, ...] = ()
+    """The allowed values of an ``enum`` parameter."""
+
+    def parse(self, text: str) -> str:
+        return _parse_param_value(self.type, self.values, text)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One injectable container: image, command, resources; chosen by name, never built by a pod."""
+
+    kind: str
+    name: str
+    image: str
+    """A pinned tag or digest: never ``latest``, so a pod gets what was reviewed."""
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    tls_args: tuple[str, ...] = ()
+    """Ambassadors only: the arguments for a ``tls://`` upstream (TLS origination with verification)."""
+    ready_command: tuple[str, ...] = ()
+    """Ambassadors only: exits 0 once 127.0.0.1:{local-port} accepts (retrying for a few seconds);
+    run as the startupProbe (native) or postStart hook (classic) so the app starts after it."""
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[tuple[str, str], ...] = ()
+    """(name, containerPort template) pairs the container listens on, checked for collisions."""
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    security_context: Mapping[str, Any] = field(default_factory=lambda: dict(RESTRICTED_SECURITY_CONTEXT))
+    params: Mapping[str, Param] = field(default_factory=dict)
+    description: str = ""
+    image_pull_policy: str = "IfNotPresent"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a pod gets when its annotations do not say."""
+
+    logging: str = "tail"
+    """Profile for ``logging: "true"``."""
+    ambassador: str = "socat"
+    """Profile for every ambassador route."""
+    wait_for: str = "busybox"
+    """Profile that runs the wait-for script."""
+    wait_for_timeout: int = 300
+    """Seconds a wait-for container waits before failing (``wait-for-timeout``; 0 = forever)."""
+    logging_paths: tuple[str, ...] = ("/var/log/app",)
+    """Directories shipped when ``logging-paths`` is absent."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one pod may ask for; values beyond them are denied, not clamped."""
+
+    max_ambassador_routes: int = 8
+    max_wait_for_targets: int = 8
+    max_logging_paths: int = 8
+    max_adapters: int = 4
+    max_cpu: Decimal = Decimal(2)
+    """Largest CPU request or limit an annotation may set for one injected container (cores)."""
+    max_memory: Decimal = Decimal(2 * 2**30)
+    """Largest memory request or limit an annotation may set for one injected container (bytes)."""
+    max_cpu_text: str = "2"
+    max_memory_text: str = "2Gi"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pure injection needs besides the pod itself."""
+
+    annotation_prefix: str = "entourage.dev"
+    """Annotation keys are ``<prefix>/<key>``; a DNS subdomain."""
+    native_sidecars: str = "auto"
+    """``true``, ``false`` or ``auto`` (native only when the cluster is known to support it)."""
+    on_error: str = "deny"
+    """What an unexpected engine failure answers: ``deny`` (with a message) or ``allow`` unchanged."""
+    defaults: Defaults = field(default_factory=Defaults)
+    limits: Limits = field(default_factory=Limits)
+    profiles: Mapping[str, Mapping[str, Profile]] = field(default_factory=dict)
+
+    def profile(self, kind: str, name: str) -> Profile | None:
+        return self.profiles.get(kind, {}).get(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _suggest(word: str, known: list[str] | tuple[str, ...] | frozenset[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(where: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}{_suggest(str(key), known)}; known keys: {', '.join(known)}")
+
+
+def _mapping(where: str, value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _strings(where: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+def _quantity(where: str, value: Any) -> Decimal:
+    try:
+        return parse_quantity(str(value))
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _resources(where: str, value: Any) -> dict[str, dict[str, str]]:
+    data = _mapping(where, value)
+    _check_keys(where, data, ("requests", "limits"))
+    resources: dict[str, dict[str, str]] = {}
+    for section in ("requests", "limits"):
+        amounts = _mapping(f"{where}.{section}", data.get(section))
+        _check_keys(f"{where}.{section}", amounts, ("cpu", "memory", "ephemeral-storage"))
+        for resource in ("cpu", "memory"):
+            if resource not in amounts:
+                raise ConfigError(f"{where}.{section}.{resource}: required (injected containers carry requests and limits)")
+        for resource, amount in amounts.items():
+            _quantity(f"{where}.{section}.{resource}", amount)
+        resources[section] = {resource: str(amount) for resource, amount in amounts.items()}
+    for resource, request in resources["requests"].items():
+        limit = resources["limits"].get(resource)
+        if limit is not None and parse_quantity(request) > parse_quantity(limit):
+            raise ConfigError(f"{where}: requests.{resource} {request} is above limits.{resource} {limit}")
+    return resources
+
+
+def _security_context(where: str, value: Any) -> dict[str, Any]:
+    """Overrides on top of RESTRICTED_SECURITY_CONTEXT; nothing may weaken ``restricted``."""
+    data = _mapping(where, value)
+    for key in data:
+        if key not in _SECURITY_OVERRIDES:
+            raise ConfigError(
+                f"{where}: {key!r} cannot be set (injected containers stay Pod Security 'restricted'); "
+                f"settable: {', '.join(sorted(_SECURITY_OVERRIDES))}"
+            )
+    merged: dict[str, Any] = {key: value for key, value in RESTRICTED_SECURITY_CONTEXT.items()}
+    for key in ("runAsUser", "runAsGroup"):
+        if key in data:
+            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] <= 0:
+                raise ConfigError(f"{where}.{key}: expected a non-zero user or group id, got {data[key]!r}")
+            merged[key] = data[key]
+    if "readOnlyRootFilesystem" in data:
+        if not isinstance(data["readOnlyRootFilesystem"], bool):
+            raise ConfigError(f"{where}.readOnlyRootFilesystem: expected true or false")
+        merged["readOnlyRootFilesystem"] = data["readOnlyRootFilesystem"]
+    if "seccompProfile" in data:
+        seccomp = _mapping(f"{where}.seccompProfile", data["seccompProfile"])
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            raise ConfigError(f"{where}.seccompProfile.type: expected RuntimeDefault or Localhost")
+        merged["seccompProfile"] = dict(seccomp)
+    if "capabilities" in data:
+        capabilities = _mapping(f"{where}.capabilities", data["capabilities"])
+        _check_keys(f"{where}.capabilities", capabilities, ("add",))
+        added = _strings(f"{where}.capabilities.add", capabilities.get("add"))
+        if set(added) - {"NET_BIND_SERVICE"}:
+            raise ConfigError(f"{where}.capabilities.add: only NET_BIND_SERVICE is allowed under 'restricted', got {list(added)}")
+        merged["capabilities"] = {"drop": ["ALL"], **({"add": list(added)} if added else {})}
+    return merged
+
+
+def _params(where: str, value: Any) -> dict[str, Param]:
+    params: dict[str, Param] = {}
+    for name, spec in _mapping(where, value).items():
+        here = f"{where}.{name}"
+        if not isinstance(name, str) or not grammar.DNS_LABEL.match(name):
+            raise ConfigError(f"{here}: a parameter name is a DNS label (lower-case letters, digits, '-')")
+        spec = _mapping(here, spec)
+        _check_keys(here, spec, ("type", "default", "description", "values"))
+        kind = spec.get("type")
+        if kind not in PARAM_TYPES:
+            raise ConfigError(f"{here}.type: expected one of {', '.join(PARAM_TYPES)}, got {kind!r}")
+        choices = _strings(f"{here}.values", spec.get("values"))
+        if kind == "enum" and not choices:
+            raise ConfigError(f"{here}.values: an enum parameter lists its allowed values")
+        if "default" not in spec:
+            raise ConfigError(f"{here}.default: required (a pod may leave the parameter unset)")
+        param = Param(name=name, type=kind, default=str(spec["default"]), description=str(spec.get("description", "")), values=choices)
+        try:
+            param.parse(param.default)
+        except ValueError as error:
+            raise ConfigError(f"{here}.default: {param.default!r}: {error}") from None
+        params[name] = param
+    return params
+
+
+_PROFILE_KEYS = ("description", "image", "imagePullPolicy", "command", "args", "tlsArgs", "readyCommand", "env", "ports", "resources", "securityContext", "params")
+
+
+def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
+    where = f"profiles.{kind}.{name}"
+    if not grammar.DNS_LABEL.match(name) or len(name) > 40:
+        raise ConfigError(f"{where}: a profile name is a DNS label of at most 40 characters")
+    _check_keys(where, data, _PROFILE_KEYS)
+    image = data.get("image")
+    if not isinstance(image, str) or not _PINNED_IMAGE.match(image) or image.endswith(":latest"):
+        raise ConfigError(f"{where}.image: expected an image with a pinned tag or digest (not 'latest'), got {image!r}")
+    command = _strings(f"{where}.command", data.get("command"))
+    if not command:
+        raise ConfigError(f"{where}.command: required (the image's entrypoint is not assumed)")
+    pull_policy = data.get("imagePullPolicy", "IfNotPresent")
+    if pull_policy not in ("IfNotPresent", "Always", "Never"):
+        raise ConfigError(f"{where}.imagePullPolicy: expected IfNotPresent, Always or Never, got {pull_policy!r}")
+    env: list[tuple[str, str]] = []
+    for index, item in enumerate(data.get("env") or []):
+        item = _mapping(f"{where}.env[{index}]", item)
+        _check_keys(f"{where}.env[{index}]", item, ("name", "value"))
+        if not isinstance(item.get("name"), str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", item["name"]):
+            raise ConfigError(f"{where}.env[{index}].name: expected an environment variable name")
+        env.append((item["name"], str(item.get("value", ""))))
+    ports: list[tuple[str, str]] = []
+    for index, item in enumerate(data.get("ports") or []):
+        item = _mapping(f"{where}.ports[{index}]", item)
+        _check_keys(f"{where}.ports[{index}]", item, ("name", "containerPort"))
+        port_name = item.get("name")
+        if not isinstance(port_name, str) or not re.match(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$", port_name):
+            raise ConfigError(f"{where}.ports[{index}].name: expected an IANA service name (at most 15 characters)")
+        ports.append((port_name, str(item.get("containerPort"))))
+    params = _params(f"{where}.params", data.get("params"))
+    profile = Profile(
+        kind=kind,
+        name=name,
+        image=image,
+        command=command,
+        args=_strings(f"{where}.args", data.get("args")),
+        tls_args=_strings(f"{where}.tlsArgs", data.get("tlsArgs")),
+        ready_command=_strings(f"{where}.readyCommand", data.get("readyCommand")),
+        env=tuple(env),
+        ports=tuple(ports),
+        resources=_resources(f"{where}.resources", data.get("resources")),
+        security_context=_security_context(f"{where}.securityContext", data.get("securityContext")),
+        params=params,
+        description=str(data.get("description", "")),
+        image_pull_policy=pull_policy,
+    )
+    if kind == "ambassador" and not profile.tls_args:
+        raise ConfigError(f"{where}.tlsArgs: required for an ambassador (arguments for tls:// upstreams)")
+    if kind == "ambassador" and not profile.ready_command:
+        raise ConfigError(f"{where}.readyCommand: required for an ambassador (the app starts once it passes)")
+    if kind != "ambassador" and (profile.tls_args or profile.ready_command):
+        raise ConfigError(f"{where}: only ambassadors have tlsArgs and readyCommand")
+    if kind != "adapter" and profile.ports:
+        raise ConfigError(f"{where}.ports: only adapters declare ports")
+    known = BUILTIN_PLACEHOLDERS[kind] | set(params)
+    # `command` is literal (it may hold a script with braces); placeholders live in the rest.
+    templates = [*profile.args, *profile.tls_args, *profile.ready_command, *(v for _, v in profile.env), *(p for _, p in profile.ports)]
+    for template in templates:
+        for placeholder in PLACEHOLDER.findall(template):
+            if placeholder not in known:
+                raise ConfigError(
+                    f"{where}: unknown placeholder {{{placeholder}}}{_suggest(placeholder, known)}; "
+                    f"known here: {', '.join('{' + k + '}' for k in sorted(known)) or 'none (declare params)'}"
+                )
+    for port_name, template in profile.ports:
+        default_values = {name: param.default for name, param in params.items()}
+        try:
+            grammar.parse_port(render_text(template, default_values))
+        except (ValueError, KeyError):
+            raise ConfigError(f"{where}.ports.{port_name}: containerPort {template!r} must be a port or a port parameter") from None
+    return profile
+
+
+def render_text(template: str, values: Mapping[str, str]) -> str:
+    """Substitute ``{name}`` placeholders (values are validated tokens; no other expansion)."""
+    return PLACEHOLDER.sub(lambda match: values[match[1]], template)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """A config profile named like a built-in replaces the keys it sets; params merge by name."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "params" and isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            merged[key] = {**base[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _defaults(data: Mapping[str, Any]) -> Defaults:
+    _check_keys("defaults", data, ("logging", "ambassador", "waitFor", "waitForTimeout", "loggingPaths"))
+    base = Defaults()
+    try:
+        timeout = grammar.parse_duration(str(data["waitForTimeout"])) if "waitForTimeout" in data else base.wait_for_timeout
+    except ValueError as error:
+        raise ConfigError(f"defaults.waitForTimeout: {data['waitForTimeout']!r}: {error}") from None
+    paths = _strings("defaults.loggingPaths", data.get("loggingPaths")) or base.logging_paths
+    for path in paths:
+        try:
+            grammar.parse_directory(path)
+        except ValueError as error:
+            raise ConfigError(f"defaults.loggingPaths: {path!r}: {error}") from None
+    return Defaults(
+        logging=str(data.get("logging", base.logging)),
+        ambassador=str(data.get("ambassador", base.ambassador)),
+        wait_for=str(data.get("waitFor", base.wait_for)),
+        wait_for_timeout=timeout,
+        logging_paths=paths,
+    )
+
+
+def _limits(data: Mapping[str, Any]) -> Limits:
+    counts = ("maxAmbassadorRoutes", "maxWaitForTargets", "maxLoggingPaths", "maxAdapters")
+    _check_keys("limits", data, (*counts, "maxCpu", "maxMemory"))
+    for key in counts:
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or not 1 <= data[key] <= 64):
+            raise ConfigError(f"limits.{key}: expected a whole number from 1 to 64, got {data[key]!r}")
+    base = Limits()
+    max_cpu = str(data.get("maxCpu", base.max_cpu_text))
+    max_memory = str(data.get("maxMemory", base.max_memory_text))
+    return Limits(
+        max_ambassador_routes=data.get("maxAmbassadorRoutes", base.max_ambassador_routes),
+        max_wait_for_targets=data.get("maxWaitForTargets", base.max_wait_for_targets),
+        max_logging_paths=data.get("maxLoggingPaths", base.max_logging_paths),
+        max_adapters=data.get("maxAdapters", base.max_adapters),
+        max_cpu=_quantity("limits.maxCpu", max_cpu),
+        max_memory=_quantity("limits.maxMemory", max_memory),
+        max_cpu_text=max_cpu,
+        max_memory_text=max_memory,
+    )
+
+
+def build_settings(data: Mapping[str, Any] | None) -> Settings:
+    """Validate a parsed configuration document and merge it over the built-in catalog."""
+    from webhook.profiles.catalog import BUILTIN_PROFILES
+
+    data = _mapping("configuration", data)
+    _check_keys("configuration", data, ("annotationPrefix", "nativeSidecars", "onError", "defaults", "limits", "profiles"))
+    prefix = data.get("annotationPrefix", "entourage.dev")
+    if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.match(part) for part in prefix.split(".")) or len(prefix) > 200:
+        raise ConfigError(f"annotationPrefix: expected a DNS subdomain such as entourage.dev, got {prefix!r}")
+    native = str(data.get("nativeSidecars", "auto")).lower()
+    if native not in ("auto", "true", "false"):
+        raise ConfigError(f"nativeSidecars: expected auto, true or false, got {data.get('nativeSidecars')!r}")
+    on_error = data.get("onError", "deny")
+    if on_error not in ("deny", "allow"):
+        raise ConfigError(f"onError: expected deny or allow, got {on_error!r}")
+
+    raw_profiles = _mapping("profiles", data.get("profiles"))
+    _check_keys("profiles", raw_profiles, KINDS)
+    profiles: dict[str, dict[str, Profile]] = {}
+    for kind in KINDS:
+        declared = dict(BUILTIN_PROFILES.get(kind, {}))
+        for name, spec in _mapping(f"profiles.{kind}", raw_profiles.get(kind)).items():
+            spec = _mapping(f"profiles.{kind}.{name}", spec)
+            declared[str(name)] = _merge(declared[name], spec) if name in declared else dict(spec)
+        profiles[kind] = {name: _profile(kind, name, spec) for name, spec in declared.items()}
+
+    settings = Settings(
+        annotation_prefix=prefix,
+        native_sidecars=native,
+        on_error=on_error,
+        defaults=_defaults(_mapping("defaults", data.get("defaults"))),
+        limits=_limits(_mapping("limits", data.get("limits"))),
+        profiles=profiles,
+    )
+    for kind, name in (("logging", settings.defaults.logging), ("ambassador", settings.defaults.ambassador), ("waitFor", settings.defaults.wait_for)):
+        if settings.profile(kind, name) is None:
+            raise ConfigError(f"defaults.{kind}: no {kind} profile named {name!r}{_suggest(name, tuple(profiles[kind]))}")
+    return settings
+
+
+def parse_settings(text: str, *, source: str = "configuration") -> Settings:
+    """Parse YAML text into Settings; the error names the source."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    try:
+        return build_settings(data)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def load_settings(path: str | None = None, *, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Built-ins merged with the file at ``path`` (or ``$ENTOURAGE_CONFIG``); no file → built-ins."""
+    path = path or environ.get("ENTOURAGE_CONFIG") or None
+    if path is None:
+        return build_settings({})
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration file: {error.strerror}") from None
+    return parse_settings(text, source=path)

@@ -1,0 +1,125 @@
+"""Strict grammars for values that end up in container commands: hosts, ports, paths, durations.
+
+Each ``parse_*`` function returns the normalised value or raises ValueError with a sentence that
+says what was expected; callers add the annotation key and value. Nothing here accepts shell
+metacharacters, quotes, white space or non-ASCII look-alikes: the character sets are explicit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$")
+# Conservative subset of RFC 3986 path + query characters that can never start a shell token.
+_SAFE_URL_PATH = re.compile(r"^/[A-Za-z0-9._~%/:@=+-]*(\?[A-Za-z0-9._~%/:@=+-]*)?$")
+_ABS_DIR = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+_DURATION = re.compile(r"^(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?$")
+
+MAX_HOST_LENGTH = 253
+
+
+def parse_host(text: str) -> str:
+    """A DNS name (RFC 1123, at most 253 characters) or an IPv4/IPv6 address."""
+    if not text:
+        raise ValueError("expected a host name or IP address, got an empty string")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    if len(name) > MAX_HOST_LENGTH or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        raise ValueError("expected a DNS name (letters, digits, '-' and '.') or an IP address")
+    return text.lower()
+
+
+def parse_port(text: str) -> int:
+    """A TCP port, 1-65535, written in plain decimal digits."""
+    if not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) < 1 or int(text) > 65535:
+        raise ValueError("expected a port number from 1 to 65535")
+    return int(text)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[ipv6]:port``."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ValueError("expected [IPv6-address]:port")
+        host_text, port_text = text[1:end], text[end + 2 :]
+        try:
+            host = str(ipaddress.IPv6Address(host_text))
+        except ValueError as error:
+            raise ValueError("expected an IPv6 address inside [ ]") from error
+        return host, parse_port(port_text)
+    host_text, sep, port_text = text.rpartition(":")
+    if not sep or not host_text:
+        raise ValueError("expected host:port")
+    if ":" in host_text:
+        raise ValueError("an IPv6 address must be written in brackets: [::1]:port")
+    return parse_host(host_text), parse_port(port_text)
+
+
+def format_host_port(host: str, port: int) -> str:
+    """The inverse of parse_host_port (brackets IPv6 addresses)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_url_path(text: str) -> str:
+    """An absolute URL path with an optional query, from a conservative character set."""
+    if len(text) > 512 or not _SAFE_URL_PATH.match(text) or "/../" in text + "/" or text.endswith("/.."):
+        raise ValueError("expected an absolute URL path such as /healthz (letters, digits and ._~%/:@=+-)")
+    return text
+
+
+def parse_directory(text: str) -> str:
+    """An absolute, clean directory path: no '..', '.', '//', trailing '/' or special characters."""
+    if len(text) > 255 or not _ABS_DIR.match(text):
+        raise ValueError("expected an absolute directory such as /var/log/app (letters, digits and ._-)")
+    parts = text.split("/")[1:]
+    if any(part in (".", "..") for part in parts):
+        raise ValueError("expected a clean absolute directory without '.' or '..' components")
+    return text
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``5m``, ``1h30m``, ``0`` → seconds (0 means forever)."""
+    if text == "0":
+        return 0
+    match = _DURATION.match(text) if text and len(text) <= 16 else None
+    if match is None or not any(match.groupdict().values()):
+        raise ValueError("expected a duration such as 90s, 5m, 1h30m, or 0 for no limit")
+    hours, minutes, seconds = (int(match[unit] or 0) for unit in ("h", "m", "s"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: int) -> str:
+    """The inverse of parse_duration, for messages."""
+    if seconds == 0:
+        return "0"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0"
+
+
+def parse_bool(text: str) -> bool:
+    """Exactly ``"true"`` or ``"false"``: annotations are strings and guessing hides typos."""
+    if text not in ("true", "false"):
+        raise ValueError('expected "true" or "false"')
+    return text == "true"
+
+
+def parse_dns_label(text: str) -> str:
+    """A DNS-1123 label: lower-case letters, digits and '-', at most 63 characters."""
+    if not DNS_LABEL.match(text):
+        raise ValueError("expected a DNS-1123 label (lower-case letters, digits and '-', at most 63)")
+    return text
+
+
+def split_list(text: str) -> list[str]:
+    """Comma-separated items; surrounding blanks around commas are tolerated, empty items are not."""
+    items = [item.strip(" ") for item in text.split(",")]
+    if any(not item for item in items):
+        raise ValueError("expected a comma-separated list without empty items")
+    return items

@@ -1,0 +1,282 @@
+"""The pure injection core: pod + annotations + settings in, injected pod + JSONPatch out. No I/O.
+
+``inject_pod`` serves both ``POST /mutate`` and ``entourage inject``. It never mutates its input:
+the result shares every untouched subtree with the original pod and copies only the paths it adds
+to, which keeps it fast on large pods and lets ``patch.diff`` prove that it only adds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook import patch
+from webhook.annotations import INJECT, STATUS, InjectionRequest, own_annotations, parse_annotations
+from webhook.config import ANNOTATION_KINDS, Profile, Settings
+from webhook.errors import PodDenied
+from webhook.profiles import adapter, ambassador, logging, waitfor
+from webhook.profiles.common import NameAllocator, merge_resources, slug
+
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+STATUS_VERSION = 1
+
+# Why a pod came back unchanged; used by logs, metrics labels and tests.
+INJECTED = "injected"
+NO_ANNOTATION = "no_annotation"
+ALREADY_INJECTED = "already_injected"
+DISABLED = "disabled"
+NOTHING_REQUESTED = "nothing_requested"
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What the serving layer knows about the cluster; the engine never asks for it itself."""
+
+    native_sidecars: bool | None = None
+    """True when the apiserver and every kubelet are >= 1.29; None while unknown."""
+
+
+@dataclass(frozen=True)
+class Injection:
+    """The outcome for one pod: ``reason`` is INJECTED or why nothing was done."""
+
+    reason: str
+    pod: Mapping[str, Any]
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    status: Mapping[str, list[str]] = field(default_factory=dict)
+    """What was injected, by section (also written to the status annotation)."""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def components(self) -> list[str]:
+        """Injected container names, for logs, metrics and audit annotations."""
+        return [*self.status.get("initContainers", ()), *self.status.get("containers", ())]
+
+
+def requested_annotations(pod: Mapping[str, Any], settings: Settings, namespace_annotations: Mapping[str, str] | None) -> dict[str, Any]:
+    """Our annotations on the pod over those of its namespace (the pod wins); empty → fast path."""
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    own = own_annotations(annotations, settings.annotation_prefix) if isinstance(annotations, Mapping) else {}
+    if namespace_annotations:
+        inherited = own_annotations(namespace_annotations, settings.annotation_prefix)
+        inherited.pop(STATUS, None)
+        if inherited:
+            return {**inherited, **own}
+    return own
+
+
+def inject_pod(
+    pod: Mapping[str, Any],
+    settings: Settings,
+    *,
+    namespace_annotations: Mapping[str, str] | None = None,
+    cluster: ClusterFacts = ClusterFacts(),
+) -> Injection:
+    """Inject what the pod's annotations ask for, or say why not; raises PodDenied for bad input."""
+    own = requested_annotations(pod, settings, namespace_annotations)
+    if not own:
+        return Injection(NO_ANNOTATION, pod)
+    if STATUS in own:
+        return Injection(ALREADY_INJECTED, pod)
+    if own.get(INJECT) == "false":
+        return Injection(DISABLED, pod)
+    request = parse_annotations(own, settings)
+    if not request.wants_anything:
+        return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
+    return _Builder(pod, request, settings, cluster).build()
+
+
+class _Builder:
+    """Plans the containers and volumes for one pod, collecting every problem before denying."""
+
+    def __init__(self, pod: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts) -> None:
+        self.pod, self.request, self.settings = pod, request, settings
+        self.prefix = settings.annotation_prefix
+        self.problems: list[str] = []
+        self.warnings: list[str] = list(request.warnings)
+        spec = pod.get("spec")
+        if not isinstance(spec, Mapping) or not _named_list(spec.get("containers")) or not spec["containers"]:
+            raise PodDenied(["spec.containers: a pod needs at least one container with a name"])
+        for section in ("initContainers", "volumes", "ephemeralContainers"):
+            if spec.get(section) is not None and not _named_list(spec[section]):
+                raise PodDenied([f"spec.{section}: expected a list of objects with names"])
+        self.spec = spec
+        self.containers: list[dict[str, Any]] = list(spec["containers"])
+        self.init_containers: list[Mapping[str, Any]] = list(spec.get("initContainers") or [])
+        self.volumes: list[Mapping[str, Any]] = list(spec.get("volumes") or [])
+        self.names = NameAllocator(
+            c["name"] for c in [*self.containers, *self.init_containers, *(spec.get("ephemeralContainers") or [])]
+        )
+        self.volume_names = NameAllocator(v["name"] for v in self.volumes)
+        if request.native_sidecars is not None:
+            self.native = request.native_sidecars
+        elif settings.native_sidecars == "auto":
+            self.native = cluster.native_sidecars is True
+        else:
+            self.native = settings.native_sidecars == "true"
+        self.ports = self._ports_in_use()
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def build(self) -> Injection:
+        waits = [self._wait_for(target) for target in self.request.wait_for]
+        ambassadors = [self._ambassador(route) for route in self.request.routes]
+        agent = self._logging() if self.request.logging else None
+        adapters = [self._adapter(name) for name in self.request.adapters]
+        if self.problems:
+            raise PodDenied(self.problems)
+
+        sidecars = [*ambassadors, *([agent] if agent else []), *adapters]
+        new_volumes = self.volumes[len(self.spec.get("volumes") or []) :]
+        if self.native:
+            for sidecar in sidecars:
+                sidecar["restartPolicy"] = "Always"
+            init_containers = [*waits, *self.init_containers, *sidecars]
+            containers = self.containers
+        else:
+            init_containers = [*waits, *self.init_containers]
+            # Ambassadors first: their postStart hook holds the app until the port listens.
+            containers = [*ambassadors, *self.containers, *([agent] if agent else []), *adapters]
+            self._warn_about_classic_sidecars(sidecars)
+
+        status = {
+            "initContainers": [c["name"] for c in waits] + ([c["name"] for c in sidecars] if self.native else []),
+            "containers": [] if self.native else [c["name"] for c in sidecars],
+            "volumes": [v["name"] for v in new_volumes],
+        }
+        spec = dict(self.spec)
+        spec["containers"] = containers
+        if len(init_containers) != len(self.init_containers):
+            spec["initContainers"] = init_containers
+        if new_volumes:
+            spec["volumes"] = self.volumes
+        metadata = dict(self.pod.get("metadata") or {})
+        annotations = dict(metadata.get("annotations") or {})
+        if status["containers"] and DEFAULT_CONTAINER not in annotations:
+            annotations[DEFAULT_CONTAINER] = self.spec["containers"][0]["name"]
+        annotations[f"{self.prefix}/{STATUS}"] = json.dumps({"version": STATUS_VERSION, **status}, separators=(",", ":"))
+        metadata["annotations"] = annotations
+        desired = {**self.pod, "metadata": metadata, "spec": spec}
+        return Injection(INJECTED, desired, patch.diff(self.pod, desired), status, tuple(self.warnings))
+
+    def _profile(self, kind: str, name: str) -> Profile:
+        profile = self.settings.profile(kind, name)
+        assert profile is not None, f"{kind} profile {name} was validated by parse_annotations or the config"
+        return profile
+
+    def _resources(self, kind: str, profile: Profile) -> dict[str, dict[str, str]]:
+        annotation_kind = ANNOTATION_KINDS[kind]
+        resources, problems = merge_resources(
+            profile, self.request.resources.get(annotation_kind, {}), key_prefix=f"{self.prefix}/{annotation_kind}"
+        )
+        for problem in problems:
+            if problem not in self.problems:
+                self.problems.append(problem)
+        return resources
+
+    def _ports_in_use(self) -> dict[int, str]:
+        ports: dict[int, str] = {}
+        listeners = [*self.containers, *(c for c in self.init_containers if c.get("restartPolicy") == "Always")]
+        for container in listeners:
+            for port in container.get("ports") or []:
+                if isinstance(port, Mapping) and isinstance(port.get("containerPort"), int):
+                    ports.setdefault(port["containerPort"], f"container {container['name']!r}")
+        return ports
+
+    def _claim_port(self, port: int, owner: str, key: str, value: str) -> None:
+        if port in self.ports:
+            self.problems.append(
+                f"{self.prefix}/{key}: {value!r}: port {port} of {owner} is already used by {self.ports[port]}"
+            )
+        else:
+            self.ports[port] = owner
+
+    # -- one method per pattern ------------------------------------------------------------------
+
+    def _wait_for(self, target: Any) -> dict[str, Any]:
+        profile = self._profile("waitFor", self.settings.defaults.wait_for)
+        name = self.names.claim("entourage-wait-" + slug(target.target.split("://")[-1]))
+        return waitfor.build(
+            profile, name=name, target=target, timeout=self.request.wait_for_timeout, resources=self._resources("waitFor", profile)
+        )
+
+    def _ambassador(self, route: Any) -> dict[str, Any]:
+        profile = self._profile("ambassador", self.settings.defaults.ambassador)
+        name = self.names.claim(f"entourage-ambassador-{route.local_port}")
+        self._claim_port(route.local_port, f"ambassador route {str(route)!r}", "ambassador", str(route))
+        if self.pod.get("spec", {}).get("hostNetwork") is True:
+            self.warnings.append(f"hostNetwork pod: ambassador port {route.local_port} is bound on the node's loopback")
+        return ambassador.build(
+            profile,
+            name=name,
+            route=route,
+            params=self.request.params.get(("ambassador", profile.name), {}),
+            resources=self._resources("ambassador", profile),
+            native=self.native,
+        )
+
+    def _adapter(self, profile_name: str) -> dict[str, Any]:
+        profile = self._profile("adapter", profile_name)
+        params = self.request.params.get(("adapter", profile_name), {})
+        for port_name, port in adapter.ports(profile, params):
+            self._claim_port(port, f"adapter {profile_name!r} ({port_name})", "adapter", profile_name)
+        name = self.names.claim(f"entourage-adapter-{profile_name}")
+        return adapter.build(profile, name=name, params=params, resources=self._resources("adapter", profile))
+
+    def _logging(self) -> dict[str, Any]:
+        profile = self._profile("logging", self.request.logging or self.settings.defaults.logging)
+        index = self._logging_target()
+        paths = self.request.logging_paths or self.settings.defaults.logging_paths
+        target = dict(self.containers[index]) if index is not None else {}
+        mounts: list[tuple[str, str]] = []
+        app_mounts = list(target.get("volumeMounts") or [])
+        for path in paths:
+            existing = next((m for m in app_mounts if isinstance(m, Mapping) and m.get("mountPath") == path), None)
+            if existing is not None:
+                # The app already has a volume there: share it instead of shadowing it.
+                mounts.append((existing["name"], path))
+                continue
+            volume = self.volume_names.claim("entourage-logs-" + slug(path))
+            self.volumes.append({"name": volume, "emptyDir": {}})
+            app_mounts.append({"name": volume, "mountPath": path})
+            mounts.append((volume, path))
+        if index is not None and len(app_mounts) != len(target.get("volumeMounts") or []):
+            target["volumeMounts"] = app_mounts
+            self.containers[index] = target
+        return logging.build(
+            profile,
+            name=self.names.claim("entourage-logging"),
+            mounts=mounts,
+            params=self.request.params.get(("logging", profile.name), {}),
+            resources=self._resources("logging", profile),
+        )
+
+    def _logging_target(self) -> int | None:
+        names = [c["name"] for c in self.containers]
+        wanted = self.request.logging_container
+        if wanted is not None:
+            if wanted in names:
+                return names.index(wanted)
+            self.problems.append(
+                f"{self.prefix}/logging-container: {wanted!r}: no such container; the pod has {', '.join(names)}"
+            )
+            return None
+        default = ((self.pod.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER)
+        if default in names:
+            return names.index(default)
+        if default is not None:
+            self.warnings.append(f"{DEFAULT_CONTAINER} names no container; logging uses {names[0]!r}")
+        return 0
+
+    def _warn_about_classic_sidecars(self, sidecars: list[dict[str, Any]]) -> None:
+        if sidecars and self.spec.get("restartPolicy") in ("Never", "OnFailure"):
+            self.warnings.append(
+                f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"'
+            )
+
+
+def _named_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, Mapping) and isinstance(item.get("name"), str) for item in value)

@@ -1,0 +1,79 @@
+"""RFC 6902 JSONPatch from the original pod to the injected one: explicit ``add`` operations only.
+
+The engine builds the injected pod by adding to copies of the paths it touches and sharing every
+other subtree with the original, so the walk below skips shared subtrees by identity and emits:
+``add`` for a new object member, an element inserted before the user's elements (at its index),
+or appended after them (``/-``). Anything else — a removal, a replaced value, a reordered list —
+is not something injection may do, and raises PatchError instead of being encoded. That keeps the
+patch minimal (it never rewrites the user's containers) and safe next to other webhooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.errors import PatchError
+
+Operation = dict[str, Any]
+
+
+def escape(token: str) -> str:
+    """RFC 6901: ``~`` → ``~0`` then ``/`` → ``~1`` (``entourage.dev/status`` → ``entourage.dev~1status``)."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def diff(original: Any, desired: Any) -> list[Operation]:
+    """The ``add`` operations that turn ``original`` into ``desired``, in the order to apply them."""
+    operations: list[Operation] = []
+    _walk(original, desired, "", operations)
+    return operations
+
+
+def _walk(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
+    if old is new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in old:
+            if key not in new:
+                raise PatchError(f"{path}/{escape(key)} would be removed")
+        for key, value in new.items():
+            child = f"{path}/{escape(key)}"
+            if key not in old or (old[key] is None and value is not None):
+                # `add` on an absent member creates it; on a null member it sets it (RFC 6902 §4.1).
+                operations.append({"op": "add", "path": child, "value": value})
+            else:
+                _walk(old[key], value, child, operations)
+        return
+    if isinstance(old, list) and isinstance(new, list):
+        _walk_list(old, new, path, operations)
+        return
+    if old != new:
+        raise PatchError(f"{path or '/'} would be replaced")
+
+
+def _same_element(old: Any, new: Any) -> bool:
+    if old is new:
+        return True
+    if isinstance(old, dict) and isinstance(new, dict) and "name" in old:
+        return old.get("name") == new.get("name")
+    return bool(old == new)
+
+
+def _walk_list(old: list[Any], new: list[Any], path: str, operations: list[Operation]) -> None:
+    offset = next(
+        (
+            start
+            for start in range(len(new) - len(old) + 1)
+            if all(_same_element(item, new[start + index]) for index, item in enumerate(old))
+        ),
+        None,
+    )
+    if offset is None:
+        raise PatchError(f"{path}: elements would be removed or reordered")
+    # Changes inside existing elements first, while their indices are still the original ones.
+    for index, item in enumerate(old):
+        _walk(item, new[offset + index], f"{path}/{index}", operations)
+    for index in range(offset):
+        operations.append({"op": "add", "path": f"{path}/{index}", "value": new[index]})
+    for item in new[offset + len(old) :]:
+        operations.append({"op": "add", "path": f"{path}/-", "value": item})

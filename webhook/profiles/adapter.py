@@ -1,0 +1,30 @@
+"""Adapters: translate the app's output (status pages, StatsD) for the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from webhook.config import Profile, render_text
+from webhook.profiles.common import build_container
+
+
+def values_for(profile: Profile, params: Mapping[str, str]) -> dict[str, str]:
+    """Profile defaults overridden by the pod's ``adapter.PROFILE.PARAM`` annotations."""
+    return {**{param: spec.default for param, spec in profile.params.items()}, **params}
+
+
+def ports(profile: Profile, params: Mapping[str, str]) -> list[tuple[str, int]]:
+    """(port name, port) the adapter will listen on, for collision checks before building."""
+    values = values_for(profile, params)
+    return [(name, int(render_text(port, values))) for name, port in profile.ports]
+
+
+def build(
+    profile: Profile,
+    *,
+    name: str,
+    params: Mapping[str, str],
+    resources: Mapping[str, Mapping[str, str]],
+) -> dict[str, Any]:
+    return build_container(profile, name=name, values=values_for(profile, params), resources=resources)

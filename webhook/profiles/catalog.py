@@ -1,0 +1,109 @@
+"""The built-in profiles, written in the configuration file's own shape so users can extend them.
+
+Images are pinned by tag; a configuration file may override any key of a built-in profile (an
+internal registry mirror, other resources) or add profiles of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.scripts import compact
+
+BUSYBOX_IMAGE = "busybox:1.36.1"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    return {"requests": {"cpu": cpu_request, "memory": memory_request}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+BUILTIN_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "logging": {
+        "tail": {
+            "description": "Streams every file in the shared log directories to its own stdout "
+            "(kubectl logs POD -c entourage-logging), following new and rotated files.",
+            "image": BUSYBOX_IMAGE,
+            "command": ["sh", "-c", compact("tail_logs.sh"), "entourage-logging"],
+            "args": ["{paths}"],
+            "resources": _resources("10m", "16Mi", "100m", "64Mi"),
+        },
+        "fluent-bit": {
+            "description": "fluent-bit's tail input over the shared directories, forwarded to a "
+            "Fluentd/Fluent Bit aggregator; set host and port per pod or in the configuration.",
+            "image": "fluent/fluent-bit:3.2.10",
+            "command": ["/fluent-bit/bin/fluent-bit"],
+            "args": [
+                "-i", "tail", "-p", "path={path-globs}", "-p", "path_key=file", "-p", "refresh_interval=5",
+                "-p", "rotate_wait=5", "-p", "skip_long_lines=on", "-p", "tag=entourage.*",
+                "-o", "forward", "-p", "match=*", "-p", "host={host}", "-p", "port={port}",
+                "-f", "5",
+            ],
+            "params": {
+                "host": {"type": "host", "default": "fluentd.logging.svc.cluster.local", "description": "aggregator host"},
+                "port": {"type": "port", "default": "24224", "description": "aggregator forward port"},
+            },
+            "resources": _resources("20m", "32Mi", "500m", "128Mi"),
+        },
+    },
+    "ambassador": {
+        "socat": {
+            "description": "socat listening on 127.0.0.1:LOCAL_PORT, forwarding to the upstream; "
+            "tls:// upstreams get TLS with certificate and host name verification.",
+            "image": "alpine/socat:1.8.0.1",
+            "command": ["socat"],
+            "args": ["-d", "TCP-LISTEN:{local-port},bind=127.0.0.1,reuseaddr,fork", "TCP:{upstream}"],
+            "tlsArgs": [
+                "-d", "TCP-LISTEN:{local-port},bind=127.0.0.1,reuseaddr,fork",
+                "OPENSSL:{upstream},verify=1,cafile={ca-file},commonname={upstream-host}",
+            ],
+            # socat's own connect retry: no shell needed in the image to wait for the port.
+            "readyCommand": ["socat", "-u", "OPEN:/dev/null", "TCP:127.0.0.1:{local-port},retry=150,interval=0.1"],
+            "params": {
+                "ca-file": {"type": "path", "default": SYSTEM_CA_BUNDLE, "description": "CA bundle inside the image that verifies tls:// upstreams"},
+            },
+            "resources": _resources("10m", "16Mi", "200m", "64Mi"),
+        },
+    },
+    "adapter": {
+        "nginx-prometheus": {
+            "description": "Translates nginx stub_status into Prometheus metrics on :PORT/metrics.",
+            "image": "nginx/nginx-prometheus-exporter:1.4.2",
+            "command": ["/usr/bin/nginx-prometheus-exporter"],
+            "args": ["--nginx.scrape-uri=http://127.0.0.1:{status-port}{status-path}", "--web.listen-address=:{port}"],
+            "ports": [{"name": "metrics", "containerPort": "{port}"}],
+            "params": {
+                "status-port": {"type": "port", "default": "8080", "description": "the app's port serving stub_status"},
+                "status-path": {"type": "path", "default": "/stub_status", "description": "the stub_status path"},
+                "port": {"type": "port", "default": "9113", "description": "port of the exporter's /metrics"},
+            },
+            "resources": _resources("10m", "16Mi", "100m", "64Mi"),
+        },
+        "statsd-prometheus": {
+            "description": "Receives StatsD on 127.0.0.1:STATSD_PORT (UDP and TCP) and serves them "
+            "as Prometheus metrics on :PORT/metrics.",
+            "image": "prom/statsd-exporter:v0.28.0",
+            "command": ["/bin/statsd_exporter"],
+            "args": [
+                "--statsd.listen-udp=127.0.0.1:{statsd-port}",
+                "--statsd.listen-tcp=127.0.0.1:{statsd-port}",
+                "--web.listen-address=:{port}",
+            ],
+            "ports": [{"name": "metrics", "containerPort": "{port}"}, {"name": "statsd", "containerPort": "{statsd-port}"}],
+            "params": {
+                "statsd-port": {"type": "port", "default": "9125", "description": "where the app sends StatsD"},
+                "port": {"type": "port", "default": "9102", "description": "port of the exporter's /metrics"},
+            },
+            "resources": _resources("10m", "32Mi", "200m", "128Mi"),
+        },
+    },
+    "waitFor": {
+        "busybox": {
+            "description": "A POSIX sh script that waits for a tcp, http(s) or dns target with a bounded back-off.",
+            "image": BUSYBOX_IMAGE,
+            "command": ["sh", "-c", compact("wait_for.sh"), "entourage-wait-for"],
+            "args": ["{kind}", "{target}", "{timeout-seconds}"],
+            "resources": _resources("10m", "16Mi", "100m", "32Mi"),
+        },
+    },
+}

@@ -1,0 +1,113 @@
+"""What every injected container shares: rendering a profile into a container, resources, names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from webhook.config import Profile, render_text
+from webhook.quantity import parse_quantity
+
+MAX_NAME = 63
+
+Values = Mapping[str, "str | Sequence[str]"]
+
+
+def render_args(templates: Iterable[str], values: Values) -> list[str]:
+    """Fill placeholders; an argument that is exactly ``{list}`` expands into one argument per item."""
+    rendered: list[str] = []
+    scalars = {name: value for name, value in values.items() if isinstance(value, str)}
+    for template in templates:
+        whole = template[1:-1] if template.startswith("{") and template.endswith("}") else None
+        if whole is not None and not isinstance(values.get(whole, ""), str):
+            rendered.extend(values[whole])
+        else:
+            rendered.append(render_text(template, scalars))
+    return rendered
+
+
+def merge_resources(
+    profile: Profile, overrides: Mapping[tuple[str, str], str], *, key_prefix: str
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """The profile's resources with annotation overrides; problems if a request ends above its limit."""
+    resources = {section: dict(amounts) for section, amounts in profile.resources.items()}
+    for (section, resource), amount in overrides.items():
+        resources.setdefault(section, {})[resource] = amount
+    problems = []
+    for resource, request in resources.get("requests", {}).items():
+        limit = resources.get("limits", {}).get(resource)
+        if limit is not None and parse_quantity(request) > parse_quantity(limit):
+            problems.append(
+                f"{key_prefix}-{resource}-request: {request!r}: above the {resource} limit {limit} "
+                f"(set {key_prefix}-{resource}-limit as well)"
+            )
+    return resources, problems
+
+
+def build_container(
+    profile: Profile,
+    *,
+    name: str,
+    values: Values,
+    resources: Mapping[str, Mapping[str, str]],
+    args: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A container from a profile: pinned image, rendered command, restricted securityContext."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": profile.image,
+        "imagePullPolicy": profile.image_pull_policy,
+        "command": list(profile.command),
+    }
+    rendered_args = render_args(profile.args if args is None else args, values)
+    if rendered_args:
+        container["args"] = rendered_args
+    if profile.env:
+        container["env"] = [{"name": env_name, "value": render_text(value, _scalars(values))} for env_name, value in profile.env]
+    if profile.ports:
+        container["ports"] = [
+            {"name": port_name, "containerPort": int(render_text(port, _scalars(values))), "protocol": "TCP"}
+            for port_name, port in profile.ports
+        ]
+    container["resources"] = {section: dict(amounts) for section, amounts in resources.items()}
+    container["securityContext"] = _copy(profile.security_context)
+    # The message a failing container leaves (e.g. "timed out waiting for db:5432") shows in
+    # `kubectl describe pod` without digging into logs.
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
+
+
+def _scalars(values: Values) -> dict[str, str]:
+    return {name: value for name, value in values.items() if isinstance(value, str)}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+class NameAllocator:
+    """Hands out DNS-1123 names that collide with nothing the pod already has or we added."""
+
+    def __init__(self, taken: Iterable[str]) -> None:
+        self.taken = set(taken)
+
+    def claim(self, base: str) -> str:
+        base = slug(base)
+        candidate, counter = base, 1
+        while candidate in self.taken:
+            counter += 1
+            suffix = f"-{counter}"
+            candidate = base[: MAX_NAME - len(suffix)].rstrip("-") + suffix
+        self.taken.add(candidate)
+        return candidate
+
+
+def slug(text: str) -> str:
+    """Lower-case DNS label from arbitrary validated text (``db.prod:5432`` → ``db-prod-5432``)."""
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return label[:MAX_NAME].rstrip("-") or "x"

@@ -1,0 +1,28 @@
+"""Wait-for init containers: hold the pod until a TCP port, an HTTP URL or a DNS name answers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from webhook.annotations import WaitTarget
+from webhook.config import Profile
+from webhook.profiles.common import build_container
+
+
+def build(
+    profile: Profile,
+    *,
+    name: str,
+    target: WaitTarget,
+    timeout: int,
+    resources: Mapping[str, Mapping[str, str]],
+) -> dict[str, Any]:
+    """The target reaches the script as a positional argument, never as script text."""
+    values = {
+        **{param: spec.default for param, spec in profile.params.items()},
+        "kind": target.kind,
+        "target": target.target,
+        "timeout-seconds": str(timeout),
+    }
+    return build_container(profile, name=name, values=values, resources=resources)
