@@ -152,6 +152,9 @@ def _decide(
     )
 
 
-def bad_request(message: str) -> dict[str, Any]:
-    """Body of an HTTP 400 answer: a metav1.Status, which is what Kubernetes clients expect."""
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400, "reason": "BadRequest", "message": message}
+_REASONS = {400: "BadRequest", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType"}
+
+
+def bad_request(message: str, code: int = 400) -> dict[str, Any]:
+    """Body of an HTTP 4xx answer: a metav1.Status, which is what Kubernetes clients expect."""
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": _REASONS[code], "message": message}

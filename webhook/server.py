@@ -8,18 +8,14 @@ from dataclasses import dataclass, field
 import orjson
 import uvicorn
 from fastapi import FastAPI
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webhook import __version__
-from webhook.admission import Decision, admit, bad_request, decode
-from webhook.admission import NamespaceAnnotations
+from webhook.admission import Decision, NamespaceAnnotations
 from webhook.config import Settings
-from webhook.errors import ReviewError
+from webhook.fastpath import MutateEndpoint
 from webhook.inject import ClusterFacts
-
-MAX_BODY = 3 * 1024 * 1024 + 64 * 1024
-"""The apiserver's own request limit is 3 MiB; the review wrapper adds a little."""
 
 log = logging.getLogger("entourage.server")
 
@@ -34,53 +30,22 @@ class ServerState:
     ready: bool = True
 
 
-def _json(status: int, body: object) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def create_app(state: ServerState) -> ASGIApp:
+    """The ASGI app: ``/mutate`` goes to the lean MutateEndpoint, the rest to FastAPI.
 
-
-async def _read_body(request: Request) -> bytes | Response:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        return _json(413, bad_request(f"the body is larger than {MAX_BODY} bytes"))
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                return _json(413, bad_request(f"the body is larger than {MAX_BODY} bytes"))
-            chunks.append(chunk)
-    except ClientDisconnect:
-        return _json(400, bad_request("the client disconnected before sending the whole body"))
-    return b"".join(chunks)
-
-
-def create_app(state: ServerState) -> FastAPI:
-    """The ASGI app; ``state`` may be swapped by the caller (configuration reload)."""
+    ``app.state.entourage`` may be swapped by the caller (configuration reload).
+    """
     app = FastAPI(title="Entourage", version=__version__, docs_url=None, redoc_url=None)
     app.state.entourage = state
+    mutate = MutateEndpoint(lambda: app.state.entourage, _log_decision)
 
-    async def mutate(request: Request) -> Response:
-        # A plain Starlette endpoint: no pydantic model of the review or the pod on the hot path.
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            return _json(415, bad_request(f"expected Content-Type application/json, got {content_type[:64]!r}"))
-        body = await _read_body(request)
-        if isinstance(body, Response):
-            return body
-        current: ServerState = app.state.entourage
-        try:
-            decision = admit(
-                decode(body),
-                current.settings,
-                namespace_annotations=current.namespace_annotations,
-                cluster=current.cluster,
-            )
-        except ReviewError as error:
-            return _json(400, bad_request(str(error)))
-        _log_decision(decision)
-        return _json(200, decision.review)
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mutate":
+            await mutate(scope, receive, send)
+        else:
+            await app(scope, receive, send)
 
-    app.router.add_route("/mutate", mutate, methods=["POST"])
+    dispatch.state = app.state  # type: ignore[attr-defined]
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -93,7 +58,7 @@ def create_app(state: ServerState) -> FastAPI:
         current: ServerState = app.state.entourage
         return JSONResponse({"status": "ready" if current.ready else "unready"}, status_code=200 if current.ready else 503)
 
-    return app
+    return dispatch
 
 
 def _log_decision(decision: Decision) -> None:

@@ -1,0 +1,102 @@
+"""``POST /mutate`` as a plain ASGI callable: the admission hot path, outside FastAPI's machinery.
+
+FastAPI's per-request work (routing, dependency resolution, response models) costs more than
+the whole injection, so the server hands ``/mutate`` straight to this callable; every other
+route stays an ordinary FastAPI route. What happens per decision beyond answering it (metrics,
+the log line) is the ``observe`` callback's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+import orjson
+
+from webhook.admission import Decision, NamespaceAnnotations, admit, bad_request, decode
+from webhook.config import Settings
+from webhook.errors import ReviewError
+from webhook.inject import ClusterFacts
+
+MAX_BODY = 3 * 1024 * 1024 + 64 * 1024
+"""The apiserver's own request limit is 3 MiB; the review wrapper adds a little."""
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class AdmissionState(Protocol):
+    """What the hot path reads on every request (the server may swap it on reload)."""
+
+    settings: Settings
+    cluster: ClusterFacts
+    namespace_annotations: NamespaceAnnotations | None
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class MutateEndpoint:
+    """The ASGI app for ``POST /mutate``."""
+
+    def __init__(self, state: Callable[[], AdmissionState], observe: Callable[[Decision], None] | None = None) -> None:
+        self.state = state
+        self.observe = observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _answer(send, 405, orjson.dumps(bad_request("use POST for /mutate", 405)))
+            return
+        content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+        if content_type != b"application/json":
+            message = f"expected Content-Type application/json, got {content_type[:64].decode('latin-1')!r}"
+            await _answer(send, 415, orjson.dumps(bad_request(message, 415)))
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            await _answer(send, 413, orjson.dumps(bad_request(f"the body is larger than {MAX_BODY} bytes", 413)))
+            return
+        body = await self._read(receive)
+        if body is None:
+            await _answer(send, 413, orjson.dumps(bad_request(f"the body is larger than {MAX_BODY} bytes", 413)))
+            return
+        state = self.state()
+        try:
+            decision = admit(
+                decode(body), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster
+            )
+        except ReviewError as error:
+            await _answer(send, 400, orjson.dumps(bad_request(str(error))))
+            return
+        await _answer(send, 200, orjson.dumps(decision.review))
+        if self.observe is not None:
+            self.observe(decision)
+
+    @staticmethod
+    async def _read(receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks)  # decode() then reports the truncated body as a 400
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
