@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 import yaml
 
-from webhook import __version__, certs
+from webhook import __version__, certs, yamlio
 from webhook.config import load_settings
 from webhook.errors import ConfigError, PodDenied
 from webhook.workloads import inject_document
@@ -77,12 +78,14 @@ def _certs(args: argparse.Namespace, stdout: TextIO) -> int:
 def _inject(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     settings = load_settings(args.config)
     if args.native_sidecars:
-        from dataclasses import replace
-
         settings = replace(settings, native_sidecars=args.native_sidecars)
-    text = stdin.read() if args.filename == "-" else open(args.filename, encoding="utf-8").read()
+    if args.filename == "-":
+        text = stdin.read()
+    else:
+        with open(args.filename, encoding="utf-8") as file:
+            text = file.read()
     try:
-        documents = list(yaml.safe_load_all(text))
+        documents = yamlio.load_all(text)
     except yaml.YAMLError as error:
         print(f"entourage: {args.filename}: not valid YAML: {error}", file=stderr)
         return 1
@@ -100,5 +103,5 @@ def _inject(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Tex
             for warning in injection.warnings:
                 print(f"entourage: warning: document {index}: {warning}", file=stderr)
         output.append(injected)
-    yaml.safe_dump_all([doc for doc in output if doc is not None], stdout, sort_keys=False, default_flow_style=False, width=1000)
+    stdout.write(yamlio.dump_all(output))
     return 1 if failed else 0

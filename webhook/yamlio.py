@@ -1,0 +1,30 @@
+"""YAML in and out for manifests: multi-document, key order kept, scripts as readable blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings (the wait-for and tail scripts) as literal ``|`` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def load_all(text: str) -> list[Any]:
+    """Every document of a YAML stream (empty documents dropped); raises yaml.YAMLError."""
+    return [document for document in yaml.safe_load_all(text) if document is not None]
+
+
+def dump_all(documents: Iterable[Any]) -> str:
+    return yaml.dump_all(list(documents), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
