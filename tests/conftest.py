@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,18 @@ def reference_review(annotations: dict[str, str] | None = None) -> dict[str, Any
 
 def reference_pod(annotations: dict[str, str] | None = None) -> dict[str, Any]:
     return copy.deepcopy(reference_review(annotations)["request"]["object"])
+
+
+@pytest.fixture(scope="session")
+def busybox_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment whose PATH holds only busybox applets, like the busybox image.
+
+    busybox is installed by `make tools`; a machine without it fails here instead of skipping.
+    """
+    busybox = shutil.which("busybox")
+    assert busybox is not None, "busybox is not installed: run `make tools`"
+    bindir = tmp_path_factory.mktemp("busybox-bin")
+    applets = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True, timeout=10).stdout.split()
+    for applet in applets:
+        (bindir / applet).symlink_to(busybox)
+    return {"PATH": str(bindir), "LC_ALL": "C"}

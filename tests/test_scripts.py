@@ -24,28 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import busybox_env  # noqa: F401 - fixture
 from webhook.scripts import read
 
 BUSYBOX = shutil.which("busybox")
-pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def busybox_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """An environment whose PATH holds only busybox applets (like the busybox image)."""
-    assert BUSYBOX is not None
-    bindir = tmp_path_factory.mktemp("busybox-bin")
-    applets = subprocess.run(
-        [BUSYBOX, "--list"], check=True, capture_output=True, text=True, timeout=10
-    ).stdout.split()
-    for applet in applets:
-        (bindir / applet).symlink_to(BUSYBOX)
-    return {"PATH": str(bindir), "LC_ALL": "C"}
 
 
 def wait_for_cmd(*args: str) -> list[str]:
