@@ -1,0 +1,127 @@
+"""`entourage inject` and `entourage certs`, run in-process the way a user runs them."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from webhook.cli import main
+
+WORKLOADS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations: {entourage.dev/logging: "true"}
+    spec:
+      containers: [{name: web, image: "nginx:1.27"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: report}
+spec:
+  schedule: "0 * * * *"
+  jobTemplate:
+    spec:
+      template:
+        metadata: {annotations: {entourage.dev/wait-for: "db:5432", entourage.dev/logging: "true", entourage.dev/native-sidecars: "true"}}
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: report, image: "report:1"}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: db, image: "postgres:17"}]
+"""
+
+
+def run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = main(argv, stdin=io.StringIO(stdin), stdout=stdout, stderr=stderr)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_inject_handles_workload_templates_and_passes_other_documents_through() -> None:
+    code, out, err = run(["inject", "-f", "-"], WORKLOADS)
+    assert code == 0 and err == ""
+    deployment, service, cronjob, statefulset = yaml.safe_load_all(out)
+    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == ["web", "entourage-logging"]
+    assert service == yaml.safe_load(WORKLOADS.split("---")[1])
+    job_pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in job_pod["initContainers"]] == ["entourage-wait-db-5432", "entourage-logging"]
+    assert statefulset == list(yaml.safe_load_all(WORKLOADS))[3]
+
+
+def test_inject_reports_a_denied_document_and_exits_non_zero(tmp_path: Path) -> None:
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {entourage.dev/wait-for: 'db;reboot'}}\nspec: {containers: [{name: a, image: 'a:1'}]}\n")
+    code, out, err = run(["inject", "-f", str(manifest)])
+    assert code == 1
+    assert "document 0 (Pod p): entourage.dev/wait-for: 'db;reboot'" in err
+    assert yaml.safe_load(out)["spec"]["containers"] == [{"name": "a", "image": "a:1"}]
+
+
+def test_inject_says_so_when_the_yaml_is_broken() -> None:
+    code, _, err = run(["inject", "-f", "-"], "a: [b")
+    assert code == 1 and "not valid YAML" in err
+
+
+def test_inject_refuses_a_broken_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("onError: sometimes\n")
+    code, _, err = run(["inject", "-f", "-", "--config", str(config)], WORKLOADS)
+    assert code == 2 and "onError: expected deny or allow" in err
+
+
+def test_certs_writes_a_ca_and_a_serving_certificate_for_the_service(tmp_path: Path) -> None:
+    code, out, _ = run(["certs", "--service", "entourage", "--namespace", "platform", "--out-dir", str(tmp_path)])
+    assert code == 0
+    assert stat.S_IMODE((tmp_path / "tls.key").stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    assert base64.b64decode(out.strip()) == ca.public_bytes(Encoding.PEM)
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [
+        "entourage", "entourage.platform", "entourage.platform.svc", "entourage.platform.svc.cluster.local", "localhost",
+    ]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    cert.verify_directly_issued_by(ca)
+
+
+def test_certs_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    assert run(["certs", "--service", "s", "--namespace", "n", "--out-dir", str(tmp_path)])[0] == 0
+    code, _, err = run(["certs", "--service", "s", "--namespace", "n", "--out-dir", str(tmp_path)])
+    assert code == 1 and "refusing to overwrite" in err and "--force" in err
+    assert run(["certs", "--service", "s", "--namespace", "n", "--out-dir", str(tmp_path), "--force"])[0] == 0
+
+
+def test_the_command_runs_as_python_dash_m_webhook() -> None:
+    result = subprocess.run([sys.executable, "-m", "webhook", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("entourage ")
+    result = subprocess.run([sys.executable, "-m", "webhook", "inject", "-f", "-"], input=json.dumps({"kind": "ConfigMap"}), capture_output=True, text=True, check=True)
+    assert yaml.safe_load(result.stdout) == {"kind": "ConfigMap"}

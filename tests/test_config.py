@@ -1,0 +1,94 @@
+"""The configuration file: built-ins merged with the user's profiles, everything validated at load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from webhook.config import RESTRICTED_SECURITY_CONTEXT, load_settings, parse_settings
+from webhook.errors import ConfigError
+
+ADAPTER = """
+profiles:
+  adapter:
+    my-exporter:
+      image: registry.example/exporter:1.2.3
+      command: [/exporter]
+      args: ["--listen=:{port}"]
+      ports: [{name: metrics, containerPort: "{port}"}]
+      params:
+        port: {type: port, default: "9100"}
+      resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {cpu: 50m, memory: 32Mi}}
+"""
+
+
+def test_no_file_means_the_built_in_catalog() -> None:
+    settings = load_settings(None, environ={})
+    assert set(settings.profiles["logging"]) == {"tail", "fluent-bit"}
+    assert set(settings.profiles["adapter"]) == {"nginx-prometheus", "statsd-prometheus"}
+    assert settings.native_sidecars == "auto" and settings.on_error == "deny"
+
+
+def test_the_file_can_come_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("nativeSidecars: true\n")
+    assert load_settings(None, environ={"ENTOURAGE_CONFIG": str(path)}).native_sidecars == "true"
+
+
+def test_a_config_only_adapter_is_added_and_built_ins_stay() -> None:
+    settings = parse_settings(ADAPTER)
+    assert settings.profiles["adapter"]["my-exporter"].params["port"].default == "9100"
+    assert "nginx-prometheus" in settings.profiles["adapter"]
+
+
+def test_a_built_in_profile_can_be_pointed_at_a_mirror() -> None:
+    settings = parse_settings("profiles: {logging: {tail: {image: 'mirror.example/busybox:1.36.1'}}}")
+    tail = settings.profiles["logging"]["tail"]
+    assert tail.image == "mirror.example/busybox:1.36.1" and tail.command[0] == "sh"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nativeSidecar: true", "unknown key 'nativeSidecar' (did you mean 'nativeSidecars'?)"),
+        ("onError: maybe", "onError: expected deny or allow"),
+        ("annotationPrefix: 'Not A Prefix'", "annotationPrefix: expected a DNS subdomain"),
+        ("limits: {maxAmbassadorRoutes: 1000}", "limits.maxAmbassadorRoutes: expected a whole number from 1 to 64"),
+        ("limits: {maxMemory: lots}", "limits.maxMemory: 'lots' is not a Kubernetes quantity"),
+        ("defaults: {logging: vector}", "defaults.logging: no logging profile named 'vector'"),
+        ("defaults: {waitForTimeout: forever}", "defaults.waitForTimeout: 'forever': expected a duration"),
+        ("profiles: {sidecar: {}}", "profiles: unknown key 'sidecar'"),
+        (ADAPTER.replace("exporter:1.2.3", "exporter:latest"), "pinned tag or digest (not 'latest')"),
+        (ADAPTER.replace("exporter:1.2.3", "exporter"), "pinned tag or digest"),
+        (ADAPTER.replace("--listen=:{port}", "--listen=:{prot}"), "unknown placeholder {prot} (did you mean 'port'?)"),
+        (ADAPTER.replace("cpu: 50m", "cpu: 5m"), "requests.cpu 10m is above limits.cpu 5m"),
+        (ADAPTER.replace("limits: {cpu: 50m, memory: 32Mi}", "limits: {cpu: 50m}"), "limits.memory: required"),
+        (ADAPTER.replace('default: "9100"', 'default: "x"'), "params.port.default: 'x': expected a port number"),
+        (ADAPTER.replace("type: port", "type: number"), "params.port.type: expected one of port"),
+        (ADAPTER + "      securityContext: {privileged: true}\n", "'privileged' cannot be set"),
+        (ADAPTER + "      securityContext: {runAsUser: 0}\n", "runAsUser: expected a non-zero user or group id"),
+        (ADAPTER + "      securityContext: {capabilities: {add: [NET_ADMIN]}}\n", "only NET_BIND_SERVICE is allowed"),
+        (ADAPTER + "      tlsArgs: [x]\n", "only ambassadors have tlsArgs"),
+        ("profiles: {ambassador: {envoy: {image: 'envoy:1.31.0', command: [envoy], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "tlsArgs: required for an ambassador"),
+        ("[1, 2]", "expected a mapping"),
+        ("key: [unclosed", "not valid YAML"),
+    ],
+)
+def test_an_invalid_configuration_is_refused_naming_the_setting(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(text, source="config.yaml")
+    assert str(error.value).startswith("config.yaml: ") and message in str(error.value)
+
+
+def test_a_profile_security_context_starts_restricted_and_may_only_tighten() -> None:
+    settings = parse_settings(ADAPTER + "      securityContext: {runAsUser: 1000, readOnlyRootFilesystem: false}\n")
+    context = settings.profiles["adapter"]["my-exporter"].security_context
+    assert context["runAsUser"] == 1000 and context["readOnlyRootFilesystem"] is False
+    for key in ("allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "seccompProfile", "privileged"):
+        assert context[key] == RESTRICTED_SECURITY_CONTEXT[key]
+
+
+def test_an_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load_settings(str(tmp_path / "missing.yaml"))
