@@ -176,7 +176,10 @@ def parse_wait_target(item: str) -> WaitTarget:
         if path.startswith("?"):
             path = "/" + path
         path = grammar.parse_url_path(path) if path else "/"
-        if authority.startswith("[") or authority.count(":") == 1:
+        if authority.startswith("[") and authority.endswith("]"):
+            host = grammar.parse_bracketed_ipv6(authority)
+            hostport = f"[{host}]"
+        elif authority.startswith("[") or authority.count(":") == 1:
             host, port = grammar.parse_host_port(authority)
             hostport = grammar.format_host_port(host, port)
         else:
@@ -204,8 +207,34 @@ def own_annotations(annotations: Mapping[str, Any], prefix: str) -> dict[str, st
     return {key[len(head) :]: value for key, value in annotations.items() if key.startswith(head)}
 
 
+PARSED_CACHE_SIZE = 256
+"""How many distinct annotation sets ``parse_annotations`` remembers (per settings object)."""
+
+_parsed: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Settings, InjectionRequest]] = {}
+
+
 def parse_annotations(own: Mapping[str, Any], settings: Settings) -> InjectionRequest:
-    """Validate our annotations (prefix removed) into an InjectionRequest, or raise PodDenied."""
+    """Validate our annotations (prefix removed) into an InjectionRequest, or raise PodDenied.
+
+    The pods of one workload carry the same annotations (a Deployment scaled to 500 replicas is
+    500 identical sets), so valid results are remembered, keyed by the settings object (a reload
+    makes a new one) and the exact keys and values. InjectionRequest is frozen and the engine only
+    reads it, so sharing one between pods is safe; denials are not cached (they are rare).
+    """
+    if not all(type(value) is str for value in own.values()):
+        return _parse_annotations(own, settings)
+    key = (id(settings), tuple(own.items()))
+    hit = _parsed.get(key)
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    request = _parse_annotations(own, settings)
+    if len(_parsed) >= PARSED_CACHE_SIZE:
+        _parsed.clear()  # simpler than LRU, and a burst refills it in one request per workload
+    _parsed[key] = (settings, request)
+    return request
+
+
+def _parse_annotations(own: Mapping[str, Any], settings: Settings) -> InjectionRequest:
     problems = _Problems(settings.annotation_prefix)
     values: dict[str, str] = {}
     for key, value in own.items():

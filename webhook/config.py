@@ -268,7 +268,7 @@ def _params(where: str, value: Any) -> dict[str, Param]:
     params: dict[str, Param] = {}
     for name, spec in _mapping(where, value).items():
         here = f"{where}.{name}"
-        if not isinstance(name, str) or not grammar.DNS_LABEL.match(name):
+        if not isinstance(name, str) or not grammar.DNS_LABEL.fullmatch(name):
             raise ConfigError(f"{here}: a parameter name is a DNS label (lower-case letters, digits, '-')")
         spec = _mapping(here, spec)
         _check_keys(here, spec, ("type", "default", "description", "values"))
@@ -294,11 +294,11 @@ _PROFILE_KEYS = ("description", "image", "imagePullPolicy", "command", "args", "
 
 def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
     where = f"profiles.{kind}.{name}"
-    if not grammar.DNS_LABEL.match(name) or len(name) > 40:
+    if not grammar.DNS_LABEL.fullmatch(name) or len(name) > 40:
         raise ConfigError(f"{where}: a profile name is a DNS label of at most 40 characters")
     _check_keys(where, data, _PROFILE_KEYS)
     image = data.get("image")
-    if not isinstance(image, str) or not _PINNED_IMAGE.match(image) or image.endswith(":latest"):
+    if not isinstance(image, str) or not _PINNED_IMAGE.fullmatch(image) or image.endswith(":latest"):
         raise ConfigError(f"{where}.image: expected an image with a pinned tag or digest (not 'latest'), got {image!r}")
     command = _strings(f"{where}.command", data.get("command"))
     if not command:
@@ -310,7 +310,7 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
     for index, item in enumerate(data.get("env") or []):
         item = _mapping(f"{where}.env[{index}]", item)
         _check_keys(f"{where}.env[{index}]", item, ("name", "value"))
-        if not isinstance(item.get("name"), str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", item["name"]):
+        if not isinstance(item.get("name"), str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item["name"]):
             raise ConfigError(f"{where}.env[{index}].name: expected an environment variable name")
         env.append((item["name"], str(item.get("value", ""))))
     ports: list[tuple[str, str]] = []
@@ -318,7 +318,7 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
         item = _mapping(f"{where}.ports[{index}]", item)
         _check_keys(f"{where}.ports[{index}]", item, ("name", "containerPort"))
         port_name = item.get("name")
-        if not isinstance(port_name, str) or not re.match(r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$", port_name):
+        if not isinstance(port_name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?", port_name):
             raise ConfigError(f"{where}.ports[{index}].name: expected an IANA service name (at most 15 characters)")
         ports.append((port_name, str(item.get("containerPort"))))
     params = _params(f"{where}.params", data.get("params"))
@@ -431,7 +431,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     data = _mapping("configuration", data)
     _check_keys("configuration", data, ("annotationPrefix", "nativeSidecars", "onError", "defaults", "limits", "profiles"))
     prefix = data.get("annotationPrefix", "entourage.dev")
-    if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.match(part) for part in prefix.split(".")) or len(prefix) > 200:
+    if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.fullmatch(part) for part in prefix.split(".")) or len(prefix) > 200:
         raise ConfigError(f"annotationPrefix: expected a DNS subdomain such as entourage.dev, got {prefix!r}")
     native = str(data.get("nativeSidecars", "auto")).lower()
     if native not in ("auto", "true", "false"):

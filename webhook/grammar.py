@@ -1,7 +1,8 @@
 """Strict grammars for values that end up in container commands: hosts, ports, paths, durations.
 
 Each ``parse_*`` function returns the normalised value or raises ValueError with a sentence that
-says what was expected; callers add the annotation key and value. Nothing here accepts shell
+says what was expected; callers add the annotation key and value. Patterns are applied with
+``fullmatch``: ``$`` alone would also accept a trailing newline. Nothing here accepts shell
 metacharacters, quotes, white space or non-ASCII look-alikes: the character sets are explicit.
 """
 
@@ -24,12 +25,14 @@ def parse_host(text: str) -> str:
     """A DNS name (RFC 1123, at most 253 characters) or an IPv4/IPv6 address."""
     if not text:
         raise ValueError("expected a host name or IP address, got an empty string")
+    if "%" in text:
+        raise ValueError("IPv6 zone identifiers (%...) are not allowed")
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
         pass
     name = text[:-1] if text.endswith(".") else text
-    if len(name) > MAX_HOST_LENGTH or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+    if len(name) > MAX_HOST_LENGTH or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
         raise ValueError("expected a DNS name (letters, digits, '-' and '.') or an IP address")
     return text.lower()
 
@@ -48,6 +51,8 @@ def parse_host_port(text: str) -> tuple[str, int]:
         if end < 0 or text[end + 1 : end + 2] != ":":
             raise ValueError("expected [IPv6-address]:port")
         host_text, port_text = text[1:end], text[end + 2 :]
+        if "%" in host_text:
+            raise ValueError("IPv6 zone identifiers (%...) are not allowed")
         try:
             host = str(ipaddress.IPv6Address(host_text))
         except ValueError as error:
@@ -61,6 +66,16 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return parse_host(host_text), parse_port(port_text)
 
 
+def parse_bracketed_ipv6(text: str) -> str:
+    """``[ipv6]`` without a port (an http URL's authority)."""
+    if not (text.startswith("[") and text.endswith("]")) or "%" in text:
+        raise ValueError("expected [IPv6-address] or [IPv6-address]:port")
+    try:
+        return str(ipaddress.IPv6Address(text[1:-1]))
+    except ValueError as error:
+        raise ValueError("expected an IPv6 address inside [ ]") from error
+
+
 def format_host_port(host: str, port: int) -> str:
     """The inverse of parse_host_port (brackets IPv6 addresses)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -68,14 +83,14 @@ def format_host_port(host: str, port: int) -> str:
 
 def parse_url_path(text: str) -> str:
     """An absolute URL path with an optional query, from a conservative character set."""
-    if len(text) > 512 or not _SAFE_URL_PATH.match(text) or "/../" in text + "/" or text.endswith("/.."):
+    if len(text) > 512 or not _SAFE_URL_PATH.fullmatch(text) or "/../" in text + "/" or text.endswith("/.."):
         raise ValueError("expected an absolute URL path such as /healthz (letters, digits and ._~%/:@=+-)")
     return text
 
 
 def parse_directory(text: str) -> str:
     """An absolute, clean directory path: no '..', '.', '//', trailing '/' or special characters."""
-    if len(text) > 255 or not _ABS_DIR.match(text):
+    if len(text) > 255 or not _ABS_DIR.fullmatch(text):
         raise ValueError("expected an absolute directory such as /var/log/app (letters, digits and ._-)")
     parts = text.split("/")[1:]
     if any(part in (".", "..") for part in parts):
@@ -87,7 +102,7 @@ def parse_duration(text: str) -> int:
     """``90s``, ``5m``, ``1h30m``, ``0`` → seconds (0 means forever)."""
     if text == "0":
         return 0
-    match = _DURATION.match(text) if text and len(text) <= 16 else None
+    match = _DURATION.fullmatch(text) if text and len(text) <= 16 else None
     if match is None or not any(match.groupdict().values()):
         raise ValueError("expected a duration such as 90s, 5m, 1h30m, or 0 for no limit")
     hours, minutes, seconds = (int(match[unit] or 0) for unit in ("h", "m", "s"))
@@ -112,7 +127,7 @@ def parse_bool(text: str) -> bool:
 
 def parse_dns_label(text: str) -> str:
     """A DNS-1123 label: lower-case letters, digits and '-', at most 63 characters."""
-    if not DNS_LABEL.match(text):
+    if not DNS_LABEL.fullmatch(text):
         raise ValueError("expected a DNS-1123 label (lower-case letters, digits and '-', at most 63)")
     return text
 

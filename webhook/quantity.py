@@ -21,13 +21,14 @@ _SUFFIXES: dict[str, Decimal] = {
     "Pi": Decimal(2) ** 50,
     "Ei": Decimal(2) ** 60,
 }
-# The apiserver's grammar, restricted to non-negative values (a negative request is never valid).
-_QUANTITY = re.compile(r"^\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[kMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]+)?$")
+# The apiserver's grammar, restricted to non-negative values (a negative request is never valid)
+# and to two-digit exponents (larger ones are never a real resource amount and overflow Decimal).
+_QUANTITY = re.compile(r"^\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>[KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?$")
 
 
 def parse_quantity(text: str) -> Decimal:
     """Return the value of a quantity, or raise ValueError naming the text."""
-    match = _QUANTITY.match(text) if len(text) <= 32 else None
+    match = _QUANTITY.fullmatch(text) if len(text) <= 32 else None
     if match is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)")
     number, suffix = match["number"], match["suffix"] or ""
