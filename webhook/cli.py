@@ -1,8 +1,9 @@
-"""The `entourage` command: serve, certs, inject. Argument parsing and YAML in/out only."""
+"""The `entourage` command: serve, certs, inject, audit. Argument parsing and YAML in/out only."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from collections.abc import Sequence
@@ -28,6 +29,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     serve.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=_positive_int, default=1, help="server processes; each loads certificates and configuration itself (default 1)")
+    serve.add_argument("--drain-seconds", type=_seconds, default=5.0, help="after SIGTERM: unready but still serving, before the listener closes (default 5)")
+    serve.add_argument("--shutdown-timeout", type=_seconds, default=10.0, help="after the drain: time for requests in flight to finish (default 10)")
+    serve.add_argument("--reload-interval", type=_seconds, default=2.0, help="seconds between looks at the certificate and configuration files (default 2)")
+    serve.add_argument("--request-timeout", type=_seconds, default=10.0, help="seconds a client may take to send a request body; then 408 (default 10)")
+    cluster = serve.add_argument_group("cluster awareness (in a cluster, or with --kubeconfig)")
+    cluster.add_argument("--kubeconfig", help="use this kubeconfig instead of the in-cluster service account")
+    cluster.add_argument("--standalone", action="store_true", help="never talk to the Kubernetes API, even in a cluster")
+    cluster.add_argument("--sync-timeout", type=_seconds, default=10.0, help="/readyz waits this long for the first namespace list, then serves without namespace defaults (default 10)")
+    cluster.add_argument("--version-check-seconds", type=_seconds, default=600.0, help="how often apiserver and kubelet versions are re-checked for nativeSidecars: auto (default 600)")
+    cluster.add_argument("--no-events", action="store_true", help="do not create Kubernetes Events for injections and denials")
+    cluster.add_argument("--patch-ca-bundle", metavar="NAME", help="keep the caBundle of this MutatingWebhookConfiguration equal to --ca-file")
+    cluster.add_argument("--ca-file", help="PEM CA that signed the serving certificate (with --patch-ca-bundle)")
+
+    audit = commands.add_parser("audit", help="list pods that ask for injection but were never injected (created while the webhook was down)")
+    audit.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then ~/.kube/config)")
+    audit.add_argument("--namespace", "-n", help="only this namespace (default: all)")
+    audit.add_argument("--config", help="the webhook's configuration file (for its annotationPrefix)")
+    audit.add_argument("--output", "-o", choices=["text", "json"], default="text")
 
     certificates = commands.add_parser("certs", help="write a CA and a serving certificate for the webhook Service")
     certificates.add_argument("--service", required=True, help="the webhook's Service name")
@@ -50,7 +70,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO = sys.stdin, stdout
             return _certs(args, stdout)
         if args.command == "inject":
             return _inject(args, stdin, stdout, stderr)
-        return _serve(args)
+        if args.command == "audit":
+            return _audit(args, stdout, stderr)
+        return _serve(args, stderr)
     except ConfigError as error:
         print(f"entourage: configuration error: {error}", file=stderr)
         return 2
@@ -59,11 +81,98 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO = sys.stdin, stdout
         return 1
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from webhook.server import ServerState, serve
+def _in_cluster() -> bool:
+    """Running in a pod with a service account token (what in-cluster API access needs)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
-    state = ServerState(settings=load_settings(args.config))
-    serve(state, cert_file=args.tls_cert_file, key_file=args.tls_private_key_file, host=args.host, port=args.port, log_level=args.log_level)
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 3600, got {text!r}")
+    return value
+
+
+def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
+    from webhook.server import ServeOptions, serve
+    from webhook.tls import CertificateError
+
+    cluster = not args.standalone and (bool(args.kubeconfig) or _in_cluster())
+    if args.patch_ca_bundle and not (args.ca_file and cluster):
+        print("entourage: --patch-ca-bundle needs --ca-file and API access (in a cluster or --kubeconfig)", file=stderr)
+        return 2
+    options = ServeOptions(
+        cert_file=args.tls_cert_file,
+        key_file=args.tls_private_key_file,
+        config_file=args.config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        drain_seconds=args.drain_seconds,
+        shutdown_timeout=args.shutdown_timeout,
+        reload_interval=args.reload_interval,
+        request_timeout=args.request_timeout,
+        log_level=args.log_level,
+        kubeconfig=args.kubeconfig,
+        cluster=cluster,
+        sync_timeout=args.sync_timeout,
+        version_check_seconds=args.version_check_seconds,
+        events=not args.no_events,
+        patch_ca_bundle=args.patch_ca_bundle,
+        ca_file=args.ca_file,
+    )
+    try:
+        serve(options)
+    except CertificateError as error:
+        print(f"entourage: certificate error: {error}", file=stderr)
+        return 1
+    return 0
+
+
+def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    import json
+
+    from webhook import audit, kube
+
+    settings = load_settings(args.config)
+    try:
+        if args.kubeconfig or _in_cluster():
+            api = kube.Api(args.kubeconfig)
+        else:
+            api = kube.Api(os.path.expanduser("~/.kube/config"))
+    except Exception as error:  # noqa: BLE001 - the kubernetes package raises several kinds
+        print(f"entourage: cannot configure API access: {error}", file=stderr)
+        return 2
+    try:
+        pods, namespaces = kube.list_pods_and_namespaces(api, args.namespace)
+    except kube.ApiError as error:
+        print(f"entourage: {error}", file=stderr)
+        return 1
+    finally:
+        api.close()
+    findings = audit.missed(pods, settings, namespaces.get)
+    if args.output == "json":
+        json.dump([finding.as_dict() for finding in findings], stdout, indent=2)
+        print(file=stdout)
+    elif findings:
+        rows = [("NAMESPACE", "POD", "PHASE", "OWNERS", "REQUESTED")]
+        rows += [(f.namespace, f.pod, f.phase, ",".join(f.owners) or "-", ",".join(f.requested)) for f in findings]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4], file=stdout)
+    print(
+        f"entourage: {len(findings)} of {len(pods)} pods ask for injection but were not injected; restart them through their owners"
+        if findings
+        else f"entourage: none of {len(pods)} pods missed injection",
+        file=stderr,
+    )
     return 0
 
 

@@ -1,0 +1,133 @@
+"""TLS of the real ``entourage serve`` process: versions, keep-alive, certificate hot reload."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.webhook_process import Webhook, review, running, tls_files
+from webhook import certs
+
+
+def test_tls_1_1_is_refused_and_1_2_is_accepted(tmp_path: Path) -> None:
+    with running(tmp_path) as webhook:
+        old = webhook.context()
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer TLS 1.1: the server must refuse it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.minimum_version = ssl.TLSVersion.TLSv1_1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw, pytest.raises(ssl.SSLError) as refused:
+            old.wrap_socket(raw, server_hostname="localhost").close()
+        # The client did offer TLS 1.1 (a client-side refusal says NO_PROTOCOLS_AVAILABLE); the server
+        # answered with a protocol_version alert or hung up.
+        assert isinstance(refused.value, ssl.SSLEOFError) or "ALERT_PROTOCOL_VERSION" in str(refused.value)
+        tls12 = webhook.context()
+        tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw:
+            with tls12.wrap_socket(raw, server_hostname="localhost") as conn:
+                assert conn.version() == "TLSv1.2"
+                assert conn.selected_alpn_protocol() in (None, "http/1.1")
+
+
+def test_many_requests_share_one_keep_alive_connection(tmp_path: Path) -> None:
+    body = __import__("json").dumps(review()).encode()
+    with running(tmp_path) as webhook:
+        connection = http.client.HTTPSConnection("localhost", webhook.port, context=webhook.context(), timeout=5)
+        try:
+            connection.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+            first = connection.getresponse()
+            first.read()
+            sock = connection.sock
+            for _ in range(20):
+                connection.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                assert response.status == 200 and response.getheader("connection") != "close"
+                response.read()
+            assert connection.sock is sock, "the server closed the keep-alive connection"
+        finally:
+            connection.close()
+
+
+class Load:
+    """Clients sending admissions until stopped: one opens a new TLS connection per request
+    (every request is a fresh handshake), one keeps a single connection alive."""
+
+    def __init__(self, webhook: Webhook) -> None:
+        self.webhook, self.stopping = webhook, threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+        self.body = __import__("json").dumps(review()).encode()
+        self.threads = [threading.Thread(target=self._run, args=(fresh,)) for fresh in (True, False)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(10)
+
+    def _run(self, fresh: bool) -> None:
+        connection: http.client.HTTPSConnection | None = None
+        while not self.stopping.is_set():
+            try:
+                if connection is None or fresh:
+                    connection = http.client.HTTPSConnection("localhost", self.webhook.port, context=self.webhook.context(), timeout=5)
+                connection.request("POST", "/mutate", self.body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    self.failures.append(f"HTTP {response.status}")
+                else:
+                    self.ok += 1
+            except (OSError, http.client.HTTPException) as error:
+                self.failures.append(repr(error))
+            finally:
+                if fresh and connection is not None:
+                    connection.close()
+        if connection is not None:
+            connection.close()
+
+
+def test_a_rotated_certificate_is_served_within_seconds_without_a_failed_request(tmp_path: Path) -> None:
+    with running(tmp_path) as webhook:
+        rotated = certs.generate("entourage", "entourage")
+        webhook.trusted.append(rotated.ca_pem)  # clients trust both CAs, as during a CA rollover
+        new_serial = x509.load_pem_x509_certificate(rotated.cert_pem).serial_number
+        assert webhook.serial() != new_serial
+        with Load(webhook) as load:
+            time.sleep(0.5)
+            webhook.tls.swap(tls_files(rotated))
+            webhook.wait_for(lambda: webhook.serial() == new_serial, timeout=5, what="the new certificate")
+            time.sleep(0.5)
+        assert load.failures == [] and load.ok > 20
+        metrics = webhook.metrics()
+        assert metrics["entourage_certificate_reloads_total"] == 1
+        expiry = x509.load_pem_x509_certificate(rotated.cert_pem).not_valid_after_utc.timestamp()
+        assert metrics["entourage_certificate_expiry_timestamp_seconds"] == expiry
+
+
+def test_an_unusable_certificate_is_refused_counted_and_the_old_one_kept(tmp_path: Path) -> None:
+    with running(tmp_path) as webhook:
+        original = webhook.serial()
+        one, other = certs.generate("entourage", "entourage"), certs.generate("entourage", "entourage")
+        webhook.tls.swap({"tls.crt": one.cert_pem, "tls.key": other.key_pem, "ca.crt": one.ca_pem})  # not a pair
+        webhook.wait_for(lambda: webhook.metrics()["entourage_certificate_reload_failures_total"] == 1, what="the failure count")
+        assert webhook.serial() == original
+        assert any(line["msg"].startswith("the new certificate cannot be used") for line in webhook.logs())
+        webhook.trusted.append(one.ca_pem)
+        webhook.tls.swap(tls_files(one))
+        serial = x509.load_pem_x509_certificate(one.cert_pem).serial_number
+        webhook.wait_for(lambda: webhook.serial() == serial, what="the repaired certificate")
+        assert webhook.metrics()["entourage_certificate_reload_failures_total"] == 1

@@ -1,0 +1,96 @@
+"""Prometheus metrics: what ``GET /metrics`` serves.
+
+With ``--workers N`` each worker is a process of its own; ``entourage serve`` then points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start, and ``/metrics``
+(answered by whichever worker the connection reaches) aggregates every live worker's values.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import disable_created_metrics, multiprocess
+
+from webhook import __version__
+from webhook.admission import OUTCOME_INJECTED, Decision
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+disable_created_metrics()  # the *_created series double the output and nobody graphs them
+
+ADMISSIONS = Counter(
+    "entourage_admissions_total",
+    "AdmissionReviews answered, by outcome (injected, skipped, denied, error) and reason code.",
+    ["outcome", "reason"],
+)
+INJECTED_COMPONENTS = Counter(
+    "entourage_injected_components_total",
+    "Containers injected, by kind (logging, ambassador, adapter, waitFor).",
+    ["component_kind"],
+)
+ADMISSION_DURATION = Histogram(
+    "entourage_admission_duration_seconds",
+    "Time to decide on one AdmissionReview (decode excluded), in seconds.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+CONFIG_RELOADS = Counter("entourage_config_reloads_total", "Configuration files loaded after a change.")
+CONFIG_RELOAD_FAILURES = Counter(
+    "entourage_config_reload_failures_total", "Changed configuration files refused (the previous configuration stays)."
+)
+CERTIFICATE_RELOADS = Counter("entourage_certificate_reloads_total", "Serving certificates loaded after a change.")
+CERTIFICATE_RELOAD_FAILURES = Counter(
+    "entourage_certificate_reload_failures_total", "Changed certificate files refused (the previous certificate stays)."
+)
+CERTIFICATE_EXPIRY = Gauge(
+    "entourage_certificate_expiry_timestamp_seconds",
+    "notAfter of the serving certificate, as a Unix timestamp (the earliest across workers).",
+    multiprocess_mode="livemin",
+)
+NAMESPACE_CACHE_SYNCED = Gauge(
+    "entourage_namespace_cache_synced",
+    "1 once the namespace defaults cache has listed every Namespace (the lowest across workers).",
+    multiprocess_mode="livemin",
+)
+NATIVE_SIDECARS = Gauge(
+    "entourage_native_sidecars",
+    "What nativeSidecars: auto resolves to: 1 native, 0 classic, -1 not known yet.",
+    multiprocess_mode="livemin",
+)
+KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API calls, by operation.", ["operation"])
+EVENTS = Counter("entourage_events_total", "Kubernetes Events, by result (sent, dropped, failed).", ["result"])
+BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")
+BUILD_INFO.labels(__version__).set(1)
+
+_KINDS = (("entourage-logging", "logging"), ("entourage-ambassador-", "ambassador"), ("entourage-adapter-", "adapter"), ("entourage-wait-", "waitFor"))
+
+
+def component_kind(name: str) -> str:
+    """The kind of an injected container, from the name the engine gave it (bounded label values)."""
+    for prefix, kind in _KINDS:
+        if name.startswith(prefix):
+            return kind
+    return "other"
+
+
+def observe(decision: Decision) -> None:
+    ADMISSIONS.labels(decision.outcome, decision.reason).inc()
+    ADMISSION_DURATION.observe(decision.duration)
+    if decision.outcome == OUTCOME_INJECTED:
+        for name in decision.components:
+            INJECTED_COMPONENTS.labels(component_kind(name)).inc()
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format of every metric (of every live worker in multiprocess mode)."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def process_exited(pid: int) -> None:
+    """Drop a worker's live gauges (multiprocess mode only)."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,117 @@
+"""The serving certificate: an SSLContext whose certificate is replaced while serving.
+
+uvicorn builds its SSLContext once. We hand it a *front* context whose SNI callback (OpenSSL calls
+it for every handshake, with or without SNI) switches the connection to the *current* context. A
+reload builds a complete new context off to the side and swaps one reference, so a half-written or
+mismatched pair never reaches a handshake, a failed reload keeps the old certificate, and
+connections already established keep theirs. TLS 1.2 is the minimum on both contexts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+log = logging.getLogger("entourage.tls")
+
+
+class CertificateError(Exception):
+    """The certificate or key file cannot be used (unreadable, not PEM, or not a pair)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What one successful load produced."""
+
+    context: ssl.SSLContext
+    fingerprint: str
+    serial: int
+    not_after: datetime.datetime
+
+
+def _context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # HTTP/1.1 only: the apiserver speaks it, and uvicorn does not serve h2.
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _read(cert_file: str, key_file: str) -> tuple[bytes, bytes]:
+    try:
+        return Path(cert_file).read_bytes(), Path(key_file).read_bytes()
+    except OSError as error:
+        raise CertificateError(f"cannot read {error.filename}: {error.strerror}") from None
+
+
+def _fingerprint(cert: bytes, key: bytes) -> str:
+    return hashlib.sha256(cert + b"\0" + key).hexdigest()
+
+
+class ServingTLS:
+    """The certificate and key at two paths (a mounted Secret), reloaded by ``reload()``."""
+
+    def __init__(self, cert_file: str, key_file: str) -> None:
+        self.cert_file, self.key_file = cert_file, key_file
+        self.current = self._load()
+        self._failed: str | None = None
+        self.context = _context()
+        # The front context holds a certificate too, so a handshake never depends on the callback alone.
+        self.context.load_cert_chain(cert_file, key_file)
+        self.context.sni_callback = self._select
+
+    def _select(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        connection.context = self.current.context
+
+    def _load(self) -> Loaded:
+        cert, key = _read(self.cert_file, self.key_file)
+        context = _context()
+        try:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError) as error:
+            raise CertificateError(f"{self.cert_file} and {self.key_file} are not a usable certificate and key: {error}") from None
+        # kubelet swaps the `..data` symlink between our two reads? Then the pair we loaded may not be
+        # the pair we hashed: report no change and look again at the next poll.
+        if _read(self.cert_file, self.key_file) != (cert, key):
+            raise _Moving()
+        try:
+            parsed = x509.load_pem_x509_certificate(cert)
+        except ValueError as error:
+            raise CertificateError(f"{self.cert_file}: not a PEM certificate: {error}") from None
+        return Loaded(context, _fingerprint(cert, key), parsed.serial_number, parsed.not_valid_after_utc)
+
+    def reload(self) -> bool:
+        """Load the files again if they changed; True when a new certificate is now served.
+
+        Raises CertificateError once per bad content (the old certificate stays in use).
+        """
+        try:
+            cert, key = _read(self.cert_file, self.key_file)
+        except CertificateError:
+            if self._failed == "unreadable":
+                return False
+            self._failed = "unreadable"
+            raise
+        fingerprint = _fingerprint(cert, key)
+        if fingerprint in (self.current.fingerprint, self._failed):
+            return False
+        try:
+            loaded = self._load()
+        except _Moving:
+            return False
+        except CertificateError:
+            self._failed = fingerprint
+            raise
+        self.current, self._failed = loaded, None
+        log.info("serving a new certificate", extra={"fields": {"serial": f"{loaded.serial:x}", "not_after": loaded.not_after.isoformat()}})
+        return True
+
+
+class _Moving(Exception):
+    """The files changed while we read them."""
