@@ -7,7 +7,7 @@ message. An unexpected failure inside injection follows ``onError`` and never be
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -146,7 +146,7 @@ def _decide(
         uid,
         allowed=True,
         patchType="JSONPatch",
-        patch=base64.b64encode(orjson.dumps(injection.patch)).decode("ascii"),
+        patch=binascii.b2a_base64(orjson.dumps(injection.patch), newline=False).decode("ascii"),
         auditAnnotations={"injected": ",".join(injection.components)},
         **_warnings(injection.warnings),
     )

@@ -7,10 +7,11 @@ to, which keeps it fast on large pods and lets ``patch.diff`` prove that it only
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from webhook import patch
 from webhook.annotations import INJECT, STATUS, InjectionRequest, own_annotations, parse_annotations
@@ -89,6 +90,11 @@ def inject_pod(
     return _Builder(pod, request, settings, cluster).build()
 
 
+_MERGED_CACHE_SIZE = 256
+_merged_resources: dict[tuple[int, tuple[tuple[tuple[str, str], str], ...], str], tuple[Profile, dict[str, dict[str, str]], list[str]]] = {}
+"""(profile id, annotation overrides, prefix) → (profile, merged resources, problems)."""
+
+
 class _Builder:
     """Plans the containers and volumes for one pod, collecting every problem before denying."""
 
@@ -157,7 +163,7 @@ class _Builder:
         annotations = dict(metadata.get("annotations") or {})
         if status["containers"] and DEFAULT_CONTAINER not in annotations:
             annotations[DEFAULT_CONTAINER] = self.spec["containers"][0]["name"]
-        annotations[f"{self.prefix}/{STATUS}"] = json.dumps({"version": STATUS_VERSION, **status}, separators=(",", ":"))
+        annotations[f"{self.prefix}/{STATUS}"] = orjson.dumps({"version": STATUS_VERSION, **status}).decode()
         metadata["annotations"] = annotations
         desired = {**self.pod, "metadata": metadata, "spec": spec}
         return Injection(INJECTED, desired, patch.diff(self.pod, desired), status, tuple(self.warnings))
@@ -167,11 +173,19 @@ class _Builder:
         assert profile is not None, f"{kind} profile {name} was validated by parse_annotations or the config"
         return profile
 
-    def _resources(self, kind: str, profile: Profile) -> dict[str, dict[str, str]]:
+    def _resources(self, kind: str, profile: Profile) -> Mapping[str, Mapping[str, str]]:
         annotation_kind = ANNOTATION_KINDS[kind]
-        resources, problems = merge_resources(
-            profile, self.request.resources.get(annotation_kind, {}), key_prefix=f"{self.prefix}/{annotation_kind}"
-        )
+        overrides = self.request.resources.get(annotation_kind, {})
+        # Pure in its inputs and parsing quantities is not free: remember it per profile object
+        # (a reload makes new ones) and overrides. build_container copies what it is given.
+        key = (id(profile), tuple(overrides.items()), self.prefix)
+        hit = _merged_resources.get(key)
+        if hit is None or hit[0] is not profile:
+            if len(_merged_resources) >= _MERGED_CACHE_SIZE:
+                _merged_resources.clear()
+            merged = merge_resources(profile, overrides, key_prefix=f"{self.prefix}/{annotation_kind}")
+            hit = _merged_resources[key] = (profile, *merged)
+        _, resources, problems = hit
         for problem in problems:
             if problem not in self.problems:
                 self.problems.append(problem)
@@ -279,4 +293,7 @@ class _Builder:
 
 
 def _named_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, Mapping) and isinstance(item.get("name"), str) for item in value)
+    # `type(item) is dict` first: decoded JSON is all dicts, and the Mapping ABC check is slow.
+    return isinstance(value, list) and all(
+        (type(item) is dict or isinstance(item, Mapping)) and isinstance(item.get("name"), str) for item in value
+    )

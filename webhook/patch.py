@@ -15,6 +15,7 @@ from typing import Any
 from webhook.errors import PatchError
 
 Operation = dict[str, Any]
+_ABSENT = object()
 
 
 def escape(token: str) -> str:
@@ -37,12 +38,15 @@ def _walk(old: Any, new: Any, path: str, operations: list[Operation]) -> None:
             if key not in new:
                 raise PatchError(f"{path}/{escape(key)} would be removed")
         for key, value in new.items():
+            previous = old.get(key, _ABSENT)
+            if previous is value:
+                continue  # a shared subtree (most of the pod): nothing to walk, no path to build
             child = f"{path}/{escape(key)}"
-            if key not in old or (old[key] is None and value is not None):
+            if previous is _ABSENT or (previous is None and value is not None):
                 # `add` on an absent member creates it; on a null member it sets it (RFC 6902 §4.1).
                 operations.append({"op": "add", "path": child, "value": value})
             else:
-                _walk(old[key], value, child, operations)
+                _walk(previous, value, child, operations)
         return
     if isinstance(old, list) and isinstance(new, list):
         _walk_list(old, new, path, operations)
