@@ -308,7 +308,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, _status(404, "NotFound", "not found"))
             return
         if self.headers.get("Content-Type") != "application/json-patch+json":
-            self._send(415, _status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"))
+            self._send(415, _status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"))
             return
         operations = self._body()
         with api.lock:

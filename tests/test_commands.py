@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import busybox_env  # noqa: F401 - fixture
 from webhook import certs
 from webhook.config import Settings
 from webhook.inject import inject_pod

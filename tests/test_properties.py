@@ -26,7 +26,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from hypothesis import assume, event, example, given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 from tests.podcheck import assert_valid_injected_pod

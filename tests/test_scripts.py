@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import busybox_env  # noqa: F401 - fixture
 from webhook.scripts import read
 
 BUSYBOX = shutil.which("busybox")

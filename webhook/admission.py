@@ -46,6 +46,8 @@ class Decision:
     pod_name: str = ""
     components: list[str] = field(default_factory=list)
     duration: float = 0.0
+    owner: dict[str, str] | None = None
+    """The pod's controller (apiVersion, kind, name, uid), for Events about it."""
 
 
 def decode(body: bytes) -> dict[str, Any]:
@@ -95,7 +97,7 @@ def admit(
     pod_name = ""
     if isinstance(metadata, dict):
         pod_name = str(metadata.get("name") or metadata.get("generateName") or "")[:253]
-    decision = Decision(OUTCOME_SKIPPED, "", {}, uid, str(namespace)[:253], pod_name)
+    decision = Decision(OUTCOME_SKIPPED, "", {}, uid, str(namespace)[:253], pod_name, owner=_controller(metadata))
 
     kind = request.get("kind") or {}
     if not isinstance(kind, dict) or (kind.get("group"), kind.get("kind")) != ("", "Pod") or request.get("subResource"):
@@ -108,6 +110,15 @@ def admit(
         _decide(decision, pod, settings, namespace_annotations, cluster)
     decision.duration = time.perf_counter() - started
     return decision
+
+
+def _controller(metadata: Any) -> dict[str, str] | None:
+    if not isinstance(metadata, dict):
+        return None
+    for owner in metadata.get("ownerReferences") or ():
+        if isinstance(owner, dict) and owner.get("controller") is True and isinstance(owner.get("name"), str):
+            return {key: owner[key] for key in ("apiVersion", "kind", "name", "uid") if isinstance(owner.get(key), str)}
+    return None
 
 
 def _decide(
@@ -152,7 +163,7 @@ def _decide(
     )
 
 
-_REASONS = {400: "BadRequest", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType"}
+_REASONS = {400: "BadRequest", 405: "MethodNotAllowed", 408: "Timeout", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType"}
 
 
 def bad_request(message: str, code: int = 400) -> dict[str, Any]:

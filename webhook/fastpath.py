@@ -11,6 +11,7 @@ body taken as is when it arrives in one message, the error answers encoded once 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -42,17 +43,28 @@ _NOT_POST = orjson.dumps(bad_request("use POST for /mutate", 405))
 _TOO_LARGE = orjson.dumps(bad_request(f"the body is larger than {MAX_BODY} bytes", 413))
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [_CONTENT_TYPE, (b"content-length", b"%d" % len(body))]})
+async def _answer(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [_CONTENT_TYPE, (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class MutateEndpoint:
     """The ASGI app for ``POST /mutate``."""
 
-    def __init__(self, state: Callable[[], AdmissionState], observe: Callable[[Decision], None] | None = None) -> None:
+    def __init__(
+        self,
+        state: Callable[[], AdmissionState],
+        observe: Callable[[Decision], None] | None = None,
+        *,
+        body_timeout: float | None = None,
+    ) -> None:
         self.state = state
         self.observe = observe
+        self.body_timeout = body_timeout
+        """Seconds a client may take to send its body (a slow client gets 408); None: no limit."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -75,7 +87,16 @@ class MutateEndpoint:
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
             await _answer(send, 413, _TOO_LARGE)
             return
-        body = await _read(receive)
+        try:
+            if self.body_timeout is None:
+                body = await _read(receive)
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await _read(receive)
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.body_timeout:g} seconds"
+            await _answer(send, 408, orjson.dumps(bad_request(message, 408)), close=True)
+            return
         if body is None:
             await _answer(send, 413, _TOO_LARGE)
             return

@@ -363,15 +363,6 @@ class CABundlePatcher(_Loop):
                 attempt = min(attempt + 1, 6)
 
 
-def owner_reference(pod: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The controller owner of a pod being created, as an Event's involvedObject."""
-    metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
-    for owner in (metadata or {}).get("ownerReferences") or []:
-        if isinstance(owner, Mapping) and owner.get("controller") and owner.get("name"):
-            return {key: owner[key] for key in ("apiVersion", "kind", "name", "uid") if isinstance(owner.get(key), str)}
-    return None
-
-
 class Cluster:
     """The background loops of one process, started and stopped together."""
 

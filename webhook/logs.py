@@ -6,8 +6,10 @@ Nothing here ever logs a pod spec or an environment value: callers pass only nam
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
+import os
 import sys
 from typing import Any
 
@@ -47,3 +49,50 @@ def configure(level: str = "info") -> None:
         logger.propagate = True
     # The kubernetes client logs every retry at WARNING through urllib3; ours are enough.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+class AdmissionLog:
+    """The per-admission line, in the same JSON shape, written in batches.
+
+    Going through ``logging`` and flushing stderr for every admission cost about a sixth of the
+    server's CPU on unannotated pods; here each line is one ``orjson.dumps`` into a buffer that is
+    flushed when it passes ``max_buffer`` bytes, ``flush_after`` seconds after its first line, and
+    at shutdown. A SIGKILL can lose at most that last fraction of a second of lines.
+    """
+
+    def __init__(self, stream: Any = None, *, flush_after: float = 0.05, max_buffer: int = 64 * 1024) -> None:
+        self.stream = stream
+        self.flush_after = flush_after
+        self.max_buffer = max_buffer
+        self.buffer = bytearray()
+        self.scheduled = False
+
+    def write(self, fields: dict[str, Any]) -> None:
+        entry = {
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": "info",
+            "logger": "entourage.admission",
+            "pid": os.getpid(),  # per write: workers are forked after this object exists
+            "msg": "admission",
+            **fields,
+        }
+        self.buffer += orjson.dumps(entry, default=str)
+        self.buffer += b"\n"
+        if len(self.buffer) >= self.max_buffer:
+            self.flush()
+        elif not self.scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self.scheduled = True
+            loop.call_later(self.flush_after, self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.buffer:
+            stream = self.stream or sys.stderr.buffer
+            stream.write(self.buffer)
+            stream.flush()
+            self.buffer.clear()
