@@ -45,5 +45,10 @@ test: venv tools
 golden: venv
 	REFRESH_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
 
+## bench: req/s and latency of `entourage serve` against a bare-uvicorn baseline, with wrk (~5 min)
+bench: venv
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	$(BIN)/python -m bench
+
 clean:
 	rm -rf $(VENV) .tools .pytest_cache

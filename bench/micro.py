@@ -1,0 +1,76 @@
+"""In-process timings of the engine, without HTTP: µs per call for each bench case.
+
+Stages, timed separately so a regression points at its stage:
+- ``decode``: ``admission.decode`` (orjson parse + shape check) of the body on the wire;
+- ``inject``: ``inject.inject_pod`` on the decoded pod (annotations, containers, ``patch.diff``);
+- ``encode``: the patch as the response carries it (orjson + base64) and the response review
+  (orjson) — what ``admit`` and the endpoint add after ``inject_pod``;
+- ``total``: decode → ``admission.admit`` → ``orjson.dumps`` of the answer: what ``/mutate``
+  computes per request, everything except HTTP, TLS and the ``observe`` callback.
+"""
+
+from __future__ import annotations
+
+import binascii
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from bench import payloads
+from webhook.admission import admit, decode
+from webhook.config import Settings, load_settings
+from webhook.inject import inject_pod
+
+
+def _per_call(function: Callable[[], Any], *, repeat: int, seconds: float) -> float:
+    """Microseconds per call: the best of ``repeat`` batches of about ``seconds`` (noise only adds)."""
+    started = time.perf_counter()
+    function()
+    number = max(1, int(seconds / max(time.perf_counter() - started, 1e-7)))
+    gc.collect()
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(number):
+            function()
+        best = min(best, (time.perf_counter() - started) / number)
+    return best * 1e6
+
+
+def run(*, seconds: float = 0.2, repeat: int = 5, settings: Settings | None = None) -> dict[str, dict[str, float]]:
+    """case → {stage: µs per call}."""
+    settings = settings or load_settings(None, environ={})
+    results: dict[str, dict[str, float]] = {}
+    for case, body in payloads.bodies().items():
+        review = decode(body)
+        pod = review["request"]["object"]
+        injection = inject_pod(pod, settings)
+        answer = admit(review, settings).review
+
+        def encode() -> bytes:
+            binascii.b2a_base64(orjson.dumps(injection.patch), newline=False)
+            return orjson.dumps(answer)
+
+        stages: dict[str, Callable[[], Any]] = {
+            "decode": lambda: decode(body),
+            "inject": lambda: inject_pod(pod, settings),
+            "encode": encode,
+            "total": lambda: orjson.dumps(admit(decode(body), settings).review),
+        }
+        results[case] = {stage: _per_call(function, repeat=repeat, seconds=seconds) for stage, function in stages.items()}
+    return results
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    stages = list(next(iter(results.values())))
+    lines = ["| case | " + " | ".join(f"{s} µs" for s in stages) + " |", "|---|" + "---:|" * len(stages)]
+    for case, timings in results.items():
+        lines.append(f"| {case} | " + " | ".join(f"{timings[s]:.1f}" for s in stages) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(run()))

@@ -1,0 +1,22 @@
+-- POST one AdmissionReview over and over on keep-alive connections, as the apiserver does.
+-- The body is read from the file named by $BENCH_BODY; `done` prints one JSON line that
+-- bench/runner.py parses (latencies in microseconds, errors by kind as wrk counts them).
+local path = assert(os.getenv("BENCH_BODY"), "set BENCH_BODY to the request body's file")
+local file = assert(io.open(path, "rb"))
+wrk.method = "POST"
+wrk.path = "/mutate"
+wrk.body = file:read("*a")
+wrk.headers["Content-Type"] = "application/json"
+file:close()
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"latency_us":{"mean":%.1f,"p50":%d,"p90":%d,"p99":%d,"p999":%d,"max":%d}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
+end

@@ -1,0 +1,48 @@
+"""The benchmark's own pieces: payloads are reviews the webhook accepts, the micro-benchmark runs."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from bench import micro, payloads, verify
+from webhook.admission import admit, decode
+from webhook.config import load_settings
+
+
+def test_payloads_are_admission_reviews_of_the_advertised_sizes() -> None:
+    bodies = payloads.bodies()
+    assert set(bodies) == set(payloads.CASES)
+    assert 4_000 < len(bodies["small"]) < 7_000
+    assert 90_000 < len(bodies["large"]) < 120_000
+    large = orjson.loads(bodies["large"])["request"]["object"]["spec"]
+    assert sum(len(c["env"]) for c in large["containers"]) == 1_200
+    assert len(large["volumes"]) == 20
+    for body in bodies.values():
+        decode(body)  # raises ReviewError if the shape is wrong
+
+
+def test_annotated_payloads_are_injected_and_the_unannotated_one_is_not() -> None:
+    settings = load_settings(None, environ={})
+    reviews = payloads.reviews()
+    for case, review in reviews.items():
+        answer = orjson.dumps(admit(decode(orjson.dumps(review)), settings).review)
+        verify.check_answer(case, review, 200, answer, annotated=case != "unannotated")
+
+
+def test_the_verifier_rejects_a_patch_that_does_not_inject() -> None:
+    review = payloads.small_review()
+    empty = base64.b64encode(orjson.dumps([])).decode()
+    answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch", "patch": empty}}
+    with pytest.raises(verify.VerificationError, match="no entourage-ambassador-\\* container"):
+        verify.check_answer("small", review, 200, orjson.dumps(answer), annotated=True)
+
+
+def test_the_micro_benchmark_runs_a_few_iterations() -> None:
+    results = micro.run(seconds=0.001, repeat=1)
+    assert set(results) == set(payloads.CASES)
+    for timings in results.values():
+        assert set(timings) == {"decode", "inject", "encode", "total"}
+        assert all(value > 0 for value in timings.values())
