@@ -9,6 +9,7 @@ these parsers, whose character sets exclude anything a shell would interpret.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,31 +208,21 @@ def own_annotations(annotations: Mapping[str, Any], prefix: str) -> dict[str, st
     return {key[len(head) :]: value for key, value in annotations.items() if key.startswith(head)}
 
 
-PARSED_CACHE_SIZE = 256
-"""How many distinct annotation sets ``parse_annotations`` remembers (per settings object)."""
-
-_parsed: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Settings, InjectionRequest]] = {}
-
-
 def parse_annotations(own: Mapping[str, Any], settings: Settings) -> InjectionRequest:
     """Validate our annotations (prefix removed) into an InjectionRequest, or raise PodDenied.
 
     The pods of one workload carry the same annotations (a Deployment scaled to 500 replicas is
-    500 identical sets), so valid results are remembered, keyed by the settings object (a reload
-    makes a new one) and the exact keys and values. InjectionRequest is frozen and the engine only
-    reads it, so sharing one between pods is safe; denials are not cached (they are rare).
+    500 identical sets), so valid results are memoised by settings object and exact keys and
+    values. InjectionRequest is frozen and only read, so sharing one between pods is safe.
     """
     if not all(type(value) is str for value in own.values()):
         return _parse_annotations(own, settings)
-    key = (id(settings), tuple(own.items()))
-    hit = _parsed.get(key)
-    if hit is not None and hit[0] is settings:
-        return hit[1]
-    request = _parse_annotations(own, settings)
-    if len(_parsed) >= PARSED_CACHE_SIZE:
-        _parsed.clear()  # simpler than LRU, and a burst refills it in one request per workload
-    _parsed[key] = (settings, request)
-    return request
+    return _parse_cached(tuple(own.items()), settings)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(own: tuple[tuple[str, str], ...], settings: Settings) -> InjectionRequest:
+    return _parse_annotations(dict(own), settings)
 
 
 def _parse_annotations(own: Mapping[str, Any], settings: Settings) -> InjectionRequest:

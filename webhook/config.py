@@ -97,9 +97,13 @@ class Param:
         return _parse_param_value(self.type, self.values, text)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Profile:
-    """One injectable container: image, command, resources; chosen by name, never built by a pod."""
+    """One injectable container: image, command, resources; chosen by name, never built by a pod.
+
+    Compared and hashed by identity (``eq=False``): each load makes new profiles, and the engine
+    memoises work per profile object.
+    """
 
     kind: str
     name: str
@@ -154,9 +158,9 @@ class Limits:
     max_memory_text: str = "2Gi"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Settings:
-    """Everything the pure injection needs besides the pod itself."""
+    """Everything the pure injection needs besides the pod itself (hashed by identity, like Profile)."""
 
     annotation_prefix: str = "entourage.dev"
     """Annotation keys are ``<prefix>/<key>``; a DNS subdomain."""

@@ -7,6 +7,7 @@ to, which keeps it fast on large pods and lets ``patch.diff`` prove that it only
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,11 +91,6 @@ def inject_pod(
     return _Builder(pod, request, settings, cluster).build()
 
 
-_MERGED_CACHE_SIZE = 256
-_merged_resources: dict[tuple[int, tuple[tuple[tuple[str, str], str], ...], str], tuple[Profile, dict[str, dict[str, str]], list[str]]] = {}
-"""(profile id, annotation overrides, prefix) → (profile, merged resources, problems)."""
-
-
 class _Builder:
     """Plans the containers and volumes for one pod, collecting every problem before denying."""
 
@@ -175,17 +171,8 @@ class _Builder:
 
     def _resources(self, kind: str, profile: Profile) -> Mapping[str, Mapping[str, str]]:
         annotation_kind = ANNOTATION_KINDS[kind]
-        overrides = self.request.resources.get(annotation_kind, {})
-        # Pure in its inputs and parsing quantities is not free: remember it per profile object
-        # (a reload makes new ones) and overrides. build_container copies what it is given.
-        key = (id(profile), tuple(overrides.items()), self.prefix)
-        hit = _merged_resources.get(key)
-        if hit is None or hit[0] is not profile:
-            if len(_merged_resources) >= _MERGED_CACHE_SIZE:
-                _merged_resources.clear()
-            merged = merge_resources(profile, overrides, key_prefix=f"{self.prefix}/{annotation_kind}")
-            hit = _merged_resources[key] = (profile, *merged)
-        _, resources, problems = hit
+        overrides = tuple(self.request.resources.get(annotation_kind, {}).items())
+        resources, problems = _merged_resources(profile, overrides, f"{self.prefix}/{annotation_kind}")
         for problem in problems:
             if problem not in self.problems:
                 self.problems.append(problem)
@@ -290,6 +277,14 @@ class _Builder:
             self.warnings.append(
                 f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"'
             )
+
+
+@functools.lru_cache(maxsize=256)
+def _merged_resources(
+    profile: Profile, overrides: tuple[tuple[tuple[str, str], str], ...], key_prefix: str
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """merge_resources, memoised: parsing quantities is not free and build_container copies."""
+    return merge_resources(profile, dict(overrides), key_prefix=key_prefix)
 
 
 def _named_list(value: Any) -> bool:
