@@ -20,7 +20,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 def validate_schema(pod: Mapping[str, Any]) -> None:
     """kubernetes-validate, strict: unknown fields and wrong types fail."""
     document = {"apiVersion": "v1", "kind": "Pod", **pod}
-    document.setdefault("metadata", {}).setdefault("name", "checked")
+    document["metadata"] = {"name": "checked", **(pod.get("metadata") or {})}
     kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 

@@ -78,3 +78,12 @@ def test_odd_metadata_shapes_never_crash_the_admission(settings: Settings) -> No
         decision = admit(review, settings)
         assert decision.review["response"]["uid"] == review["request"]["uid"]
         assert decision.outcome in ("skipped", "injected", "denied")
+
+
+def test_wrongly_typed_container_fields_are_denied_by_name_not_failed_internally(settings: Settings) -> None:
+    for field_name, value in (("ports", True), ("volumeMounts", {"x": 1}), ("ports", [1])):
+        review = reference_review({"entourage.dev/logging": "true", "entourage.dev/ambassador": "6379=r:6379"})
+        review["request"]["object"]["spec"]["containers"][0][field_name] = value
+        response = admit(review, settings).review["response"]
+        assert response["status"]["code"] == 400
+        assert f"spec.containers[0].{field_name}: expected a list of objects" in response["status"]["message"]

@@ -115,7 +115,10 @@ def admit(
 def _controller(metadata: Any) -> dict[str, str] | None:
     if not isinstance(metadata, dict):
         return None
-    for owner in metadata.get("ownerReferences") or ():
+    owners = metadata.get("ownerReferences")
+    if not isinstance(owners, list):
+        return None
+    for owner in owners:
         if isinstance(owner, dict) and owner.get("controller") is True and isinstance(owner.get("name"), str):
             return {key: owner[key] for key in ("apiVersion", "kind", "name", "uid") if isinstance(owner.get(key), str)}
     return None

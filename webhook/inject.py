@@ -105,6 +105,12 @@ class _Builder:
         for section in ("initContainers", "volumes", "ephemeralContainers"):
             if spec.get(section) is not None and not _named_list(spec[section]):
                 raise PodDenied([f"spec.{section}: expected a list of objects with names"])
+        for section in ("containers", "initContainers"):
+            for index, container in enumerate(spec.get(section) or ()):
+                for field_name in ("ports", "volumeMounts"):
+                    items = container.get(field_name)
+                    if items is not None and not (isinstance(items, list) and all(isinstance(i, Mapping) for i in items)):
+                        raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
         self.spec = spec
         self.containers: list[dict[str, Any]] = list(spec["containers"])
         self.init_containers: list[Mapping[str, Any]] = list(spec.get("initContainers") or [])
