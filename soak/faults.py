@@ -23,7 +23,6 @@ is the soak's (``client``): every answer checked, every sent request accounted f
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -39,7 +38,7 @@ import httpx
 from cryptography import x509
 
 from soak import mix, procs
-from soak.client import Checker, Stats, Target, context, load, read_response, request_bytes, run
+from soak.client import Checker, Stats, Target, load, read_response, request_bytes, run
 from soak.runs import server, standard_cases, target
 from tests import webhook_process
 from tests.fake_apiserver import FakeApiServer
@@ -385,8 +384,8 @@ NAMESPACES = {"shop": {"entourage.dev/logging": "true", "entourage.dev/logging-p
 def api_outage(seconds: float = 9.0, outage: float = 3.0) -> FaultResult:
     api = FakeApiServer().start()
     api.set_nodes("v1.30.2")
-    for name, annotations in NAMESPACES.items():
-        api.put_namespace(name, annotations)
+    for name, namespace_annotations in NAMESPACES.items():
+        api.put_namespace(name, namespace_annotations)
     settings_text = "nativeSidecars: \"false\"\n"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
         file.write(settings_text)

@@ -490,80 +490,16 @@ def tls_sample(items: list[Input], *, raw_http: bool = True) -> tuple[FuzzStats,
 
 # -- schemathesis -------------------------------------------------------------------------------
 
-OPENAPI = {
-    "openapi": "3.0.3",
-    "info": {"title": "Entourage (as documented in README.md)", "version": "0.1.0"},
-    "paths": {
-        "/mutate": {
-            "post": {
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["apiVersion", "kind", "request"],
-                    "properties": {"apiVersion": {"type": "string", "enum": ["admission.k8s.io/v1"]}, "kind": {"type": "string", "enum": ["AdmissionReview"]},
-                                   "request": {"type": "object", "required": ["uid"], "properties": {
-                                       "uid": {"type": "string", "minLength": 1, "maxLength": 128},
-                                       "kind": {"type": "object", "properties": {"group": {"type": "string"}, "version": {"type": "string"}, "kind": {"type": "string"}}},
-                                       "operation": {"type": "string", "enum": ["CREATE", "UPDATE", "DELETE", "CONNECT"]},
-                                       "namespace": {"type": "string"}, "object": {"type": "object"}}}}}}}},
-                "responses": {
-                    "200": {"description": "an AdmissionReview answer", "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["apiVersion", "kind", "response"],
-                        "properties": {"response": {"type": "object", "required": ["uid", "allowed"], "properties": {"uid": {"type": "string"}, "allowed": {"type": "boolean"}}}}}}}},
-                    "400": {"description": "malformed review", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
-                    "405": {"description": "not POST", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
-                    "413": {"description": "too large", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
-                    "415": {"description": "not JSON", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
-                },
-            }
-        },
-        "/healthz": {"get": {"responses": {"200": {"description": "alive", "content": {"application/json": {"schema": {"type": "object", "required": ["status"]}}}}}}},
-        "/readyz": {"get": {"responses": {"200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object", "required": ["status", "reason"]}}}},
-                                          "503": {"description": "unready", "content": {"application/json": {"schema": {"type": "object", "required": ["status", "reason"]}}}}}}},
-        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-    },
-    "components": {"schemas": {"Status": {"type": "object", "required": ["kind", "apiVersion", "status", "code", "reason", "message"],
-                                          "properties": {"kind": {"enum": ["Status"]}, "code": {"type": "integer"}, "message": {"type": "string"}}}}},
-}  # fmt: skip
-"""The app serves no schema (``FastAPI(openapi_url=None)``), so schemathesis runs against this
-one, written from README.md's "The admission endpoint"."""
-
-
-def served_schema_status() -> str:
-    """What the app itself answers at /openapi.json (in process)."""
-    app = App()
-    try:
-        scope_item = Input(b"", method="GET")
-        messages: list[dict[str, Any]] = []
-
-        async def call() -> None:
-            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "https", "path": "/openapi.json",
-                     "raw_path": b"/openapi.json", "query_string": b"", "root_path": "", "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8443)}  # fmt: skip
-
-            async def receive() -> dict[str, Any]:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict[str, Any]) -> None:
-                messages.append(message)
-
-            await app.app(scope, receive, send)
-
-        app.loop.run_until_complete(call())
-        del scope_item
-        return f"GET /openapi.json -> HTTP {messages[0]['status']}"
-    finally:
-        app.close()
-
-
 def schemathesis_run(max_examples: int = 200, max_time: int = 60) -> tuple[int, str, str]:
     """(exit status, summary line, output tail) of ``schemathesis run`` against a real server."""
     from soak.runs import server
 
     with server() as webhook, tempfile.TemporaryDirectory(prefix="entourage-schemathesis-") as work:
-        schema = Path(work) / "openapi.json"
-        schema.write_text(json.dumps(OPENAPI))
+        schema = f"https://localhost:{webhook.port}/openapi.json"  # the server's own document
         ca = Path(work) / "ca.crt"
         ca.write_bytes(webhook.certificates.ca_pem)
         command = [
-            str(Path(sys.executable).parent / "schemathesis"), "run", str(schema), "--url", f"https://localhost:{webhook.port}", "--tls-verify", str(ca),
+            str(Path(sys.executable).parent / "schemathesis"), "run", schema, "--tls-verify", str(ca),
             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance", "--phases", "examples,coverage,fuzzing",
             "--max-examples", str(max_examples), "--max-time", str(max_time), "--workers", "1", "--suppress-health-check", "all", "--warnings", "off",
         ]  # fmt: skip

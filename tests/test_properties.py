@@ -44,7 +44,7 @@ PREFIX = SETTINGS.annotation_prefix
 # `$`, backticks, `;`, `|`, `&`, `<`, `>`, `(`, `)`, nothing non-ASCII. fullmatch, never `$`.
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9._~%/:@=+,*?\[\]-]*")
 # The apiserver's quantity grammar (non-negative), matched with fullmatch so "1\n" fails.
-QUANTITY = re.compile(r"\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([kMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]+)?")
+QUANTITY = re.compile(r"\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?")
 
 ADAPTER_PORTS = {"nginx-prometheus": [9113], "statsd-prometheus": [9102, 9125]}
 """The built-in adapters' default listening ports (checked against the catalog below)."""

@@ -31,10 +31,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webhook import __version__, logs, metrics
+from webhook import __version__, logs, metrics, openapi
 from webhook.admission import OUTCOME_DENIED, OUTCOME_ERROR, OUTCOME_INJECTED, Decision, NamespaceAnnotations
 from webhook.config import Settings, load_settings
 from webhook.fastpath import MutateEndpoint
@@ -298,8 +298,9 @@ def create_app(runtime: Runtime) -> ASGIApp:
         finally:
             await runtime.shutdown()
 
-    app = FastAPI(title="Entourage", version=__version__, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="Entourage", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.runtime = runtime
+    openapi.install(app)
     mutate = MutateEndpoint(lambda: runtime.state, runtime.observe, body_timeout=runtime.options.request_timeout)
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
@@ -315,13 +316,13 @@ def create_app(runtime: Runtime) -> ASGIApp:
         """The process is alive and its event loop answers."""
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Not ready (starting, or shutting down)"}})
     async def readyz() -> JSONResponse:
         """Certificates and configuration loaded, the namespace cache synced (or given up on), not shutting down."""
         ready, reason = runtime.readiness()
         return JSONResponse({"status": "ready" if ready else "unready", "reason": reason}, status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
