@@ -7,9 +7,7 @@ busybox applets, so the commands used are busybox's, not the host's coreutils.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.server
-import ipaddress
 import os
 import re
 import shutil
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from webhook import certs
 from webhook.scripts import read
 
 BUSYBOX = shutil.which("busybox")
@@ -134,40 +133,9 @@ def http_server(plan: list[int], final: int, tls: ssl.SSLContext | None = None) 
 
 @pytest.fixture(scope="module")
 def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
     directory = tmp_path_factory.mktemp("tls")
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    certs.write(certs.generate("upstream", "test"), directory)  # SANs include localhost, 127.0.0.1
+    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # busybox's built-in TLS client (used by the busybox image's wget, and by Debian's busybox
     # when no `openssl` binary is on PATH, as here) sends a ClientHello that OpenSSL 3 at its
