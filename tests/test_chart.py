@@ -562,7 +562,7 @@ def test_the_container_runs_serve_with_tls_config_and_the_serving_port() -> None
         "--tls-private-key-file", "/etc/entourage/tls/tls.key",
         "--host", "0.0.0.0",
         "--port", "8443",
-        "--config", "/etc/entourage/config/config.yaml",
+        "--config", "/etc/entourage/config/config.yaml", "--drain-seconds", "5",
     ]  # fmt: skip
 
 
@@ -608,7 +608,8 @@ def test_shutdown_sleeps_in_pre_stop_and_the_grace_period_covers_sleep_plus_drai
     assert list(sleep) == ["sleep"]  # no exec: the image has no shell
     assert sleep["sleep"]["seconds"] == 5
     drain = values["shutdown"]["drainSeconds"]
-    assert drain == 5  # the app's default drain period
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--drain-seconds") + 1] == str(drain) == "5"  # passed to the app
     assert pod["terminationGracePeriodSeconds"] > sleep["sleep"]["seconds"] + drain
 
 
