@@ -109,15 +109,6 @@ def parse_duration(text: str) -> int:
     return hours * 3600 + minutes * 60 + seconds
 
 
-def format_duration(seconds: int) -> str:
-    """The inverse of parse_duration, for messages."""
-    if seconds == 0:
-        return "0"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0"
-
-
 def parse_bool(text: str) -> bool:
     """Exactly ``"true"`` or ``"false"``: annotations are strings and guessing hides typos."""
     if text not in ("true", "false"):

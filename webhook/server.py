@@ -91,8 +91,6 @@ class ServerState:
     namespace_annotations: NamespaceAnnotations | None = None
 
 
-
-
 class Runtime:
     """The per-process state and its background loops."""
 
