@@ -136,6 +136,9 @@ class _Builder:
         adapters = [self._adapter(name) for name in self.request.adapters]
         if self.problems:
             raise PodDenied(self.problems)
+        if ambassadors and self.spec.get("hostNetwork") is True:
+            ports = ", ".join(str(route.local_port) for route in self.request.routes)
+            self.warnings.append(f"hostNetwork pod: ambassador ports {ports} are bound on the node's loopback")
 
         sidecars = [*ambassadors, *([agent] if agent else []), *adapters]
         new_volumes = self.volumes[len(self.spec.get("volumes") or []) :]
@@ -214,8 +217,6 @@ class _Builder:
         profile = self._profile("ambassador", self.settings.defaults.ambassador)
         name = self.names.claim(f"entourage-ambassador-{route.local_port}")
         self._claim_port(route.local_port, f"ambassador route {str(route)!r}", "ambassador", str(route))
-        if self.pod.get("spec", {}).get("hostNetwork") is True:
-            self.warnings.append(f"hostNetwork pod: ambassador port {route.local_port} is bound on the node's loopback")
         return ambassador.build(
             profile,
             name=name,
