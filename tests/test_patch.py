@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import jsonpatch
 import pytest
 
+from webhook.config import load_settings
 from webhook.errors import PatchError
+from webhook.inject import inject_pod
 from webhook.patch import diff, escape
 
 
@@ -53,3 +57,50 @@ def test_anything_but_an_addition_is_refused(original: object, desired: object) 
 def test_shared_subtrees_are_skipped_without_comparing() -> None:
     shared = {"env": [{"name": f"V{i}", "value": str(i)} for i in range(1000)]}
     assert diff({"spec": shared}, {"spec": shared}) == []
+
+
+ANNOTATED = {"entourage.dev/logging": "tail", "entourage.dev/ambassador": "6379=redis:6379", "entourage.dev/wait-for": "tcp://db:5432"}
+
+
+def _pod(metadata: object, **spec: object) -> dict[str, object]:
+    pod: dict[str, object] = {"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec}}
+    if metadata is not _NO_METADATA:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod["spec"]}
+    return pod
+
+
+_NO_METADATA = object()
+
+
+@pytest.mark.parametrize("native", ["true", "false"])
+@pytest.mark.parametrize(
+    "pod",
+    [
+        _pod({"annotations": dict(ANNOTATED)}),
+        _pod({"annotations": dict(ANNOTATED)}, initContainers=[], volumes=[]),
+        _pod({"annotations": dict(ANNOTATED)}, initContainers=None, volumes=None),
+        _pod({"annotations": {**ANNOTATED, "a": "b"}}, initContainers=[{"name": "setup", "image": "x"}], volumes=[{"name": "v", "emptyDir": {}}]),
+        {**_pod({"annotations": dict(ANNOTATED)}), "spec": {"containers": [{"name": "app", "image": "a", "volumeMounts": []}]}},
+        {**_pod({"annotations": dict(ANNOTATED)}), "spec": {"containers": [{"name": "app", "image": "a", "volumeMounts": None}]}},
+        {**_pod({"annotations": dict(ANNOTATED)}), "spec": {"containers": [{"name": "x", "image": "a"}, {"name": "app", "image": "a", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}], "volumes": [{"name": "v", "emptyDir": {}}]}},
+    ],
+    ids=["plain", "empty-lists", "null-lists", "existing-lists", "empty-mounts", "null-mounts", "second-container"],
+)
+def test_the_engine_writes_exactly_the_patch_that_diff_finds(pod: dict[str, object], native: str) -> None:
+    """inject_pod writes its patch directly; diff over the whole pod is the reference."""
+    pod = copy.deepcopy(pod)
+    pod["metadata"]["annotations"]["entourage.dev/native-sidecars"] = native  # type: ignore[index]
+    if pod["spec"]["containers"][-1]["name"] == "app" and len(pod["spec"]["containers"]) > 1:  # type: ignore[index]
+        pod["metadata"]["annotations"]["entourage.dev/logging-container"] = "app"  # type: ignore[index]
+    injection = inject_pod(pod, load_settings(None, environ={}))
+    assert injection.patch == diff(pod, injection.pod)
+    assert jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch) == injection.pod
+
+
+@pytest.mark.parametrize("metadata", [_NO_METADATA, None, {}, {"annotations": None}, {"annotations": {}}])
+def test_the_written_patch_creates_missing_metadata_and_annotations(metadata: object) -> None:
+    """Namespace defaults can ask for injection of a pod that has no annotations at all."""
+    pod = _pod(metadata if metadata is _NO_METADATA else copy.deepcopy(metadata))
+    injection = inject_pod(pod, load_settings(None, environ={}), namespace_annotations=ANNOTATED)
+    assert injection.patch == diff(pod, injection.pod)
+    assert jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch) == injection.pod

@@ -33,6 +33,7 @@ from tests.podcheck import assert_valid_injected_pod
 from webhook.annotations import KEYS, RESOURCE_FIELDS
 from webhook.config import ANNOTATION_KINDS, Settings, load_settings
 from webhook.errors import PodDenied
+from webhook.patch import diff
 from webhook.inject import ALREADY_INJECTED, DISABLED, INJECTED, NO_ANNOTATION, NOTHING_REQUESTED, Injection, inject_pod
 from webhook.quantity import parse_quantity
 
@@ -316,6 +317,7 @@ def check_injection(pod: dict[str, Any], settings_: Settings, namespace_annotati
     injection = inject_pod(pod, settings_, namespace_annotations=namespace_annotations)
     assert pod == original, "the input pod was mutated"
     assert jsonpatch.apply_patch(copy.deepcopy(original), injection.patch) == injection.pod
+    assert injection.patch == diff(original, injection.pod), "the written patch differs from the diff"
     for operation in injection.patch:
         assert operation["op"] == "add", operation
         assert operation["path"].startswith(("/spec/", "/metadata/annotations")), operation["path"]

@@ -23,6 +23,33 @@ def escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+def add(path: str, value: Any) -> Operation:
+    return {"op": "add", "path": path, "value": value}
+
+
+def absent(value: Any, path: str) -> bool:
+    """True for a missing or null member (``add`` creates it); a member that is neither an
+    object nor absent would have to be replaced, which injection never does."""
+    if value is None:
+        return True
+    if not isinstance(value, dict):
+        raise PatchError(f"{path} would be replaced")
+    return False
+
+
+def list_additions(path: str, old: Any, new: list[Any], leading: int = 0) -> list[Operation]:
+    """``add`` operations from ``old`` (absent, null or a list) to ``new``: ``old`` with
+    ``leading`` elements inserted before it and any others appended after it."""
+    if old is None:
+        return [add(path, new)]
+    if not old:  # an empty list: everything is appended (as ``diff`` writes it)
+        return [add(f"{path}/-", item) for item in new]
+    return [
+        *(add(f"{path}/{index}", new[index]) for index in range(leading)),
+        *(add(f"{path}/-", item) for item in new[leading + len(old) :]),
+    ]
+
+
 def diff(original: Any, desired: Any) -> list[Operation]:
     """The ``add`` operations that turn ``original`` into ``desired``, in the order to apply them."""
     operations: list[Operation] = []

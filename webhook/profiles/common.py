@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -13,6 +13,8 @@ from webhook.config import Profile, render_text
 from webhook.quantity import parse_quantity
 
 MAX_NAME = 63
+SHARED_LIMIT = 512
+"""Distinct built containers kept for reuse (each a few KB)."""
 
 Values = Mapping[str, "str | Sequence[str]"]
 
@@ -81,6 +83,26 @@ def build_container(
     return container
 
 
+_shared: dict[Hashable, dict[str, Any]] = {}
+
+
+def shared(key: Hashable, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The container built for ``key`` (everything it depends on), built once and then shared.
+
+    The pods of one workload ask for the same containers, and building one (rendering scripts,
+    copying resources and securityContext) cost more than the rest of an injection. Sharing is
+    safe because nothing writes to a result: injected pods are read-only (they already share
+    their untouched subtrees with the input pod). The oldest entry goes first past SHARED_LIMIT.
+    """
+    container = _shared.get(key)
+    if container is None:
+        container = build()
+        if len(_shared) >= SHARED_LIMIT:
+            del _shared[next(iter(_shared))]
+        _shared[key] = container
+    return container
+
+
 def _scalars(values: Values) -> dict[str, str]:
     return {name: value for name, value in values.items() if isinstance(value, str)}
 
@@ -109,6 +131,7 @@ class NameAllocator:
         return candidate
 
 
+@functools.lru_cache(maxsize=1024)
 def slug(text: str) -> str:
     """Lower-case DNS label from arbitrary validated text (``db.prod:5432`` → ``db-prod-5432``)."""
     label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
