@@ -1,7 +1,9 @@
 """In-process timings of the engine, without HTTP: µs per call for each bench case.
 
 Stages, timed separately so a regression points at its stage:
-- ``decode``: ``admission.decode`` (orjson parse + shape check) of the body on the wire;
+- ``decode``: ``admission.decode`` of the body on the wire as the server runs it (``pruned.loads``:
+  only the fields admission reads, then the shape check); ``full decode``: the same with
+  orjson's whole-document parse, for comparison;
 - ``inject``: ``inject.inject_pod`` on the decoded pod (annotations, containers, ``patch.diff``);
 - ``encode``: the patch as the response carries it (orjson + base64) and the response review
   (orjson) — what ``admit`` and the endpoint add after ``inject_pod``;
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 
 from bench import payloads
+from webhook import pruned
 from webhook.admission import admit, decode
 from webhook.config import Settings, load_settings
 from webhook.inject import inject_pod
@@ -45,7 +48,7 @@ def run(*, seconds: float = 0.2, repeat: int = 5, settings: Settings | None = No
     settings = settings or load_settings(None, environ={})
     results: dict[str, dict[str, float]] = {}
     for case, body in payloads.bodies().items():
-        review = decode(body)
+        review = decode(body, loads=pruned.loads)
         pod = review["request"]["object"]
         injection = inject_pod(pod, settings)
         answer = admit(review, settings).review
@@ -55,10 +58,11 @@ def run(*, seconds: float = 0.2, repeat: int = 5, settings: Settings | None = No
             return orjson.dumps(answer)
 
         stages: dict[str, Callable[[], Any]] = {
-            "decode": lambda: decode(body),
+            "full decode": lambda: decode(body),
+            "decode": lambda: decode(body, loads=pruned.loads),
             "inject": lambda: inject_pod(pod, settings),
             "encode": encode,
-            "total": lambda: orjson.dumps(admit(decode(body), settings).review),
+            "total": lambda: orjson.dumps(admit(decode(body, loads=pruned.loads), settings).review),
         }
         results[case] = {stage: _per_call(function, repeat=repeat, seconds=seconds) for stage, function in stages.items()}
     return results

@@ -16,6 +16,7 @@ suffixes) are kept as plain regression tests at the end of the file.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import difflib
@@ -29,7 +30,11 @@ import pytest
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
+import orjson
+
 from tests.podcheck import assert_valid_injected_pod
+from webhook import pruned
+from webhook.admission import admit, decode
 from webhook.annotations import KEYS, RESOURCE_FIELDS
 from webhook.config import ANNOTATION_KINDS, Settings, load_settings
 from webhook.errors import PodDenied
@@ -311,8 +316,31 @@ def unsafe_arguments(injection: Injection) -> list[str]:
     return bad
 
 
+def _answer_by_field(review: Mapping[str, Any]) -> dict[str, Any]:
+    """The response, its patch decoded and grouped by the field it adds to (the order between
+    fields follows the pod's key order, which the pruned decode normalises; within one field it
+    is kept)."""
+    response = dict(review["response"])
+    if "patch" in response:
+        operations = orjson.loads(base64.b64decode(response["patch"]))
+        response["patch"] = sorted(operations, key=lambda op: op["path"].split("/")[:3])
+    return response
+
+
+def assert_the_pruned_decode_answers_the_same(pod: Mapping[str, Any], settings_: Settings, namespace_annotations: dict[str, str] | None) -> None:
+    """The server decodes only what admission reads (webhook/pruned.py); the answer must not change."""
+    request = {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop", "object": pod}
+    body = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+    lookup = (lambda namespace: namespace_annotations) if namespace_annotations else None
+    full = admit(decode(body), settings_, namespace_annotations=lookup)
+    fast = admit(decode(body, loads=pruned.loads), settings_, namespace_annotations=lookup)
+    assert (fast.outcome, fast.reason, fast.components, fast.owner) == (full.outcome, full.reason, full.components, full.owner)
+    assert _answer_by_field(fast.review) == _answer_by_field(full.review)
+
+
 def check_injection(pod: dict[str, Any], settings_: Settings, namespace_annotations: dict[str, str] | None) -> Injection:
     """inject_pod, then every invariant; returns the injection (re-raises PodDenied)."""
+    assert_the_pruned_decode_answers_the_same(pod, settings_, namespace_annotations)
     original = copy.deepcopy(pod)
     injection = inject_pod(pod, settings_, namespace_annotations=namespace_annotations)
     assert pod == original, "the input pod was mutated"

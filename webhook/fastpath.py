@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from webhook import pruned
 from webhook.admission import Decision, NamespaceAnnotations, admit, bad_request, decode
 from webhook.config import Settings
 from webhook.errors import ReviewError
@@ -102,7 +103,7 @@ class MutateEndpoint:
             return
         state = self.state()
         try:
-            decision = admit(decode(body), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+            decision = admit(decode(body, loads=pruned.loads), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
         except ReviewError as error:
             await _answer(send, 400, orjson.dumps(bad_request(str(error))))
             return
