@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -169,3 +170,40 @@ def test_answers_stay_correct_across_many_requests_on_one_keep_alive_client(clie
     review = reference_review({"entourage.dev/ambassador": "6379=redis:6379"})
     for _ in range(50):
         assert post(client, review).json()["response"]["allowed"] is True
+
+
+def _slow_request(endpoint: Any) -> tuple[list[dict[str, Any]], asyncio.Task[None]]:
+    """Run the endpoint on a request whose body never arrives; returns what it sent and its task."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/mutate", "headers": [(b"content-type", b"application/json")]}
+    return sent, asyncio.ensure_future(endpoint(scope, receive, send))
+
+
+def test_a_body_past_its_deadline_gets_408_and_other_cancellations_pass_through() -> None:
+    from webhook.fastpath import MutateEndpoint
+
+    endpoint = MutateEndpoint(lambda: None, body_timeout=0.2)  # type: ignore[arg-type, return-value]
+
+    async def scenario() -> None:
+        late, late_task = _slow_request(endpoint)
+        stopped, stopped_task = _slow_request(endpoint)
+        await asyncio.sleep(0.05)
+        stopped_task.cancel()  # e.g. the server shutting down: not a timeout
+        with pytest.raises(asyncio.CancelledError):
+            await stopped_task
+        started = time.monotonic()
+        await late_task
+        assert 0.1 < time.monotonic() - started < 0.5
+        assert late[0]["status"] == 408 and (b"connection", b"close") in late[0]["headers"]
+        assert stopped == []
+        assert endpoint._deadlines is not None and endpoint._deadlines.reading == {}
+
+    asyncio.run(scenario())

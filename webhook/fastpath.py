@@ -66,6 +66,7 @@ class MutateEndpoint:
         self.observe = observe
         self.body_timeout = body_timeout
         """Seconds a client may take to send its body (a slow client gets 408); None: no limit."""
+        self._deadlines = _Deadlines(body_timeout) if body_timeout is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -88,16 +89,20 @@ class MutateEndpoint:
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
             await _answer(send, 413, _TOO_LARGE)
             return
-        try:
-            if self.body_timeout is None:
+        if self._deadlines is None:
+            body = await _read(receive)
+        else:
+            task = self._deadlines.start()
+            try:
                 body = await _read(receive)
-            else:
-                async with asyncio.timeout(self.body_timeout):
-                    body = await _read(receive)
-        except TimeoutError:
-            message = f"the request body did not arrive within {self.body_timeout:g} seconds"
-            await _answer(send, 408, orjson.dumps(bad_request(message, 408)), close=True)
-            return
+            except asyncio.CancelledError:
+                if not self._deadlines.expired(task):
+                    raise
+                message = f"the request body did not arrive within {self.body_timeout:g} seconds"
+                await _answer(send, 408, orjson.dumps(bad_request(message, 408)), close=True)
+                return
+            finally:
+                self._deadlines.stop(task)
         if body is None:
             await _answer(send, 413, _TOO_LARGE)
             return
@@ -110,6 +115,54 @@ class MutateEndpoint:
         await _answer(send, 200, orjson.dumps(decision.review))
         if self.observe is not None:
             self.observe(decision)
+
+
+class _Deadlines:
+    """Body-read deadlines, enforced by one periodic sweep instead of a timer per request.
+
+    ``asyncio.timeout`` arms and cancels a loop timer for every request, a tenth of the cost of
+    answering an unannotated pod; here a request only records its deadline, and a sweep that runs
+    while any read is in progress cancels the reads past theirs (so a read may overrun its
+    deadline by up to a quarter of the timeout, at most a second).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.interval = min(1.0, timeout / 4)
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.cancelled: set[asyncio.Task[Any]] = set()
+        self.sweeping = False
+
+    def start(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        self.reading[task] = loop.time() + self.timeout
+        if not self.sweeping:
+            self.sweeping = True
+            loop.call_later(self.interval, self._sweep, loop)
+        return task
+
+    def stop(self, task: asyncio.Task[Any]) -> None:
+        self.reading.pop(task, None)
+        self.cancelled.discard(task)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """True when the sweep cancelled this read (then the task is no longer being cancelled)."""
+        if task in self.cancelled:
+            task.uncancel()
+            return True
+        return False
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, deadline in list(self.reading.items()):
+            if deadline <= now and task not in self.cancelled:
+                self.cancelled.add(task)
+                task.cancel()
+        self.sweeping = bool(self.reading)
+        if self.sweeping:
+            loop.call_later(self.interval, self._sweep, loop)
 
 
 async def _read(receive: Receive) -> bytes | None:

@@ -73,12 +73,26 @@ def component_kind(name: str) -> str:
     return "other"
 
 
+_admissions: dict[tuple[str, str], Counter] = {}
+_components: dict[str, Counter] = {}
+
+
 def observe(decision: Decision) -> None:
-    ADMISSIONS.labels(decision.outcome, decision.reason).inc()
+    """Count one decision. The labelled children are kept (``labels()`` takes a lock and builds
+    a key on every call); both label sets are small and fixed."""
+    key = (decision.outcome, decision.reason)
+    admissions = _admissions.get(key)
+    if admissions is None:
+        admissions = _admissions[key] = ADMISSIONS.labels(*key)
+    admissions.inc()
     ADMISSION_DURATION.observe(decision.duration)
     if decision.outcome == OUTCOME_INJECTED:
         for name in decision.components:
-            INJECTED_COMPONENTS.labels(component_kind(name)).inc()
+            kind = component_kind(name)
+            components = _components.get(kind)
+            if components is None:
+                components = _components[kind] = INJECTED_COMPONENTS.labels(kind)
+            components.inc()
 
 
 def exposition() -> tuple[bytes, str]:
