@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bench import micro, payloads
-from bench.runner import Options, run
+from bench.runner import VARIED, Options, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of untimed load per case and server first (default 2)")
     parser.add_argument("--alternations", type=int, default=2, help="baseline/entourage pairs per case and concurrency (default 2)")
     parser.add_argument("--connections", default="1,16", help="comma-separated keep-alive connection counts (default 1,16)")
-    parser.add_argument("--cases", default=",".join(payloads.CASES), help=f"comma-separated subset of {', '.join(payloads.CASES)}")
+    cases = (*payloads.CASES, *VARIED)
+    parser.add_argument("--cases", default=",".join(cases), help=f"comma-separated subset of {', '.join(cases)}")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="entourage serve --log-level (default: the server's own)")
     parser.add_argument("--memory-requests", type=int, default=200_000, help="drive Entourage until it has served this many requests (RSS check)")
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results (default bench-results.json)")

@@ -35,6 +35,7 @@ import orjson
 from tests.podcheck import assert_valid_injected_pod
 from webhook import pruned
 from webhook.admission import admit, decode
+from webhook.answers import AnswerCache
 from webhook.annotations import KEYS, RESOURCE_FIELDS
 from webhook.config import ANNOTATION_KINDS, Settings, load_settings
 from webhook.errors import PodDenied
@@ -56,6 +57,7 @@ ADAPTER_PORTS = {"nginx-prometheus": [9113], "statsd-prometheus": [9102, 9125]}
 """The built-in adapters' default listening ports (checked against the catalog below)."""
 
 PROPERTY = settings(max_examples=300, deadline=None)
+ANSWERS = AnswerCache()
 
 
 def test_the_generators_know_the_catalogs_adapter_ports() -> None:
@@ -336,6 +338,12 @@ def assert_the_pruned_decode_answers_the_same(pod: Mapping[str, Any], settings_:
     fast = admit(decode(body, loads=pruned.loads), settings_, namespace_annotations=lookup)
     assert (fast.outcome, fast.reason, fast.components, fast.owner) == (full.outcome, full.reason, full.components, full.owner)
     assert _answer_by_field(fast.review) == _answer_by_field(full.review)
+    # As the server answers: through the answer cache, shared by every example (a key that
+    # confused two different pods would hand one of them the other's answer).
+    kept = ANSWERS.admit(decode(body, loads=pruned.loads), settings_, namespace_annotations=lookup)
+    assert kept.review == fast.review
+    again = ANSWERS.admit(decode(body.replace(b'"uid":"u-1"', b'"uid":"u-2"', 1), loads=pruned.loads), settings_, namespace_annotations=lookup)
+    assert again.review == {**fast.review, "response": {**fast.review["response"], "uid": "u-2"}}
 
 
 def check_injection(pod: dict[str, Any], settings_: Settings, namespace_annotations: dict[str, str] | None) -> Injection:

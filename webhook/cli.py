@@ -12,6 +12,7 @@ from typing import Any, TextIO
 import yaml
 
 from webhook import __version__, certs, yamlio
+from webhook.answers import DEFAULT_SIZE
 from webhook.config import load_settings
 from webhook.errors import ConfigError, PodDenied
 from webhook.workloads import inject_document
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--shutdown-timeout", type=_seconds, default=10.0, help="after the drain: time for requests in flight to finish (default 10)")
     serve.add_argument("--reload-interval", type=_seconds, default=2.0, help="seconds between looks at the certificate and configuration files (default 2)")
     serve.add_argument("--request-timeout", type=_seconds, default=10.0, help="seconds a client may take to send a request body; then 408 (default 10)")
+    serve.add_argument("--answer-cache-size", type=_non_negative_int, default=DEFAULT_SIZE, help=f"answers kept for identical requests, e.g. the pods of one ReplicaSet; 0 turns reuse off (default {DEFAULT_SIZE})")
     cluster = serve.add_argument_group("cluster awareness (in a cluster, or with --kubeconfig)")
     cluster.add_argument("--kubeconfig", help="use this kubeconfig instead of the in-cluster service account")
     cluster.add_argument("--standalone", action="store_true", help="never talk to the Kubernetes API, even in a cluster")
@@ -93,6 +95,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 3600:
@@ -119,6 +128,7 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         shutdown_timeout=args.shutdown_timeout,
         reload_interval=args.reload_interval,
         request_timeout=args.request_timeout,
+        answer_cache_size=args.answer_cache_size,
         log_level=args.log_level,
         kubeconfig=args.kubeconfig,
         cluster=cluster,

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import orjson
 
 from webhook import pruned
-from webhook.admission import Decision, NamespaceAnnotations, admit, bad_request, decode
+from webhook.admission import Decision, NamespaceAnnotations, bad_request, decode
+from webhook.answers import AnswerCache
 from webhook.config import Settings
 from webhook.errors import ReviewError
 from webhook.inject import ClusterFacts
@@ -61,9 +62,11 @@ class MutateEndpoint:
         observe: Callable[[Decision], None] | None = None,
         *,
         body_timeout: float | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.state = state
         self.observe = observe
+        self.answers = answers or AnswerCache(0)
         self.body_timeout = body_timeout
         """Seconds a client may take to send its body (a slow client gets 408); None: no limit."""
         self._deadlines = _Deadlines(body_timeout) if body_timeout is not None else None
@@ -108,7 +111,7 @@ class MutateEndpoint:
             return
         state = self.state()
         try:
-            decision = admit(decode(body, loads=pruned.loads), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+            decision = self.answers.admit(decode(body, loads=pruned.loads), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
         except ReviewError as error:
             await _answer(send, 400, orjson.dumps(bad_request(str(error))))
             return

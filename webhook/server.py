@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from webhook import __version__, logs, metrics, openapi
 from webhook.admission import OUTCOME_DENIED, OUTCOME_ERROR, OUTCOME_INJECTED, Decision, NamespaceAnnotations
 from webhook.config import Settings, load_settings
+from webhook.answers import DEFAULT_SIZE, AnswerCache
 from webhook.fastpath import MutateEndpoint
 from webhook.inject import ClusterFacts
 from webhook.reload import ConfigWatch
@@ -65,6 +66,8 @@ class ServeOptions:
     """Seconds between looks at the certificate and configuration files."""
     request_timeout: float = 10.0
     """Seconds a client may take to send a request body (the apiserver's webhook timeout is 10 s by default)."""
+    answer_cache_size: int = DEFAULT_SIZE
+    """Answers kept for identical requests (webhook/answers.py); 0: every request runs the engine."""
     log_level: str = "info"
     kubeconfig: str | None = None
     cluster: bool = False
@@ -299,7 +302,12 @@ def create_app(runtime: Runtime) -> ASGIApp:
     app = FastAPI(title="Entourage", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.runtime = runtime
     openapi.install(app)
-    mutate = MutateEndpoint(lambda: runtime.state, runtime.observe, body_timeout=runtime.options.request_timeout)
+    mutate = MutateEndpoint(
+        lambda: runtime.state,
+        runtime.observe,
+        body_timeout=runtime.options.request_timeout,
+        answers=AnswerCache(runtime.options.answer_cache_size),
+    )
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/mutate":

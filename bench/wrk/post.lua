@@ -9,6 +9,20 @@ wrk.body = file:read("*a")
 wrk.headers["Content-Type"] = "application/json"
 file:close()
 
+-- With $BENCH_VARY set, every request's pod differs: a counter follows the first occurrence of
+-- that text (the generateName), so nothing can be answered from an earlier identical request.
+local vary = os.getenv("BENCH_VARY")
+if vary and vary ~= "" then
+  local _, last = string.find(wrk.body, vary, 1, true)
+  assert(last, "BENCH_VARY text not found in the body")
+  local prefix, suffix = string.sub(wrk.body, 1, last), string.sub(wrk.body, last + 1)
+  local counter = 0
+  function request()
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, prefix .. counter .. "-" .. suffix)
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

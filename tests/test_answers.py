@@ -1,0 +1,118 @@
+"""Answers reused for identical requests (webhook/answers.py): only when admission could not
+tell the requests apart, never for failures, bounded, and off with size 0."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import pytest
+
+from tests.conftest import reference_review
+from webhook import answers
+from webhook.admission import OUTCOME_DENIED, OUTCOME_ERROR, OUTCOME_INJECTED, admit
+from webhook.answers import AnswerCache
+from webhook.config import load_settings
+from webhook.inject import ClusterFacts
+
+SETTINGS = load_settings(None, environ={})
+ANNOTATIONS = {"entourage.dev/logging": "true", "entourage.dev/wait-for": "tcp://db:5432"}
+
+
+def review(uid: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    result = copy.deepcopy(reference_review(ANNOTATIONS if annotations is None else annotations))
+    result["request"]["uid"] = uid
+    return result
+
+
+@pytest.fixture
+def engine_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+
+    def counting(review: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(review["request"]["uid"])
+        return admit(review, *args, **kwargs)
+
+    monkeypatch.setattr(answers, "admit", counting)
+    return calls
+
+
+def test_the_pods_of_one_workload_share_one_run_of_the_engine(engine_calls: list[str]) -> None:
+    cache = AnswerCache()
+    first = cache.admit(review("uid-1"), SETTINGS)
+    second = cache.admit(review("uid-2"), SETTINGS)
+    assert engine_calls == ["uid-1"]
+    assert first.outcome == OUTCOME_INJECTED
+    fresh = admit(review("uid-2"), SETTINGS)
+    assert second.review == fresh.review and second.review["response"]["uid"] == "uid-2"
+    assert (second.outcome, second.reason, second.components, second.owner) == (fresh.outcome, fresh.reason, fresh.components, fresh.owner)
+    assert first.review["response"]["uid"] == "uid-1"  # the kept answer is not changed by reuse
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r["request"]["object"]["metadata"]["annotations"].update({"entourage.dev/wait-for": "tcp://db:5433"}),
+        lambda r: r["request"]["object"]["spec"]["containers"][0].update({"name": "renamed"}),
+        lambda r: r["request"].update({"namespace": "other"}),
+        lambda r: r["request"].update({"operation": "UPDATE"}),
+    ],
+    ids=["annotation", "container-name", "namespace", "operation"],
+)
+def test_a_request_admission_could_tell_apart_gets_its_own_answer(engine_calls: list[str], change: Any) -> None:
+    cache = AnswerCache()
+    cache.admit(review("uid-1"), SETTINGS)
+    changed = review("uid-2")
+    change(changed)
+    answer = cache.admit(changed, SETTINGS)
+    assert engine_calls == ["uid-1", "uid-2"]
+    assert answer.review == admit(changed, SETTINGS).review
+
+
+def test_settings_cluster_facts_and_namespace_defaults_are_part_of_the_key(engine_calls: list[str]) -> None:
+    cache = AnswerCache()
+    cache.admit(review("uid-1"), SETTINGS)
+    cache.admit(review("uid-2"), dataclasses.replace(SETTINGS))
+    cache.admit(review("uid-3"), SETTINGS, cluster=ClusterFacts(native_sidecars=True))
+    defaults = {"entourage.dev/ambassador": "6379=redis:6379"}
+    answer = cache.admit(review("uid-4"), SETTINGS, namespace_annotations=lambda namespace: defaults)
+    assert engine_calls == ["uid-1", "uid-2", "uid-3", "uid-4"]
+    assert answer.components == admit(review("uid-4"), SETTINGS, namespace_annotations=lambda namespace: defaults).components
+    cache.admit(review("uid-5"), SETTINGS, namespace_annotations=lambda namespace: dict(defaults))
+    assert engine_calls[-1] == "uid-4"  # equal defaults, another mapping object: reused
+
+
+def test_denials_are_reused_and_failures_never(engine_calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = AnswerCache()
+    bad = {"entourage.dev/wait-for": "tcp://db:notaport"}
+    assert cache.admit(review("uid-1", bad), SETTINGS).outcome == OUTCOME_DENIED
+    assert cache.admit(review("uid-2", bad), SETTINGS).review["response"]["uid"] == "uid-2"
+    assert engine_calls == ["uid-1"]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("webhook.admission.inject_pod", broken)
+    other = {"entourage.dev/logging": "tail"}
+    assert cache.admit(review("uid-3", other), SETTINGS).outcome == OUTCOME_ERROR
+    assert cache.admit(review("uid-4", other), SETTINGS).outcome == OUTCOME_ERROR
+    assert engine_calls == ["uid-1", "uid-3", "uid-4"]
+
+
+def test_pods_that_ask_for_nothing_are_not_kept_and_size_bounds_the_rest(engine_calls: list[str]) -> None:
+    cache = AnswerCache(size=2)
+    cache.admit(review("plain-1", {}), SETTINGS)
+    assert cache.entries == {}
+    for index in range(3):
+        cache.admit(review(f"uid-{index}", {"entourage.dev/wait-for": f"tcp://db:{5000 + index}"}), SETTINGS)
+    assert len(cache.entries) == 2
+    cache.admit(review("again-0", {"entourage.dev/wait-for": "tcp://db:5000"}), SETTINGS)  # the oldest went
+    assert engine_calls[-1] == "again-0"
+
+
+def test_size_zero_runs_the_engine_every_time(engine_calls: list[str]) -> None:
+    cache = AnswerCache(0)
+    cache.admit(review("uid-1"), SETTINGS)
+    cache.admit(review("uid-2"), SETTINGS)
+    assert engine_calls == ["uid-1", "uid-2"] and cache.entries == {}

@@ -1,0 +1,82 @@
+"""Answers kept by request content, for the identical pods of one workload.
+
+A Deployment scaled to 500 replicas sends 500 AdmissionReviews that differ only in their uid:
+the ReplicaSet controller creates every pod from the same template, and the apiserver has not
+named them yet (``generateName``). Admission is a pure function of the request's content, the
+settings, the namespace's defaults and the cluster facts, so the first answer serves the rest
+with its uid changed, skipping the engine and the patch encoding.
+
+The key is the request as the server decoded it (webhook/pruned.py keeps exactly what admission
+reads), without its uid, so two requests share an answer only when admission could not tell them
+apart. Only pods that ask for something are looked up: an unannotated pod is answered faster
+than its key is built. Failures (``onError``) are never kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from webhook.admission import OUTCOME_ERROR, Decision, NamespaceAnnotations, admit
+from webhook.config import Settings
+from webhook.inject import ClusterFacts, requested_annotations
+
+DEFAULT_SIZE = 512
+"""Distinct requests kept (an answer is a few KB to a few tens of KB)."""
+
+
+class AnswerCache:
+    """``admit`` with the answers of recent identical requests reused; size 0 turns it off."""
+
+    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+        self.size = size
+        self.entries: dict[tuple[Any, ...], Decision] = {}
+
+    def admit(
+        self,
+        review: Mapping[str, Any],
+        settings: Settings,
+        *,
+        namespace_annotations: NamespaceAnnotations | None = None,
+        cluster: ClusterFacts = ClusterFacts(),
+    ) -> Decision:
+        request = review["request"]
+        namespace = str(request.get("namespace") or "")[:253]  # as admit() looks it up
+        inherited = namespace_annotations(namespace) if namespace_annotations and namespace else None
+        lookup = (lambda _: inherited) if inherited is not None else None
+        key = self._key(request, settings, inherited, cluster)
+        if key is None:
+            return admit(review, settings, namespace_annotations=lookup, cluster=cluster)
+        started = time.perf_counter()
+        kept = self.entries.get(key)
+        if kept is not None:
+            return _for_uid(kept, request["uid"], time.perf_counter() - started)
+        decision = admit(review, settings, namespace_annotations=lookup, cluster=cluster)
+        if decision.outcome != OUTCOME_ERROR:
+            if len(self.entries) >= self.size:
+                del self.entries[next(iter(self.entries))]  # the oldest
+            self.entries[key] = decision
+        return decision
+
+    def _key(self, request: Mapping[str, Any], settings: Settings, inherited: Mapping[str, str] | None, cluster: ClusterFacts) -> tuple[Any, ...] | None:
+        """None when the request is not worth keeping (nothing asked for) or has no usable key."""
+        if self.size <= 0:
+            return None
+        pod = request.get("object")
+        if not isinstance(pod, dict) or not requested_annotations(pod, settings, inherited):
+            return None
+        try:
+            content = orjson.dumps({name: value for name, value in request.items() if name != "uid"})
+            defaults = orjson.dumps(inherited) if inherited else b""
+        except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
+            return None
+        # Settings hash by identity: a reloaded configuration never sees the old answers.
+        return (settings, cluster, defaults, content)
+
+
+def _for_uid(kept: Decision, uid: str, duration: float) -> Decision:
+    review = {**kept.review, "response": {**kept.review["response"], "uid": uid}}
+    return Decision(kept.outcome, kept.reason, review, uid, kept.namespace, kept.pod_name, kept.components, duration, kept.owner)
