@@ -105,6 +105,9 @@ def test_the_last_known_namespace_defaults_keep_working_when_the_api_becomes_unr
 
 def test_injections_and_denials_become_rate_limited_events_on_the_pods_owner(api: FakeApiServer, tmp_path: Path) -> None:
     with running(tmp_path, *kube_args(api, tmp_path)) as webhook:
+        for document in (review(LOGGING, uid="dry-1", namespace="plain"), review({"entourage.dev/wait-for": "???"}, uid="dry-2", namespace="plain")):
+            document["request"]["dryRun"] = True  # answered as usual, but no Event (sideEffects: None)
+            answer(webhook, document)
         for index in range(3):
             answer(webhook, review(LOGGING, uid=f"event-{index}", namespace="plain"))
         answer(webhook, review({"entourage.dev/wait-for": "???"}, namespace="plain"))

@@ -28,7 +28,7 @@ log = logging.getLogger("entourage.admission")
 
 # Outcomes (metrics label `outcome`) and the reasons that are not produced by the engine.
 OUTCOME_INJECTED, OUTCOME_SKIPPED, OUTCOME_DENIED, OUTCOME_ERROR = "injected", "skipped", "denied", "error"
-NOT_A_POD, NOT_CREATE, DRY_RUN_ONLY = "not_a_pod", "not_create", "dry_run"
+NOT_A_POD, NOT_CREATE = "not_a_pod", "not_create"
 INVALID, INTERNAL_ERROR = "invalid", "internal_error"
 
 NamespaceAnnotations = Callable[[str], "Mapping[str, str] | None"]
@@ -48,6 +48,8 @@ class Decision:
     duration: float = 0.0
     owner: dict[str, str] | None = None
     """The pod's controller (apiVersion, kind, name, uid), for Events about it."""
+    dry_run: bool = False
+    """The apiserver will not persist the pod: answer, but leave no trace (no Event)."""
 
 
 def decode(body: bytes, *, loads: Callable[[bytes], Any] = orjson.loads) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def admit(
     pod_name = ""
     if isinstance(metadata, dict):
         pod_name = str(metadata.get("name") or metadata.get("generateName") or "")[:253]
-    decision = Decision(OUTCOME_SKIPPED, "", {}, uid, str(namespace)[:253], pod_name, owner=_controller(metadata))
+    decision = Decision(OUTCOME_SKIPPED, "", {}, uid, str(namespace)[:253], pod_name, owner=_controller(metadata), dry_run=request.get("dryRun") is True)
 
     kind = request.get("kind") or {}
     if not isinstance(kind, dict) or (kind.get("group"), kind.get("kind")) != ("", "Pod") or request.get("subResource"):

@@ -65,6 +65,7 @@ class _Request(Struct, omit_defaults=True):
     namespace: Any = UNSET
     operation: Any = UNSET
     subResource: Any = UNSET  # noqa: N815
+    dryRun: Any = UNSET  # noqa: N815
     object: _Pod | None | UnsetType = UNSET
 
 

@@ -264,7 +264,12 @@ class Runtime:
             admissions.error("admission", extra={"fields": fields})
         elif admissions.isEnabledFor(logging.INFO):
             self.admission_log.write(fields)
-        if self.cluster is not None and self.cluster.events is not None and decision.outcome in (OUTCOME_INJECTED, OUTCOME_DENIED, OUTCOME_ERROR):
+        if (
+            self.cluster is not None
+            and self.cluster.events is not None
+            and not decision.dry_run  # sideEffects: None promises nothing is written for a dry run
+            and decision.outcome in (OUTCOME_INJECTED, OUTCOME_DENIED, OUTCOME_ERROR)
+        ):
             self._event(decision)
 
     def _event(self, decision: Decision) -> None:
