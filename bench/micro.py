@@ -5,15 +5,14 @@ Stages, timed separately so a regression points at its stage:
   only the fields admission reads, then the shape check); ``full decode``: the same with
   orjson's whole-document parse, for comparison;
 - ``inject``: ``inject.inject_pod`` on the decoded pod (annotations, containers, ``patch.diff``);
-- ``encode``: the patch as the response carries it (orjson + base64) and the response review
-  (orjson) — what ``admit`` and the endpoint add after ``inject_pod``;
+- ``encode``: the patch as the response carries it (``patch.encode``: base64 of its JSON) and
+  the response review (orjson) — what ``admit`` and the endpoint add after ``inject_pod``;
 - ``total``: decode → ``admission.admit`` → ``orjson.dumps`` of the answer: what ``/mutate``
   computes per request, everything except HTTP, TLS and the ``observe`` callback.
 """
 
 from __future__ import annotations
 
-import binascii
 import gc
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 
 from bench import payloads
-from webhook import pruned
+from webhook import patch, pruned
 from webhook.admission import admit, decode
 from webhook.config import Settings, load_settings
 from webhook.inject import inject_pod
@@ -54,7 +53,7 @@ def run(*, seconds: float = 0.2, repeat: int = 5, settings: Settings | None = No
         answer = admit(review, settings).review
 
         def encode() -> bytes:
-            binascii.b2a_base64(orjson.dumps(injection.patch), newline=False)
+            patch.encode(injection.patch)
             return orjson.dumps(answer)
 
         stages: dict[str, Callable[[], Any]] = {

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 
 import jsonpatch
+import orjson
 import pytest
 
 from webhook.config import load_settings
 from webhook.errors import PatchError
 from webhook.inject import inject_pod
+from webhook import patch
 from webhook.patch import diff, escape
 
 
@@ -104,3 +107,29 @@ def test_the_written_patch_creates_missing_metadata_and_annotations(metadata: ob
     injection = inject_pod(pod, load_settings(None, environ={}), namespace_annotations=ANNOTATED)
     assert injection.patch == diff(pod, injection.pod)
     assert jsonpatch.apply_patch(copy.deepcopy(pod), injection.patch) == injection.pod
+
+
+def _decoded(text: str) -> object:
+    return orjson.loads(base64.b64decode(text, validate=True))
+
+
+@pytest.mark.parametrize("size", range(6))
+def test_the_encoded_patch_is_the_base64_of_its_json_with_remembered_values_spliced_in(size: int) -> None:
+    """Pieces of every length modulo 3, remembered values alone and inside lists."""
+    kept = [{"name": "k" * (size + n), "args": ["é" * n]} for n in range(3)]
+    for value in kept:
+        patch.remember(value)
+    try:
+        operations = [
+            patch.add("/a" * (size + 1), "x" * size),
+            patch.add("/spec/containers/0", kept[0]),
+            patch.add("/spec/initContainers", [{"name": "fresh"}, kept[1], kept[2]]),
+            patch.add("/metadata/annotations/" + escape("a/b"), "y" * (size * 7)),
+            patch.add("/spec/volumes/-", kept[2]),
+        ]
+        for count in range(len(operations) + 1):
+            assert _decoded(patch.encode(operations[:count])) == operations[:count]
+    finally:
+        for value in kept:
+            patch.forget(value)
+    assert _decoded(patch.encode(operations)) == operations  # forgotten: encoded in full

@@ -39,7 +39,7 @@ from webhook.answers import AnswerCache
 from webhook.annotations import KEYS, RESOURCE_FIELDS
 from webhook.config import ANNOTATION_KINDS, Settings, load_settings
 from webhook.errors import PodDenied
-from webhook.patch import diff
+from webhook.patch import diff, encode
 from webhook.inject import ALREADY_INJECTED, DISABLED, INJECTED, NO_ANNOTATION, NOTHING_REQUESTED, Injection, inject_pod
 from webhook.quantity import parse_quantity
 
@@ -354,6 +354,7 @@ def check_injection(pod: dict[str, Any], settings_: Settings, namespace_annotati
     assert pod == original, "the input pod was mutated"
     assert jsonpatch.apply_patch(copy.deepcopy(original), injection.patch) == injection.pod
     assert injection.patch == diff(original, injection.pod), "the written patch differs from the diff"
+    assert orjson.loads(base64.b64decode(encode(injection.patch), validate=True)) == injection.patch
     for operation in injection.patch:
         assert operation["op"] == "add", operation
         assert operation["path"].startswith(("/spec/", "/metadata/annotations")), operation["path"]

@@ -7,7 +7,6 @@ message. An unexpected failure inside injection follows ``onError`` and never be
 
 from __future__ import annotations
 
-import binascii
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from webhook import patch
 from webhook.config import Settings
 from webhook.errors import PodDenied, ReviewError
 from webhook.inject import INJECTED, ClusterFacts, inject_pod
@@ -164,7 +164,7 @@ def _decide(
         uid,
         allowed=True,
         patchType="JSONPatch",
-        patch=binascii.b2a_base64(orjson.dumps(injection.patch), newline=False).decode("ascii"),
+        patch=patch.encode(injection.patch),
         auditAnnotations={"injected": ",".join(injection.components)},
         **_warnings(injection.warnings),
     )

@@ -113,7 +113,7 @@ class _Builder:
             for index, container in enumerate(spec.get(section) or ()):
                 for field_name in ("ports", "volumeMounts"):
                     items = container.get(field_name)
-                    if items is not None and not (isinstance(items, list) and all(isinstance(i, Mapping) for i in items)):
+                    if items is not None and not _object_list(items):
                         raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
         self.spec = spec
         self.containers: list[dict[str, Any]] = list(spec["containers"])
@@ -229,9 +229,11 @@ class _Builder:
         ports: dict[int, str] = {}
         listeners = [*self.containers, *(c for c in self.init_containers if c.get("restartPolicy") == "Always")]
         for container in listeners:
-            for port in container.get("ports") or []:
-                if isinstance(port, Mapping) and isinstance(port.get("containerPort"), int):
-                    ports.setdefault(port["containerPort"], f"container {container['name']!r}")
+            owner = None
+            for port in container.get("ports") or ():
+                number = port.get("containerPort")  # ports are objects: checked in __init__
+                if type(number) is int and number not in ports:
+                    ports[number] = owner = owner or f"container {container['name']!r}"
         return ports
 
     def _claim_port(self, port: int, owner: str, key: str, value: str) -> None:
@@ -346,6 +348,15 @@ def _merged_resources(
 ) -> tuple[dict[str, dict[str, str]], list[str]]:
     """merge_resources, memoised: parsing quantities is not free and build_container copies."""
     return merge_resources(profile, dict(overrides), key_prefix=key_prefix)
+
+
+def _object_list(value: Any) -> bool:
+    if not isinstance(value, list):
+        return False
+    for item in value:
+        if type(item) is not dict and not isinstance(item, Mapping):
+            return False
+    return True
 
 
 def _named_list(value: Any) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from webhook import patch
 from webhook.config import Profile, render_text
 from webhook.quantity import parse_quantity
 
@@ -98,8 +99,9 @@ def shared(key: Hashable, build: Callable[[], dict[str, Any]]) -> dict[str, Any]
     if container is None:
         container = build()
         if len(_shared) >= SHARED_LIMIT:
-            del _shared[next(iter(_shared))]
+            patch.forget(_shared.pop(next(iter(_shared))))
         _shared[key] = container
+        patch.remember(container)  # and its JSON, for every patch that will carry it
     return container
 
 
