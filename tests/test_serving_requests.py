@@ -75,7 +75,9 @@ def test_a_client_too_slow_to_send_its_body_gets_408(webhook: Webhook) -> None:
 
 def test_metrics_count_outcomes_components_and_latency(webhook: Webhook) -> None:
     before = webhook.metrics()
-    post(webhook, review({"entourage.dev/logging": "true", "entourage.dev/wait-for": "tcp://db:5432"}))
+    annotations = {"entourage.dev/logging": "true", "entourage.dev/wait-for": "tcp://metrics-db:5432"}
+    post(webhook, review(annotations, uid="metrics-1"))
+    post(webhook, review(annotations, uid="metrics-2"))  # the same pod again: the answer is reused
     post(webhook, review())
     post(webhook, review({"entourage.dev/wait-for": "???"}))
     after = webhook.metrics()
@@ -83,12 +85,13 @@ def test_metrics_count_outcomes_components_and_latency(webhook: Webhook) -> None
     def delta(name: str) -> float:
         return after.get(name, 0) - before.get(name, 0)
 
-    assert delta('entourage_admissions_total{outcome="injected",reason="injected"}') == 1
+    assert delta('entourage_admissions_total{outcome="injected",reason="injected"}') == 2
+    assert delta("entourage_answers_reused_total") == 1
     assert delta('entourage_admissions_total{outcome="skipped",reason="no_annotation"}') == 1
     assert delta('entourage_admissions_total{outcome="denied",reason="invalid"}') == 1
-    assert delta('entourage_injected_components_total{component_kind="logging"}') == 1
-    assert delta('entourage_injected_components_total{component_kind="waitFor"}') == 1
-    assert delta("entourage_admission_duration_seconds_count") == 3
+    assert delta('entourage_injected_components_total{component_kind="logging"}') == 2
+    assert delta('entourage_injected_components_total{component_kind="waitFor"}') == 2
+    assert delta("entourage_admission_duration_seconds_count") == 4
     assert after["entourage_certificate_expiry_timestamp_seconds"] > time.time() + 300 * 86400
     assert "entourage_config_reload_failures_total" in after
 

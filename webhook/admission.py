@@ -50,6 +50,8 @@ class Decision:
     """The pod's controller (apiVersion, kind, name, uid), for Events about it."""
     dry_run: bool = False
     """The apiserver will not persist the pod: answer, but leave no trace (no Event)."""
+    reused: bool = False
+    """Answered from an identical earlier request (webhook/answers.py)."""
 
 
 def decode(body: bytes, *, loads: Callable[[bytes], Any] = orjson.loads) -> dict[str, Any]:

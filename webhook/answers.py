@@ -80,4 +80,6 @@ class AnswerCache:
 
 def _for_uid(kept: Decision, uid: str, duration: float) -> Decision:
     review = {**kept.review, "response": {**kept.review["response"], "uid": uid}}
-    return Decision(kept.outcome, kept.reason, review, uid, kept.namespace, kept.pod_name, kept.components, duration, kept.owner, kept.dry_run)
+    return Decision(
+        kept.outcome, kept.reason, review, uid, kept.namespace, kept.pod_name, kept.components, duration, kept.owner, kept.dry_run, reused=True
+    )

@@ -34,6 +34,10 @@ ADMISSION_DURATION = Histogram(
     "Time to decide on one AdmissionReview (decode excluded), in seconds.",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+ANSWERS_REUSED = Counter(
+    "entourage_answers_reused_total",
+    "Admissions answered from an identical earlier request (the pods of one ReplicaSet), without running the engine.",
+)
 CONFIG_RELOADS = Counter("entourage_config_reloads_total", "Configuration files loaded after a change.")
 CONFIG_RELOAD_FAILURES = Counter(
     "entourage_config_reload_failures_total", "Changed configuration files refused (the previous configuration stays)."
@@ -86,6 +90,8 @@ def observe(decision: Decision) -> None:
         admissions = _admissions[key] = ADMISSIONS.labels(*key)
     admissions.inc()
     ADMISSION_DURATION.observe(decision.duration)
+    if decision.reused:
+        ANSWERS_REUSED.inc()
     if decision.outcome == OUTCOME_INJECTED:
         for name in decision.components:
             kind = component_kind(name)
