@@ -47,7 +47,8 @@ class Decision:
     components: list[str] = field(default_factory=list)
     duration: float = 0.0
     owner: dict[str, str] | None = None
-    """The pod's controller (apiVersion, kind, name, uid), for Events about it."""
+    """The pod's controller (apiVersion, kind, name, uid), for Events about it (so only when
+    something was injected, denied or failed)."""
     dry_run: bool = False
     """The apiserver will not persist the pod: answer, but leave no trace (no Event)."""
     reused: bool = False
@@ -103,7 +104,7 @@ def admit(
     pod_name = ""
     if isinstance(metadata, dict):
         pod_name = str(metadata.get("name") or metadata.get("generateName") or "")[:253]
-    decision = Decision(OUTCOME_SKIPPED, "", {}, uid, str(namespace)[:253], pod_name, owner=_controller(metadata), dry_run=request.get("dryRun") is True)
+    decision = Decision(OUTCOME_SKIPPED, "", {}, uid, str(namespace)[:253], pod_name, dry_run=request.get("dryRun") is True)
 
     kind = request.get("kind") or {}
     if not isinstance(kind, dict) or (kind.get("group"), kind.get("kind")) != ("", "Pod") or request.get("subResource"):
@@ -114,6 +115,8 @@ def admit(
         raise ReviewError("request.object must be the Pod being created")
     else:
         _decide(decision, pod, settings, namespace_annotations, cluster)
+        if decision.outcome != OUTCOME_SKIPPED:
+            decision.owner = _controller(metadata)
     decision.duration = time.perf_counter() - started
     return decision
 
