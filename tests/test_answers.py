@@ -116,3 +116,11 @@ def test_size_zero_runs_the_engine_every_time(engine_calls: list[str]) -> None:
     cache.admit(review("uid-1"), SETTINGS)
     cache.admit(review("uid-2"), SETTINGS)
     assert engine_calls == ["uid-1", "uid-2"] and cache.entries == {}
+
+
+def test_a_request_too_large_to_key_is_answered_but_not_kept(engine_calls: list[str]) -> None:
+    cache = AnswerCache()
+    big = review("uid-1")
+    big["request"]["object"]["metadata"]["annotations"]["notes"] = "x" * answers.MAX_KEY
+    assert cache.admit(big, SETTINGS).outcome == OUTCOME_INJECTED
+    assert cache.entries == {}
