@@ -125,3 +125,12 @@ def test_the_command_runs_as_python_dash_m_webhook() -> None:
     assert result.stdout.startswith("entourage ")
     result = subprocess.run([sys.executable, "-m", "webhook", "inject", "-f", "-"], input=json.dumps({"kind": "ConfigMap"}), capture_output=True, text=True, check=True)
     assert yaml.safe_load(result.stdout) == {"kind": "ConfigMap"}
+
+
+def test_shared_containers_are_written_out_in_full_never_as_yaml_aliases() -> None:
+    from webhook import yamlio
+
+    container = {"name": "entourage-logging", "image": "busybox:1.36.1"}
+    text = yamlio.dump_all([{"spec": {"containers": [container], "initContainers": [container]}}])
+    assert "&" not in text and "*" not in text
+    assert yamlio.load_all(text)[0]["spec"]["initContainers"] == [container]

@@ -9,7 +9,12 @@ import yaml
 
 
 class _Dumper(yaml.SafeDumper):
-    """Writes multi-line strings (the wait-for and tail scripts) as literal ``|`` blocks."""
+    """Writes multi-line strings (the wait-for and tail scripts) as literal ``|`` blocks, and
+    never anchors: injected containers are shared objects (profiles/common.shared), and a
+    manifest must spell each one out rather than say ``*id001``."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
