@@ -3,6 +3,10 @@
 ``inject_pod`` serves both ``POST /mutate`` and ``entourage inject``. It never mutates its input:
 the result shares every untouched subtree with the original pod and copies only the paths it adds
 to, which keeps it fast on large pods and lets ``patch.diff`` prove that it only adds.
+
+The server hands it pods decoded by ``webhook/pruned.py``, which keeps only the fields read here:
+a field this module starts reading must be added there too (the property tests compare the
+answers for pruned and whole pods, but only over the fields their generator writes).
 """
 
 from __future__ import annotations
