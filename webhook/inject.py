@@ -2,7 +2,9 @@
 
 ``inject_pod`` serves both ``POST /mutate`` and ``entourage inject``. It never mutates its input:
 the result shares every untouched subtree with the original pod and copies only the paths it adds
-to, which keeps it fast on large pods and lets ``patch.diff`` prove that it only adds.
+to, which keeps it fast on large pods. It writes its patch from what it added; the tests hold
+that patch equal to ``patch.diff`` of the two pods, which proves that it only adds. The injected
+containers are shared between pods (``profiles.common.shared``): results are read-only.
 
 The server hands it pods decoded by ``webhook/pruned.py``, which keeps only the fields read here:
 a field this module starts reading must be added there too (the property tests compare the

@@ -1,7 +1,10 @@
 """RFC 6902 JSONPatch from the original pod to the injected one: explicit ``add`` operations only.
 
+The engine writes its operations with ``add`` and ``list_additions``; ``diff`` is the reference
+the tests hold them to, and ``encode`` is how an AdmissionResponse carries them.
+
 The engine builds the injected pod by adding to copies of the paths it touches and sharing every
-other subtree with the original, so the walk below skips shared subtrees by identity and emits:
+other subtree with the original, so the diff skips shared subtrees by identity and emits:
 ``add`` for a new object member, an element inserted before the user's elements (at its index),
 or appended after them (``/-``). Anything else — a removal, a replaced value, a reordered list —
 is not something injection may do, and raises PatchError instead of being encoded. That keeps the
