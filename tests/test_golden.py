@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonpatch
+import orjson
 import pytest
 
 from tests.conftest import reference_review
 from tests.podcheck import assert_valid_injected_pod
-from webhook import yamlio
-from webhook.admission import admit
+from webhook import pruned, yamlio
+from webhook.admission import admit, decode
 from webhook.cli import main
 from webhook.config import Settings, load_settings
 from webhook.inject import ALREADY_INJECTED, INJECTED, inject_pod
+from webhook.patch import diff
 
 CASES_DIR = Path(__file__).parent / "testdata" / "inject"
 CONFIG = CASES_DIR / "config.yaml"
@@ -80,6 +82,17 @@ def test_the_webhook_path_patch_gives_the_golden_pod(case: Path, golden_settings
     assert response["allowed"] is True
     patch = json.loads(base64.b64decode(response["patch"])) if "patch" in response else []
     assert jsonpatch.apply_patch(pod, patch) == expected
+    assert patch == diff(pod, expected), "the engine's written patch is not the one the diff derives"
+    # As the server decodes it (only the fields admission reads, spec fields in the apiserver's
+    # order, which these hand-written pods do not follow): the same operations for each field.
+    pruned_response = admit(decode(orjson.dumps(as_review(pod)), loads=pruned.loads), golden_settings).review["response"]
+    pruned_patch = json.loads(base64.b64decode(pruned_response["patch"])) if "patch" in pruned_response else []
+    assert by_field(pruned_patch) == by_field(patch)
+
+
+def by_field(operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Operations grouped by the field they add to, in order within each (a stable sort)."""
+    return sorted(operations, key=lambda operation: operation["path"].split("/")[:3])
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.stem.startswith("denied-")], ids=lambda p: p.stem)

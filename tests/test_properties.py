@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 import orjson
 
 from tests.podcheck import assert_valid_injected_pod
+from tests.test_golden import by_field
 from webhook import pruned
 from webhook.admission import admit, decode
 from webhook.answers import AnswerCache
@@ -324,8 +325,7 @@ def _answer_by_field(review: Mapping[str, Any]) -> dict[str, Any]:
     is kept)."""
     response = dict(review["response"])
     if "patch" in response:
-        operations = orjson.loads(base64.b64decode(response["patch"]))
-        response["patch"] = sorted(operations, key=lambda op: op["path"].split("/")[:3])
+        response["patch"] = by_field(orjson.loads(base64.b64decode(response["patch"])))
     return response
 
 
