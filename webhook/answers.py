@@ -14,6 +14,7 @@ than its key is built. Failures (``onError``) are never kept.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -86,6 +87,4 @@ class AnswerCache:
 
 def _for_uid(kept: Decision, uid: str, duration: float) -> Decision:
     review = {**kept.review, "response": {**kept.review["response"], "uid": uid}}
-    return Decision(
-        kept.outcome, kept.reason, review, uid, kept.namespace, kept.pod_name, kept.components, duration, kept.owner, kept.dry_run, reused=True
-    )
+    return dataclasses.replace(kept, review=review, uid=uid, duration=duration, reused=True)
