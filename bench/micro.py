@@ -1,7 +1,7 @@
 """In-process timings of the engine, without HTTP: µs per call for each bench case.
 
 Stages, timed separately so a regression points at its stage:
-- ``decode``: ``admission.decode`` of the body on the wire as the server runs it (``pruned.loads``:
+- ``decode``: ``admission.decode`` of the body on the wire as the server runs it (``partial.loads``:
   only the fields admission reads, then the shape check); ``full decode``: the same with
   orjson's whole-document parse, for comparison;
 - ``inject``: ``inject.inject_pod`` on the decoded pod (annotations, containers, ``patch.diff``);
@@ -21,10 +21,11 @@ from typing import Any
 import orjson
 
 from bench import payloads
-from webhook import patch, pruned
-from webhook.admission import admit, decode
-from webhook.config import Settings, load_settings
-from webhook.inject import inject_pod
+from webhook.admission import partial
+from webhook.admission.decide import admit, decode
+from webhook.engine import patch
+from webhook.engine.inject import inject_pod
+from webhook.engine.settings import Settings, load_settings
 
 
 def _per_call(function: Callable[[], Any], *, repeat: int, seconds: float) -> float:
@@ -47,7 +48,7 @@ def run(*, seconds: float = 0.2, repeat: int = 5, settings: Settings | None = No
     settings = settings or load_settings(None, environ={})
     results: dict[str, dict[str, float]] = {}
     for case, body in payloads.bodies().items():
-        review = decode(body, loads=pruned.loads)
+        review = decode(body, loads=partial.loads)
         pod = review["request"]["object"]
         injection = inject_pod(pod, settings)
         answer = admit(review, settings).review
@@ -58,10 +59,10 @@ def run(*, seconds: float = 0.2, repeat: int = 5, settings: Settings | None = No
 
         stages: dict[str, Callable[[], Any]] = {
             "full decode": lambda: decode(body),
-            "decode": lambda: decode(body, loads=pruned.loads),
+            "decode": lambda: decode(body, loads=partial.loads),
             "inject": lambda: inject_pod(pod, settings),
             "encode": encode,
-            "total": lambda: orjson.dumps(admit(decode(body, loads=pruned.loads), settings).review),
+            "total": lambda: orjson.dumps(admit(decode(body, loads=partial.loads), settings).review),
         }
         results[case] = {stage: _per_call(function, repeat=repeat, seconds=seconds) for stage, function in stages.items()}
     return results

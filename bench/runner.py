@@ -35,7 +35,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 VARIED = {"small-unique": ("small", "checkout-7d9c6b5f4-")}
 """Cases whose every request carries a different pod: (body case, text a counter follows).
 They time the engine itself; the issue's cases repeat one review, as a scaled Deployment does,
-which webhook/answers.py answers from the first. Reported, without a target of their own."""
+which webhook/admission/reuse.py answers from the first. Reported, without a target of their own."""
 
 TARGETS = {
     # (case, connections): (minimum throughput ratio, maximum p99 ratio)

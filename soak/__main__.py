@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         from soak import fuzz
 
         heading("schemathesis")
-        print("  against the server's own /openapi.json (/mutate described in webhook/openapi.py)")
+        print("  against the server's own /openapi.json (/mutate described in webhook/serving/openapi.py)")
         code, summary, output = fuzz.schemathesis_run(max_examples=options.schemathesis_examples, max_time=options.schemathesis_seconds)
         print(f"  schemathesis run (examples, coverage, fuzzing; checks not_a_server_error, status_code/content_type/response_schema conformance): exit {code}; {summary}")
         if code != 0:

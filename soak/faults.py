@@ -43,7 +43,7 @@ from soak.runs import server, standard_cases, target
 from tests import webhook_process
 from tests.fake_apiserver import FakeApiServer
 from webhook import certs
-from webhook.config import load_settings
+from webhook.engine.settings import load_settings
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Fuzzing the request path: never a 5xx, never an exception escaping, the server stays up.
 
-Three generators feed the in-process ASGI app (``webhook.server.create_app`` over a real
+Three generators feed the in-process ASGI app (``webhook.serving.server.create_app`` over a real
 ``Runtime``, called directly: no sockets, ~10,000 inputs a second):
 
 - **hypothesis**: arbitrary bytes, JSON of every shape, AdmissionReviews with arbitrary
@@ -42,7 +42,7 @@ import jsonpatch
 import orjson
 
 from soak import corpus
-from webhook import pruned
+from webhook.admission import partial
 
 ALLOWED_STATUS = {200, 400, 405, 408, 413, 415}
 
@@ -88,7 +88,7 @@ class App:
 
     def __init__(self) -> None:
         from webhook import certs
-        from webhook.server import Runtime, ServeOptions, create_app
+        from webhook.serving.server import Runtime, ServeOptions, create_app
 
         self._directory = tempfile.TemporaryDirectory(prefix="entourage-fuzz-")
         certificates = certs.generate("entourage", "entourage")
@@ -176,14 +176,14 @@ def verdict(item: Input, sent: list[dict[str, Any]], error: BaseException | None
 def _request_of(body: bytes) -> Any:
     """The request as orjson reads it. orjson also refuses two things that JSON's grammar allows,
     a number beyond a double's range and an unpaired surrogate escape; the server's pruned decode
-    (webhook/pruned.py) accepts those when they sit in fields it never reads, so they are read
+    (webhook/admission/partial.py) accepts those when they sit in fields it never reads, so they are read
     here as it reads them."""
     try:
         return orjson.loads(body)["request"]
     except orjson.JSONDecodeError as error:
         if "infinity" not in str(error) and "surrogates" not in str(error):
             raise
-        return pruned.loads(body)["request"]
+        return partial.loads(body)["request"]
 
 
 _INTERNAL = re.compile(rb'"code":500,"reason":"InternalError","message":"[^"]*internal error: (\w+)')

@@ -27,9 +27,9 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from webhook.admission import admit
-from webhook.config import Settings
-from webhook.inject import ClusterFacts
+from webhook.admission.decide import admit
+from webhook.engine.inject import ClusterFacts
+from webhook.engine.settings import Settings
 
 REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "testdata" / "reviews" / "pod-create.json"
 P = "entourage.dev/"

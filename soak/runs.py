@@ -16,7 +16,7 @@ from typing import Any
 from soak import mix, procs
 from soak.client import Checker, Stats, Target, context, load, run
 from tests import webhook_process
-from webhook.config import load_settings
+from webhook.engine.settings import load_settings
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from webhook.config import Settings, load_settings
+from webhook.engine.settings import Settings, load_settings
 
 TESTDATA = Path(__file__).parent / "testdata"
 REFERENCE_REVIEW = TESTDATA / "reviews" / "pod-create.json"

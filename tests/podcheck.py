@@ -11,7 +11,7 @@ from typing import Any
 
 import kubernetes_validate
 
-from webhook.quantity import parse_quantity
+from webhook.engine.quantity import parse_quantity
 
 KUBERNETES_VERSION = "1.33"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.annotations import KEYS, parse_annotations, parse_route, parse_wait_target
-from webhook.config import Settings
+from webhook.engine.annotations import (
+    KEYS,
+    parse_annotations,
+    parse_route,
+    parse_wait_target,
+)
+from webhook.engine.settings import Settings
 from webhook.errors import PodDenied
 
 VALID = [

@@ -1,4 +1,4 @@
-"""Answers reused for identical requests (webhook/answers.py): only when admission could not
+"""Answers reused for identical requests (webhook/admission/reuse.py): only when admission could not
 tell the requests apart, never for failures, bounded, and off with size 0."""
 
 from __future__ import annotations
@@ -10,11 +10,16 @@ from typing import Any
 import pytest
 
 from tests.conftest import reference_review
-from webhook import answers
-from webhook.admission import OUTCOME_DENIED, OUTCOME_ERROR, OUTCOME_INJECTED, admit
-from webhook.answers import AnswerCache
-from webhook.config import load_settings
-from webhook.inject import ClusterFacts
+from webhook.admission import reuse
+from webhook.admission.decide import (
+    OUTCOME_DENIED,
+    OUTCOME_ERROR,
+    OUTCOME_INJECTED,
+    admit,
+)
+from webhook.admission.reuse import AnswerCache
+from webhook.engine.inject import ClusterFacts
+from webhook.engine.settings import load_settings
 
 SETTINGS = load_settings(None, environ={})
 ANNOTATIONS = {"entourage.dev/logging": "true", "entourage.dev/wait-for": "tcp://db:5432"}
@@ -34,7 +39,7 @@ def engine_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(review["request"]["uid"])
         return admit(review, *args, **kwargs)
 
-    monkeypatch.setattr(answers, "admit", counting)
+    monkeypatch.setattr(reuse, "admit", counting)
     return calls
 
 
@@ -93,7 +98,7 @@ def test_denials_are_reused_and_failures_never(engine_calls: list[str], monkeypa
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("webhook.admission.inject_pod", broken)
+    monkeypatch.setattr("webhook.admission.decide.inject_pod", broken)
     other = {"entourage.dev/logging": "tail"}
     assert cache.admit(review("uid-3", other), SETTINGS).outcome == OUTCOME_ERROR
     assert cache.admit(review("uid-4", other), SETTINGS).outcome == OUTCOME_ERROR
@@ -121,6 +126,6 @@ def test_size_zero_runs_the_engine_every_time(engine_calls: list[str]) -> None:
 def test_a_request_too_large_to_key_is_answered_but_not_kept(engine_calls: list[str]) -> None:
     cache = AnswerCache()
     big = review("uid-1")
-    big["request"]["object"]["metadata"]["annotations"]["notes"] = "x" * answers.MAX_KEY
+    big["request"]["object"]["metadata"]["annotations"]["notes"] = "x" * reuse.MAX_KEY
     assert cache.admit(big, SETTINGS).outcome == OUTCOME_INJECTED
     assert cache.entries == {}

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from bench import micro, payloads, verify
-from webhook.admission import admit, decode
-from webhook.config import load_settings
+from webhook.admission.decide import admit, decode
+from webhook.engine.settings import load_settings
 
 
 def test_payloads_are_admission_reviews_of_the_advertised_sizes() -> None:

@@ -660,7 +660,7 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
 
 
 def test_the_default_config_and_the_commented_profile_example_load_in_the_webhook() -> None:
-    from webhook.config import build_settings
+    from webhook.engine.settings import build_settings
 
     configmap = one(render(), "ConfigMap")
     build_settings(yaml.safe_load(configmap["data"]["config.yaml"]))

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from webhook import certs
-from webhook.config import Settings
-from webhook.inject import inject_pod
+from webhook.engine.inject import inject_pod
+from webhook.engine.settings import Settings
 
 
 def injected_container(settings: Settings, annotations: dict[str, str], name_prefix: str) -> dict[str, Any]:

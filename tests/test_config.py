@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from webhook.config import RESTRICTED_SECURITY_CONTEXT, load_settings, parse_settings
+from webhook.engine.settings import (
+    RESTRICTED_SECURITY_CONTEXT,
+    load_settings,
+    parse_settings,
+)
 from webhook.errors import ConfigError
 
 ADAPTER = """

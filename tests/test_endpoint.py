@@ -188,7 +188,7 @@ def _slow_request(endpoint: Any) -> tuple[list[dict[str, Any]], asyncio.Task[Non
 
 
 def test_a_body_past_its_deadline_gets_408_and_other_cancellations_pass_through() -> None:
-    from webhook.fastpath import MutateEndpoint
+    from webhook.serving.endpoint import MutateEndpoint
 
     endpoint = MutateEndpoint(lambda: None, body_timeout=0.2)  # type: ignore[arg-type, return-value]
 

@@ -21,12 +21,13 @@ import pytest
 
 from tests.conftest import reference_review
 from tests.podcheck import assert_valid_injected_pod
-from webhook import pruned, yamlio
-from webhook.admission import admit, decode
+from webhook import yamlio
+from webhook.admission import partial
+from webhook.admission.decide import admit, decode
 from webhook.cli import main
-from webhook.config import Settings, load_settings
-from webhook.inject import ALREADY_INJECTED, INJECTED, inject_pod
-from webhook.patch import diff
+from webhook.engine.inject import ALREADY_INJECTED, INJECTED, inject_pod
+from webhook.engine.patch import diff
+from webhook.engine.settings import Settings, load_settings
 
 CASES_DIR = Path(__file__).parent / "testdata" / "inject"
 CONFIG = CASES_DIR / "config.yaml"
@@ -85,7 +86,7 @@ def test_the_webhook_path_patch_gives_the_golden_pod(case: Path, golden_settings
     assert patch == diff(pod, expected), "the engine's written patch is not the one the diff derives"
     # As the server decodes it (only the fields admission reads, spec fields in the apiserver's
     # order, which these hand-written pods do not follow): the same operations for each field.
-    pruned_response = admit(decode(orjson.dumps(as_review(pod)), loads=pruned.loads), golden_settings).review["response"]
+    pruned_response = admit(decode(orjson.dumps(as_review(pod)), loads=partial.loads), golden_settings).review["response"]
     pruned_patch = json.loads(base64.b64decode(pruned_response["patch"])) if "patch" in pruned_response else []
     assert by_field(pruned_patch) == by_field(patch)
 

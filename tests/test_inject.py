@@ -12,9 +12,7 @@ import pytest
 
 from tests.conftest import reference_pod
 from tests.podcheck import assert_valid_injected_pod
-from webhook.config import Settings
-from webhook.errors import PodDenied
-from webhook.inject import (
+from webhook.engine.inject import (
     ALREADY_INJECTED,
     DISABLED,
     INJECTED,
@@ -24,6 +22,8 @@ from webhook.inject import (
     Injection,
     inject_pod,
 )
+from webhook.engine.settings import Settings
+from webhook.errors import PodDenied
 
 EVERYTHING = {
     "entourage.dev/logging": "true",

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from tests.fake_apiserver import FakeApiServer
-from tests.webhook_process import ENTOURAGE, Webhook, containers, native_sidecar, review, running, start, tls_files
+from tests.webhook_process import (
+    ENTOURAGE,
+    Webhook,
+    containers,
+    native_sidecar,
+    review,
+    running,
+    start,
+    tls_files,
+)
 from webhook import certs
 
 LOGGING = {"entourage.dev/logging": "true"}

@@ -9,9 +9,9 @@ import jsonpatch
 
 from tests.conftest import reference_pod, reference_review
 from tests.podcheck import assert_valid_injected_pod
-from webhook.admission import admit
-from webhook.config import Settings
-from webhook.inject import ALREADY_INJECTED, INJECTED, inject_pod
+from webhook.admission.decide import admit
+from webhook.engine.inject import ALREADY_INJECTED, INJECTED, inject_pod
+from webhook.engine.settings import Settings
 
 
 def huge_pod(target_bytes: int = 1024 * 1024) -> dict:

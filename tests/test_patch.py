@@ -9,11 +9,11 @@ import jsonpatch
 import orjson
 import pytest
 
-from webhook.config import load_settings
+from webhook.engine import patch
+from webhook.engine.inject import inject_pod
+from webhook.engine.patch import diff, escape
+from webhook.engine.settings import load_settings
 from webhook.errors import PatchError
-from webhook.inject import inject_pod
-from webhook import patch
-from webhook.patch import diff, escape
 
 
 def test_keys_are_escaped_as_rfc_6901_says() -> None:

@@ -26,23 +26,30 @@ from decimal import Decimal
 from typing import Any
 
 import jsonpatch
+import orjson
 import pytest
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
-import orjson
-
 from tests.podcheck import assert_valid_injected_pod
 from tests.test_golden import by_field
-from webhook import pruned
-from webhook.admission import admit, decode
-from webhook.answers import AnswerCache
-from webhook.annotations import KEYS, RESOURCE_FIELDS
-from webhook.config import ANNOTATION_KINDS, Settings, load_settings
+from webhook.admission import partial
+from webhook.admission.decide import admit, decode
+from webhook.admission.reuse import AnswerCache
+from webhook.engine.annotations import KEYS, RESOURCE_FIELDS
+from webhook.engine.inject import (
+    ALREADY_INJECTED,
+    DISABLED,
+    INJECTED,
+    NO_ANNOTATION,
+    NOTHING_REQUESTED,
+    Injection,
+    inject_pod,
+)
+from webhook.engine.patch import diff, encode
+from webhook.engine.quantity import parse_quantity
+from webhook.engine.settings import ANNOTATION_KINDS, Settings, load_settings
 from webhook.errors import PodDenied
-from webhook.patch import diff, encode
-from webhook.inject import ALREADY_INJECTED, DISABLED, INJECTED, NO_ANNOTATION, NOTHING_REQUESTED, Injection, inject_pod
-from webhook.quantity import parse_quantity
 
 SETTINGS = load_settings(None, environ={})
 NATIVE = dataclasses.replace(SETTINGS, native_sidecars="true")
@@ -330,19 +337,19 @@ def _answer_by_field(review: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def assert_the_pruned_decode_answers_the_same(pod: Mapping[str, Any], settings_: Settings, namespace_annotations: dict[str, str] | None) -> None:
-    """The server decodes only what admission reads (webhook/pruned.py); the answer must not change."""
+    """The server decodes only what admission reads (webhook/admission/partial.py); the answer must not change."""
     request = {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop", "object": pod}
     body = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
     lookup = (lambda namespace: namespace_annotations) if namespace_annotations else None
     full = admit(decode(body), settings_, namespace_annotations=lookup)
-    fast = admit(decode(body, loads=pruned.loads), settings_, namespace_annotations=lookup)
+    fast = admit(decode(body, loads=partial.loads), settings_, namespace_annotations=lookup)
     assert (fast.outcome, fast.reason, fast.components, fast.owner) == (full.outcome, full.reason, full.components, full.owner)
     assert _answer_by_field(fast.review) == _answer_by_field(full.review)
     # As the server answers: through the answer cache, shared by every example (a key that
     # confused two different pods would hand one of them the other's answer).
-    kept = ANSWERS.admit(decode(body, loads=pruned.loads), settings_, namespace_annotations=lookup)
+    kept = ANSWERS.admit(decode(body, loads=partial.loads), settings_, namespace_annotations=lookup)
     assert kept.review == fast.review
-    again = ANSWERS.admit(decode(body.replace(b'"uid":"u-1"', b'"uid":"u-2"', 1), loads=pruned.loads), settings_, namespace_annotations=lookup)
+    again = ANSWERS.admit(decode(body.replace(b'"uid":"u-1"', b'"uid":"u-2"', 1), loads=partial.loads), settings_, namespace_annotations=lookup)
     assert again.review == {**fast.review, "response": {**fast.review["response"], "uid": "u-2"}}
 
 

@@ -7,12 +7,12 @@ import orjson
 import pytest
 
 from bench import payloads
-from webhook import pruned
+from webhook.admission import partial
 
 
 def test_the_fields_admission_reads_are_kept_and_the_rest_left_out() -> None:
     full = orjson.loads(payloads.bodies()["large"])
-    kept = pruned.loads(payloads.bodies()["large"])
+    kept = partial.loads(payloads.bodies()["large"])
     pod, kept_pod = full["request"]["object"], kept["request"]["object"]
     assert kept["request"]["uid"] == full["request"]["uid"]
     assert kept_pod["metadata"]["annotations"] == pod["metadata"]["annotations"]
@@ -26,7 +26,7 @@ def test_the_fields_admission_reads_are_kept_and_the_rest_left_out() -> None:
 
 def test_absent_and_null_stay_apart() -> None:
     body = b'{"request":{"object":{"metadata":{"annotations":null},"spec":{"containers":[{"name":"a"}],"initContainers":null}}}}'
-    assert pruned.loads(body) == {"request": {"object": {"metadata": {"annotations": None}, "spec": {"containers": [{"name": "a"}], "initContainers": None}}}}
+    assert partial.loads(body) == {"request": {"object": {"metadata": {"annotations": None}, "spec": {"containers": [{"name": "a"}], "initContainers": None}}}}
 
 
 @pytest.mark.parametrize(
@@ -46,11 +46,11 @@ def test_a_body_of_another_shape_gets_the_full_decode(body: bytes) -> None:
         expected: object = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         with pytest.raises(orjson.JSONDecodeError, match=str(error).split(":")[0]):
-            pruned.loads(body)
+            partial.loads(body)
         return
-    assert pruned.loads(body) == expected
+    assert partial.loads(body) == expected
 
 
 def test_a_body_that_is_not_json_gets_orjsons_error() -> None:
     with pytest.raises(orjson.JSONDecodeError):
-        pruned.loads(b'{"request": ')
+        partial.loads(b'{"request": ')

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from soak import corpus, faults, fuzz, mix, runs
-from webhook.admission import admit
-from webhook.config import load_settings
+from webhook.admission.decide import admit
+from webhook.engine.settings import load_settings
 
 
 def test_the_soak_mix_covers_every_pattern_denials_skips_and_each_case_is_judged_by_hand_and_by_the_engine() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from webhook import certs
-from webhook.scripts import read
+from webhook.engine.scripts import read
 
 BUSYBOX = shutil.which("busybox")
 

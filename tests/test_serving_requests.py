@@ -119,7 +119,7 @@ def test_each_admission_is_one_json_log_line_without_the_pod_spec_or_env_values(
 
 
 FAULTS = '''
-import webhook.inject as inject
+import webhook.engine.inject as inject
 _build = inject._Builder.build
 def build(self):
     if (self.pod.get("metadata", {}).get("annotations") or {}).get("test.example/explode"):

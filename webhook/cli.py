@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, TextIO
 
 import yaml
 
 from webhook import __version__, certs, yamlio
-from webhook.answers import DEFAULT_SIZE
-from webhook.config import load_settings
+from webhook.admission.reuse import DEFAULT_SIZE
+from webhook.engine.settings import load_settings
+from webhook.engine.workloads import inject_document
 from webhook.errors import ConfigError, PodDenied
-from webhook.workloads import inject_document
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,8 +110,8 @@ def _seconds(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
-    from webhook.server import ServeOptions, serve
-    from webhook.tls import CertificateError
+    from webhook.serving.server import ServeOptions, serve
+    from webhook.serving.tls import CertificateError
 
     cluster = not args.standalone and (bool(args.kubeconfig) or _in_cluster())
     if args.patch_ca_bundle and not (args.ca_file and cluster):
@@ -149,7 +149,7 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
 def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     import json
 
-    from webhook import audit, kube
+    from webhook.cluster import audit, kube
 
     settings = load_settings(args.config)
     try:

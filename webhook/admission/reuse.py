@@ -6,7 +6,7 @@ named them yet (``generateName``). Admission is a pure function of the request's
 settings, the namespace's defaults and the cluster facts, so the first answer serves the rest
 with its uid changed, skipping the engine and the patch encoding.
 
-The key is the request as the server decoded it (webhook/pruned.py keeps exactly what admission
+The key is the request as the server decoded it (webhook/admission/partial.py keeps exactly what admission
 reads), without its uid, so two requests share an answer only when admission could not tell them
 apart. Only pods that ask for something are looked up: an unannotated pod is answered faster
 than its key is built. Failures (``onError``) are never kept.
@@ -21,9 +21,14 @@ from typing import Any
 
 import orjson
 
-from webhook.admission import OUTCOME_ERROR, Decision, NamespaceAnnotations, admit
-from webhook.config import Settings
-from webhook.inject import ClusterFacts, requested_annotations
+from webhook.admission.decide import (
+    OUTCOME_ERROR,
+    Decision,
+    NamespaceAnnotations,
+    admit,
+)
+from webhook.engine.inject import ClusterFacts, requested_annotations
+from webhook.engine.settings import Settings
 
 MAX_KEY = 32 * 1024
 """A request whose decoded content is longer is not kept: the pruned decode makes even the

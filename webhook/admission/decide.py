@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from webhook import patch
-from webhook.config import Settings
+from webhook.engine import patch
+from webhook.engine.inject import INJECTED, ClusterFacts, inject_pod
+from webhook.engine.settings import Settings
 from webhook.errors import PodDenied, ReviewError
-from webhook.inject import INJECTED, ClusterFacts, inject_pod
 
 API_VERSION = "admission.k8s.io/v1"
 MAX_WARNING = 120
@@ -52,7 +52,7 @@ class Decision:
     dry_run: bool = False
     """The apiserver will not persist the pod: answer, but leave no trace (no Event)."""
     reused: bool = False
-    """Answered from an identical earlier request (webhook/answers.py)."""
+    """Answered from an identical earlier request (webhook/admission/reuse.py)."""
 
 
 def decode(body: bytes, *, loads: Callable[[bytes], Any] = orjson.loads) -> dict[str, Any]:

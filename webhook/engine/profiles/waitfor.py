@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.annotations import WaitTarget
-from webhook.config import Profile
-from webhook.profiles.common import build_container
+from webhook.engine.annotations import WaitTarget
+from webhook.engine.profiles.common import build_container
+from webhook.engine.settings import Profile
 
 
 def build(

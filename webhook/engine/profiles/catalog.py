@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook.scripts import compact
+from webhook.engine.scripts import compact
 
 BUSYBOX_IMAGE = "busybox:1.36.1"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"

@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from webhook import pruned
-from webhook.admission import Decision, NamespaceAnnotations, bad_request, decode
-from webhook.answers import AnswerCache
-from webhook.config import Settings
+from webhook.admission import partial
+from webhook.admission.decide import Decision, NamespaceAnnotations, bad_request, decode
+from webhook.admission.reuse import AnswerCache
+from webhook.engine.inject import ClusterFacts
+from webhook.engine.settings import Settings
 from webhook.errors import ReviewError
-from webhook.inject import ClusterFacts
 
 MAX_BODY = 3 * 1024 * 1024 + 64 * 1024
 """The apiserver's own request limit is 3 MiB; the review wrapper adds a little."""
@@ -111,7 +111,7 @@ class MutateEndpoint:
             return
         state = self.state()
         try:
-            decision = self.answers.admit(decode(body, loads=pruned.loads), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+            decision = self.answers.admit(decode(body, loads=partial.loads), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
         except ReviewError as error:
             await _answer(send, 400, orjson.dumps(bad_request(str(error))))
             return

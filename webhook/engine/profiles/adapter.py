@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.config import Profile, render_text
-from webhook.profiles.common import build_container
+from webhook.engine.profiles.common import build_container
+from webhook.engine.settings import Profile, render_text
 
 
 def values_for(profile: Profile, params: Mapping[str, str]) -> dict[str, str]:

@@ -34,14 +34,21 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webhook import __version__, logs, metrics, openapi
-from webhook.admission import OUTCOME_DENIED, OUTCOME_ERROR, OUTCOME_INJECTED, Decision, NamespaceAnnotations
-from webhook.config import Settings, load_settings
-from webhook.answers import DEFAULT_SIZE, AnswerCache
-from webhook.fastpath import MutateEndpoint
-from webhook.inject import ClusterFacts
-from webhook.reload import ConfigWatch
-from webhook.tls import CertificateError, ServingTLS
+from webhook import __version__
+from webhook.admission.decide import (
+    OUTCOME_DENIED,
+    OUTCOME_ERROR,
+    OUTCOME_INJECTED,
+    Decision,
+    NamespaceAnnotations,
+)
+from webhook.admission.reuse import DEFAULT_SIZE, AnswerCache
+from webhook.engine.inject import ClusterFacts
+from webhook.engine.settings import Settings, load_settings
+from webhook.serving import logs, metrics, openapi
+from webhook.serving.endpoint import MutateEndpoint
+from webhook.serving.reload import ConfigWatch
+from webhook.serving.tls import CertificateError, ServingTLS
 
 log = logging.getLogger("entourage.server")
 admissions = logging.getLogger("entourage.admission")
@@ -67,7 +74,7 @@ class ServeOptions:
     request_timeout: float = 10.0
     """Seconds a client may take to send a request body (the apiserver's webhook timeout is 10 s by default)."""
     answer_cache_size: int = DEFAULT_SIZE
-    """Answers kept for identical requests (webhook/answers.py); 0: every request runs the engine."""
+    """Answers kept for identical requests (webhook/admission/reuse.py); 0: every request runs the engine."""
     log_level: str = "info"
     kubeconfig: str | None = None
     cluster: bool = False
@@ -177,7 +184,7 @@ class Runtime:
     # -- cluster ----------------------------------------------------------------------------
 
     def _start_cluster(self) -> None:
-        from webhook import kube
+        from webhook.cluster import kube
 
         options = self.options
         api = kube.Api(options.kubeconfig)
@@ -353,7 +360,7 @@ def _closing(send: Send) -> Send:
 
 
 def app_factory() -> ASGIApp:
-    """uvicorn's app factory (``webhook.server:app_factory``): the runtime of this process."""
+    """uvicorn's app factory (``webhook.serving.server:app_factory``): the runtime of this process."""
     runtime = Runtime._process
     if runtime is None:  # pragma: no cover - the ssl_context_factory always runs first
         raise RuntimeError("entourage: no serving runtime in this process")
@@ -368,7 +375,7 @@ def serve(options: ServeOptions) -> None:
     if options.workers > 1 and not os.environ.get(metrics.MULTIPROCESS_ENV):
         created = os.environ[metrics.MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="entourage-metrics-")
     config = uvicorn.Config(
-        "webhook.server:app_factory",
+        "webhook.serving.server:app_factory",
         factory=True,
         host=options.host,
         port=options.port,

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.annotations import INJECT, STATUS
-from webhook.config import Settings
-from webhook.inject import requested_annotations
+from webhook.engine.annotations import INJECT, STATUS
+from webhook.engine.inject import requested_annotations
+from webhook.engine.settings import Settings
 
 
 @dataclass(frozen=True)

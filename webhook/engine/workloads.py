@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.config import Settings
-from webhook.inject import Injection, inject_pod
+from webhook.engine.inject import Injection, inject_pod
+from webhook.engine.settings import Settings
 
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "Pod": (),

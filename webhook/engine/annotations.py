@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import grammar
-from webhook.config import ANNOTATION_KINDS, Settings
+from webhook.engine import grammar
+from webhook.engine.quantity import parse_quantity
+from webhook.engine.settings import ANNOTATION_KINDS, Settings
 from webhook.errors import PodDenied
-from webhook.quantity import parse_quantity
 
 MAX_VALUE_LENGTH = 4096
 """Longer values are refused before parsing: no legitimate annotation of ours comes close."""

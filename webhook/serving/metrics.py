@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import disable_created_metrics, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 from webhook import __version__
-from webhook.admission import OUTCOME_INJECTED, Decision
+from webhook.admission.decide import OUTCOME_INJECTED, Decision
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -6,7 +6,7 @@ to, which keeps it fast on large pods. It writes its patch from what it added; t
 that patch equal to ``patch.diff`` of the two pods, which proves that it only adds. The injected
 containers are shared between pods (``profiles.common.shared``): results are read-only.
 
-The server hands it pods decoded by ``webhook/pruned.py``, which keeps only the fields read here:
+The server hands it pods decoded by ``webhook/admission/partial.py``, which keeps only the fields read here:
 a field this module starts reading must be added there too (the property tests compare the
 answers for pruned and whole pods, but only over the fields their generator writes).
 """
@@ -20,12 +20,20 @@ from typing import Any
 
 import orjson
 
-from webhook import patch
-from webhook.annotations import INJECT, STATUS, InjectionRequest, Route, WaitTarget, own_annotations, parse_annotations
-from webhook.config import ANNOTATION_KINDS, Profile, Settings
+from webhook.engine import patch
+from webhook.engine.annotations import (
+    INJECT,
+    STATUS,
+    InjectionRequest,
+    Route,
+    WaitTarget,
+    own_annotations,
+    parse_annotations,
+)
+from webhook.engine.profiles import adapter, ambassador, logging, waitfor
+from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
+from webhook.engine.settings import ANNOTATION_KINDS, Profile, Settings
 from webhook.errors import PodDenied
-from webhook.profiles import adapter, ambassador, logging, waitfor
-from webhook.profiles.common import NameAllocator, merge_resources, shared, slug
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 STATUS_VERSION = 1

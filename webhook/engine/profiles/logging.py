@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from webhook.config import Profile
-from webhook.profiles.common import build_container
+from webhook.engine.profiles.common import build_container
+from webhook.engine.settings import Profile
 
 
 def build(

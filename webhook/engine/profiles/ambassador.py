@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.annotations import Route
-from webhook.config import Profile
-from webhook.profiles.common import build_container, render_args
+from webhook.engine.annotations import Route
+from webhook.engine.profiles.common import build_container, render_args
+from webhook.engine.settings import Profile
 
 PRIVILEGED_PORT_LIMIT = 1024
 

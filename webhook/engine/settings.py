@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from webhook import grammar
+from webhook.engine import grammar
+from webhook.engine.quantity import parse_quantity
 from webhook.errors import ConfigError
-from webhook.quantity import parse_quantity
 
 KINDS = ("logging", "ambassador", "adapter", "waitFor")
 """Profile kinds, as spelled in the configuration file."""
@@ -430,7 +430,7 @@ def _limits(data: Mapping[str, Any]) -> Limits:
 
 def build_settings(data: Mapping[str, Any] | None) -> Settings:
     """Validate a parsed configuration document and merge it over the built-in catalog."""
-    from webhook.profiles.catalog import BUILTIN_PROFILES
+    from webhook.engine.profiles.catalog import BUILTIN_PROFILES
 
     data = _mapping("configuration", data)
     _check_keys("configuration", data, ("annotationPrefix", "nativeSidecars", "onError", "defaults", "limits", "profiles"))

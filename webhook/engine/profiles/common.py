@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
-from webhook import patch
-from webhook.config import Profile, render_text
-from webhook.quantity import parse_quantity
+from webhook.engine import patch
+from webhook.engine.quantity import parse_quantity
+from webhook.engine.settings import Profile, render_text
 
 MAX_NAME = 63
 SHARED_LIMIT = 512

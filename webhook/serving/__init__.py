@@ -1,0 +1,1 @@
+"""The serving process: the HTTP endpoints, TLS, reloads, logs and metrics around ``admission``."""
