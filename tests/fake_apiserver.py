@@ -10,7 +10,10 @@ real apiserver answers them (no cluster runs in tests).
 - ``GET /api/v1/nodes``                              NodeList with ``status.nodeInfo.kubeletVersion``
 - ``POST /api/v1/namespaces/{ns}/events``            201 with the created Event (name from generateName)
 - ``GET``/``PATCH`` (``application/json-patch+json``) of
-  ``/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}``
+  ``/apis/admissionregistration.k8s.io/v1/{mutating,validating}webhookconfigurations/{name}``, and
+  their watch (``?watch=true&fieldSelector=metadata.name=NAME``)
+- ``GET``/``PUT`` ``/api/v1/namespaces/{ns}/secrets/{name}``, ``POST /api/v1/namespaces/{ns}/secrets``:
+  409 AlreadyExists on a second create, 409 Conflict on a PUT with a stale resourceVersion
 
 Every request needs ``Authorization: Bearer <token>``; errors are ``metav1.Status`` objects.
 """
@@ -59,6 +62,12 @@ class FakeApiServer:
         self.pods: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.webhook_configurations: dict[str, dict[str, Any]] = {}
+        self.validating_configurations: dict[str, dict[str, Any]] = {}
+        self.configuration_history: list[tuple[int, str, str, dict[str, Any]]] = []
+        """(resourceVersion, event type, resource plural, object) of webhook configuration changes."""
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secret_writes: list[str] = []
+        """"POST name" / "PUT name" / "CONFLICT name": every write attempt on a Secret."""
         self.patches: list[list[dict[str, Any]]] = []
         self.requests: list[str] = []
         self.server: http.server.ThreadingHTTPServer | None = None
@@ -112,11 +121,11 @@ class FakeApiServer:
                 for index, version in enumerate(kubelet_versions)
             }
 
-    def put_webhook_configuration(self, name: str, *webhooks: str) -> None:
+    def put_webhook_configuration(self, name: str, *webhooks: str, kind: str = "mutating") -> None:
         with self.lock:
-            self.webhook_configurations[name] = {
+            self.configurations(f"{kind}webhookconfigurations")[name] = {
                 "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "MutatingWebhookConfiguration",
+                "kind": f"{kind.capitalize()}WebhookConfiguration",
                 "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": self._bump(), "generation": 1},
                 "webhooks": [
                     {"name": hook, "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
@@ -124,6 +133,30 @@ class FakeApiServer:
                     for hook in webhooks
                 ],
             }  # fmt: skip
+            self.configuration_history.append((self.resource_version, "ADDED", f"{kind}webhookconfigurations", self.configurations(f"{kind}webhookconfigurations")[name]))
+            self.lock.notify_all()
+
+    def configurations(self, plural: str) -> dict[str, dict[str, Any]]:
+        """The stored Mutating or Validating webhook configurations, by name."""
+        return self.webhook_configurations if plural == "mutatingwebhookconfigurations" else self.validating_configurations
+
+    def set_ca_bundle(self, plural: str, name: str, bundle: str) -> None:
+        """Someone (a GitOps sync, a human) writes every caBundle of a configuration."""
+        with self.lock:
+            configuration = copy.deepcopy(self.configurations(plural)[name])
+            for hook in configuration["webhooks"]:
+                hook["clientConfig"]["caBundle"] = bundle
+            self._store_configuration(plural, name, configuration)
+
+    def _store_configuration(self, plural: str, name: str, configuration: dict[str, Any]) -> None:
+        configuration["metadata"]["resourceVersion"] = self._bump()
+        self.configurations(plural)[name] = configuration
+        self.configuration_history.append((self.resource_version, "MODIFIED", plural, configuration))
+        self.lock.notify_all()
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        with self.lock:
+            del self.secrets[(namespace, name)]
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -230,13 +263,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/api/v1/pods" or (m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)):
             namespace = None if path == "/api/v1/pods" else m[1]  # type: ignore[index]
             self._list("PodList", [pod for pod in api.pods if namespace in (None, pod["metadata"]["namespace"])])
-        elif m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/mutatingwebhookconfigurations/([^/]+)", path):
+        elif m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)/([^/]+)", path):
             with api.lock:
-                found = api.webhook_configurations.get(m[1])
+                found = api.configurations(m[1]).get(m[2])
             if found is None:
-                self._send(404, _status(404, "NotFound", f'mutatingwebhookconfigurations.admissionregistration.k8s.io "{m[1]}" not found'))
+                self._send(404, _status(404, "NotFound", f'{m[1]}.admissionregistration.k8s.io "{m[2]}" not found'))
             else:
                 self._send(200, found)
+        elif (m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)) and query.get("watch") in ("true", "1"):
+            self._watch_configurations(m[1], query)
+        elif m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", path):
+            with api.lock:
+                secret = api.secrets.get((m[1], m[2]))
+            if secret is None:
+                self._send(404, _status(404, "NotFound", f'secrets "{m[2]}" not found'))
+            else:
+                self._send(200, secret)
         else:
             self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
 
@@ -276,6 +318,70 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass
         self.close_connection = True
 
+    def _watch_configurations(self, plural: str, query: dict[str, str]) -> None:
+        """A watch of one webhook configuration (``fieldSelector=metadata.name=NAME``, as RBAC by
+        resourceNames requires), from the given resourceVersion, until ``timeoutSeconds``."""
+        api = self.api
+        since = int(query.get("resourceVersion") or 0)
+        name = (query.get("fieldSelector") or "").removeprefix("metadata.name=")
+        deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            while time.monotonic() < deadline and api.server is not None:
+                with api.lock:
+                    pending = [e for e in api.configuration_history if e[0] > since and e[2] == plural and e[3]["metadata"]["name"] == name]
+                    if not pending:
+                        api.lock.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+                        continue
+                for version, kind, _, item in pending:
+                    self._chunk({"type": kind, "object": item})
+                    since = version
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _create_secret(self, namespace: str) -> None:
+        api = self.api
+        secret = self._body()
+        name = secret["metadata"]["name"]
+        with api.lock:
+            api.secret_writes.append(f"POST {name}")
+            if (namespace, name) in api.secrets:
+                self._send(409, _status(409, "AlreadyExists", f'secrets "{name}" already exists'))
+                return
+            secret["metadata"].update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=api._bump(), creationTimestamp="2025-11-25T10:00:00Z")
+            api.secrets[(namespace, name)] = secret
+        self._send(201, secret)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        if not self._authorized():
+            return
+        api = self.api
+        api.requests.append(f"PUT {self.path}")
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", urlsplit(self.path).path)
+        if m is None:
+            self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            return
+        secret = self._body()
+        with api.lock:
+            current = api.secrets.get((m[1], m[2]))
+            if current is None:
+                self._send(404, _status(404, "NotFound", f'secrets "{m[2]}" not found'))
+                return
+            if secret["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                api.secret_writes.append(f"CONFLICT {m[2]}")
+                message = f'Operation cannot be fulfilled on secrets "{m[2]}": the object has been modified; please apply your changes to the latest version and try again'
+                self._send(409, _status(409, "Conflict", message))
+                return
+            api.secret_writes.append(f"PUT {m[2]}")
+            secret["metadata"].update(uid=current["metadata"]["uid"], resourceVersion=api._bump())
+            api.secrets[(m[1], m[2])] = secret
+        self._send(200, secret)
+
     def _body(self) -> Any:
         return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
 
@@ -284,6 +390,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         api = self.api
         api.requests.append(f"POST {self.path}")
+        if secrets := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets", urlsplit(self.path).path):
+            self._create_secret(secrets[1])
+            return
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/events", urlsplit(self.path).path)
         if m is None:
             self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
@@ -303,8 +412,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         api = self.api
         api.requests.append(f"PATCH {self.path}")
-        m = re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/mutatingwebhookconfigurations/([^/]+)", urlsplit(self.path).path)
-        if m is None or m[1] not in api.webhook_configurations:
+        m = re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)/([^/]+)", urlsplit(self.path).path)
+        if m is None or m[2] not in api.configurations(m[1]):
             self._send(404, _status(404, "NotFound", "not found"))
             return
         if self.headers.get("Content-Type") != "application/json-patch+json":
@@ -313,11 +422,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         operations = self._body()
         with api.lock:
             try:
-                patched = jsonpatch.apply_patch(api.webhook_configurations[m[1]], operations)
+                patched = jsonpatch.apply_patch(api.configurations(m[1])[m[2]], operations)
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
                 self._send(422, _status(422, "Invalid", str(error)))
                 return
-            patched["metadata"]["resourceVersion"] = api._bump()
-            api.webhook_configurations[m[1]] = patched
+            api._store_configuration(m[1], m[2], patched)
             api.patches.append(operations)
         self._send(200, patched)

@@ -139,7 +139,7 @@ def test_the_ca_bundle_is_patched_on_start_and_after_a_rotation(api: FakeApiServ
 
     first = certs.generate("entourage", "entourage")
     tls_dir = tmp_path / "tls"
-    arguments = kube_args(api, tmp_path, "--patch-ca-bundle", "entourage", "--ca-file", str(tls_dir / "ca.crt"))
+    arguments = kube_args(api, tmp_path, "--mutating-webhook-configuration", "entourage", "--ca-file", str(tls_dir / "ca.crt"))
     with running(tmp_path, *arguments, certificates=first) as webhook:
         webhook.wait_for(lambda: bundles() == [base64.b64encode(first.ca_pem).decode()] * 2, what="the first patch")
         rotated = certs.generate("entourage", "entourage")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -13,6 +15,7 @@ import yaml
 
 from webhook import __version__, certs, yamlio
 from webhook.admission.reuse import DEFAULT_SIZE
+from webhook.cluster import rotation
 from webhook.engine.settings import load_settings
 from webhook.engine.workloads import inject_document
 from webhook.errors import ConfigError, PodDenied
@@ -24,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve POST /mutate over HTTPS")
-    serve.add_argument("--tls-cert-file", required=True, help="PEM serving certificate (chain)")
-    serve.add_argument("--tls-private-key-file", required=True, help="PEM private key of the certificate")
+    serve.add_argument("--tls-cert-file", help="PEM serving certificate (chain); not with --certificates-secret")
+    serve.add_argument("--tls-private-key-file", help="PEM private key of the certificate")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     serve.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
@@ -42,8 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--sync-timeout", type=_seconds, default=10.0, help="/readyz waits this long for the first namespace list, then serves without namespace defaults (default 10)")
     cluster.add_argument("--version-check-seconds", type=_seconds, default=600.0, help="how often apiserver and kubelet versions are re-checked for nativeSidecars: auto (default 600)")
     cluster.add_argument("--no-events", action="store_true", help="do not create Kubernetes Events for injections and denials")
-    cluster.add_argument("--patch-ca-bundle", metavar="NAME", help="keep the caBundle of this MutatingWebhookConfiguration equal to --ca-file")
-    cluster.add_argument("--ca-file", help="PEM CA that signed the serving certificate (with --patch-ca-bundle)")
+    managed = serve.add_argument_group("certificates managed by the webhook (webhook/cluster/certificates.py; needs API access)")
+    managed.add_argument("--certificates-secret", metavar="NAME", help="self-managed mode: read or create this Secret with the CA and serving pair, serve from it, renew and rotate it")
+    managed.add_argument("--service", default="entourage", help="the webhook's Service: the serving certificate's DNS names (default entourage)")
+    managed.add_argument("--namespace", help="namespace of the Secret and the Service (default: $POD_NAMESPACE, else the service account's)")
+    managed.add_argument("--mutating-webhook-configuration", metavar="NAME", action="append", default=[], help="keep this configuration's caBundle equal to the trusted CAs (repeatable)")
+    managed.add_argument("--validating-webhook-configuration", metavar="NAME", action="append", default=[], help="likewise for a ValidatingWebhookConfiguration (repeatable)")
+    managed.add_argument("--ca-file", help="without --certificates-secret: the caBundle comes from this PEM file (a mounted Secret's ca.crt)")
+    managed.add_argument("--ca-lifetime", type=_duration, default=rotation.Lifetimes.ca, help="validity of a self-managed CA, e.g. 365d (default); rotated at two thirds")
+    managed.add_argument("--certificate-lifetime", type=_duration, default=rotation.Lifetimes.serving, help="validity of a serving certificate, e.g. 90d (default); renewed at two thirds")
+    managed.add_argument("--rotation-overlap", type=_duration, default=rotation.Lifetimes.overlap, help="both CAs are trusted this long before and after a CA switch, e.g. 300s (default)")
 
     audit = commands.add_parser("audit", help="list pods that ask for injection but were never injected (created while the webhook was down)")
     audit.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then ~/.kube/config)")
@@ -109,17 +120,65 @@ def _seconds(text: str) -> float:
     return value
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+
+
+def _duration(text: str) -> datetime.timedelta:
+    match = _DURATION.match(text)
+    if match is None or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration such as 30s, 10m, 12h or 90d, got {text!r}")
+    return datetime.timedelta(seconds=float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]])
+
+
+def _own_namespace() -> str | None:
+    """$POD_NAMESPACE (the chart sets it from the downward API), else the service account's."""
+    try:
+        return os.environ.get("POD_NAMESPACE") or open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8").read().strip()
+    except OSError:
+        return None
+
+
+def _certificate_options(args: argparse.Namespace, cluster: bool) -> tuple[rotation.CertificateOptions | None, str | None]:
+    """The certificate options, or the reason the flags do not fit together."""
+    configurations = args.mutating_webhook_configuration or args.validating_webhook_configuration
+    if args.certificates_secret:
+        if args.tls_cert_file or args.tls_private_key_file or args.ca_file:
+            return None, "--certificates-secret manages the certificate itself: leave out --tls-cert-file, --tls-private-key-file and --ca-file"
+        namespace = args.namespace or _own_namespace()
+        if not (cluster and namespace):
+            return None, "--certificates-secret needs API access (in a cluster or --kubeconfig) and a namespace (--namespace or $POD_NAMESPACE)"
+    elif not (args.tls_cert_file and args.tls_private_key_file):
+        return None, "give --tls-cert-file and --tls-private-key-file, or --certificates-secret NAME for self-managed certificates"
+    elif configurations and not (args.ca_file and cluster):
+        return None, "--mutating/--validating-webhook-configuration need --ca-file (or --certificates-secret) and API access (in a cluster or --kubeconfig)"
+    if not (args.certificates_secret or configurations):
+        return None, None
+    lifetimes = rotation.Lifetimes(ca=args.ca_lifetime, serving=args.certificate_lifetime, overlap=args.rotation_overlap)
+    if lifetimes.serving > lifetimes.ca:
+        return None, f"--certificate-lifetime ({args.certificate_lifetime}) must not exceed --ca-lifetime ({args.ca_lifetime})"
+    return rotation.CertificateOptions(
+        secret=args.certificates_secret,
+        namespace=args.namespace or _own_namespace() or "",
+        service=args.service,
+        ca_file=args.ca_file,
+        mutating=tuple(args.mutating_webhook_configuration),
+        validating=tuple(args.validating_webhook_configuration),
+        lifetimes=lifetimes,
+    ), None
+
+
 def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
     from webhook.serving.server import ServeOptions, serve
     from webhook.serving.tls import CertificateError
 
     cluster = not args.standalone and (bool(args.kubeconfig) or _in_cluster())
-    if args.patch_ca_bundle and not (args.ca_file and cluster):
-        print("entourage: --patch-ca-bundle needs --ca-file and API access (in a cluster or --kubeconfig)", file=stderr)
+    certificates, problem = _certificate_options(args, cluster)
+    if problem:
+        print(f"entourage: {problem}", file=stderr)
         return 2
     options = ServeOptions(
-        cert_file=args.tls_cert_file,
-        key_file=args.tls_private_key_file,
+        cert_file=args.tls_cert_file or "",
+        key_file=args.tls_private_key_file or "",
         config_file=args.config,
         host=args.host,
         port=args.port,
@@ -135,8 +194,7 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         sync_timeout=args.sync_timeout,
         version_check_seconds=args.version_check_seconds,
         events=not args.no_events,
-        patch_ca_bundle=args.patch_ca_bundle,
-        ca_file=args.ca_file,
+        certificates=certificates,
     )
     try:
         serve(options)

@@ -5,8 +5,9 @@ The admission path never calls the API. Background threads keep what it needs in
     Cluster
     ├── NamespaceCache     list + watch of Namespaces → annotations by name (namespace defaults)
     ├── VersionCheck       /version and every node's kubelet → can pods use native sidecars?
-    ├── EventRecorder      queued, rate-limited core/v1 Events; a full queue drops, never blocks
-    └── CABundlePatcher    keeps our MutatingWebhookConfiguration's caBundle equal to ca.crt
+    └── EventRecorder      queued, rate-limited core/v1 Events; a full queue drops, never blocks
+
+(The certificates and the webhook configurations' caBundle: certificates.py and cabundle.py.)
 
 Every loop survives API errors: it logs, counts ``entourage_kube_api_errors_total``, keeps what
 it last knew and retries with backoff. Only raw JSON is used (no generated models), so what we
@@ -113,9 +114,11 @@ class Api:
             if not token:
                 return items, str(metadata.get("resourceVersion") or "")
 
-    def watch(self, path: str, resource_version: str, *, seconds: int) -> Iterator[dict[str, Any]]:
+    def watch(self, path: str, resource_version: str, *, seconds: int, field_selector: str | None = None) -> Iterator[dict[str, Any]]:
         """The watch event stream from ``resource_version`` for up to ``seconds``."""
         query = [("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"), ("timeoutSeconds", seconds)]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         response = self._send("GET", path, query=query, timeout=(5.0, seconds + 30.0))
         try:
             if response.status >= 300:
@@ -323,46 +326,6 @@ class EventRecorder(_Loop):
                 log.warning("could not create an Event", extra={"fields": {"error": str(error), "reason": event["reason"]}})
 
 
-class CABundlePatcher(_Loop):
-    """Keeps ``clientConfig.caBundle`` of every webhook in our MutatingWebhookConfiguration equal to
-    the CA file; checks at start, whenever the file changes, and again after a failure."""
-
-    def __init__(self, api: Api, *, name: str, ca_file: str, every: float = 2.0) -> None:
-        super().__init__("entourage-cabundle", "patch_ca_bundle")
-        self.api, self.name, self.ca_file, self.every = api, name, ca_file, every
-        self.applied: str | None = None
-
-    def patch(self) -> bool:
-        """One reconciliation: True when a PATCH was sent."""
-        bundle = base64.b64encode(Path(self.ca_file).read_bytes()).decode("ascii")
-        path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{self.name}"
-        configuration = self.api.request("GET", path)
-        operations: list[dict[str, Any]] = []
-        for index, webhook in enumerate(configuration.get("webhooks") or []):
-            if (webhook.get("clientConfig") or {}).get("caBundle") != bundle:
-                # `test` first: if the list changed under us, the PATCH fails instead of hitting another webhook.
-                operations.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook.get("name")})
-                operations.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": bundle})
-        if operations:
-            self.api.request("PATCH", path, body=operations, content_type="application/json-patch+json")
-            log.info("patched caBundle", extra={"fields": {"configuration": self.name, "webhooks": len(operations) // 2}})
-        return bool(operations)
-
-    def run(self) -> None:
-        attempt = 0
-        while not self.stopping.is_set():
-            try:
-                digest = hashlib.sha256(Path(self.ca_file).read_bytes()).hexdigest()
-                if digest != self.applied:
-                    self.patch()
-                    self.applied = digest
-                attempt = 0
-                self.stopping.wait(self.every)
-            except Exception as error:  # noqa: BLE001
-                self.failed(error, attempt)
-                attempt = min(attempt + 1, 6)
-
-
 class Cluster:
     """The background loops of one process, started and stopped together."""
 
@@ -374,15 +337,12 @@ class Cluster:
         version_every: float = 600.0,
         watch_seconds: int = 300,
         events: bool = True,
-        ca_bundle: tuple[str, str] | None = None,
-        reload_every: float = 2.0,
     ) -> None:
         self.api = api
         self.namespaces = NamespaceCache(api, watch_seconds=watch_seconds)
         self.versions = VersionCheck(api, on_native, every=version_every)
         self.events = EventRecorder(api) if events else None
-        self.ca_bundle = CABundlePatcher(api, name=ca_bundle[0], ca_file=ca_bundle[1], every=reload_every) if ca_bundle else None
-        self.loops: list[_Loop] = [loop for loop in (self.namespaces, self.versions, self.events, self.ca_bundle) if loop is not None]
+        self.loops: list[_Loop] = [loop for loop in (self.namespaces, self.versions, self.events) if loop is not None]
 
     def start(self) -> None:
         for loop in self.loops:

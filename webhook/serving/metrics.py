@@ -70,6 +70,15 @@ NATIVE_SIDECARS = Gauge(
     "What nativeSidecars: auto resolves to: 1 native, 0 classic, -1 not known yet.",
     multiprocess_mode="livemin",
 )
+CA_EXPIRY = Gauge(
+    "entourage_ca_expiry_timestamp_seconds",
+    "Self-managed certificates: notAfter of the CA that signs the serving certificate, as a Unix timestamp.",
+    multiprocess_mode="livemin",
+)
+CERTIFICATE_ROTATIONS = Counter(
+    "entourage_certificate_secret_updates_total",
+    "Self-managed certificates: writes of the certificate Secret (renewals and CA rotation steps) by this replica.",
+)
 KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API calls, by operation.", ["operation"])
 EVENTS = Counter("entourage_events_total", "Kubernetes Events, by result (sent, dropped, failed).", ["result"])
 BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")

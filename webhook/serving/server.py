@@ -43,6 +43,7 @@ from webhook.admission.decide import (
     NamespaceAnnotations,
 )
 from webhook.admission.reuse import DEFAULT_SIZE, AnswerCache
+from webhook.cluster.rotation import CertificateOptions
 from webhook.engine.inject import ClusterFacts
 from webhook.engine.settings import Settings, load_settings
 from webhook.serving import logs, metrics, openapi
@@ -84,8 +85,8 @@ class ServeOptions:
     version_check_seconds: float = 600.0
     watch_seconds: int = 300
     events: bool = True
-    patch_ca_bundle: str | None = None
-    ca_file: str | None = None
+    certificates: CertificateOptions | None = None
+    """Self-managed certificates (a Secret) and the caBundles to keep; needs ``cluster``."""
 
     def ssl_context(self, config: uvicorn.Config, default: Callable[[], Any]) -> Any:
         """uvicorn's ``ssl_context_factory``: runs first in every (worker) process."""
@@ -188,15 +189,12 @@ class Runtime:
 
         options = self.options
         api = kube.Api(options.kubeconfig)
-        ca_bundle = (options.patch_ca_bundle, options.ca_file) if options.patch_ca_bundle and options.ca_file else None
         self.cluster = kube.Cluster(
             api,
             on_native=lambda native: self.update(cluster=ClusterFacts(native_sidecars=native)),
             version_every=options.version_check_seconds,
             watch_seconds=options.watch_seconds,
             events=options.events,
-            ca_bundle=ca_bundle,
-            reload_every=options.reload_interval,
         )
         metrics.NAMESPACE_CACHE_SYNCED.set(0)
         self.update(namespace_annotations=self.cluster.namespaces.get)
@@ -370,6 +368,7 @@ def app_factory() -> ASGIApp:
 def serve(options: ServeOptions) -> None:
     """Run uvicorn over TLS until SIGTERM (drained) or SIGINT."""
     logs.configure(options.log_level)
+    options, certificates = _manage_certificates(options)
     Runtime.for_process(options)  # fail fast on bad certificates or configuration, before forking
     created = None
     if options.workers > 1 and not os.environ.get(metrics.MULTIPROCESS_ENV):
@@ -393,14 +392,39 @@ def serve(options: ServeOptions) -> None:
         timeout_graceful_shutdown=max(1, int(options.shutdown_timeout)),
         lifespan="on",
     )
-    if options.workers > 1:
-        from uvicorn.supervisors import Multiprocess
+    try:
+        if options.workers > 1:
+            from uvicorn.supervisors import Multiprocess
 
-        sock = config.bind_socket()
-        try:
-            Multiprocess(config, sockets=[sock]).run()
-        finally:
-            if created:
-                shutil.rmtree(created, ignore_errors=True)
+            sock = config.bind_socket()
+            try:
+                Multiprocess(config, sockets=[sock]).run()
+            finally:
+                if created:
+                    shutil.rmtree(created, ignore_errors=True)
+        else:
+            uvicorn.Server(config).run()
+    finally:
+        if certificates is not None:
+            certificates.stop()
+
+
+def _manage_certificates(options: ServeOptions) -> tuple[ServeOptions, Any]:
+    """Before serving: in the self-managed mode read or create the certificate Secret and serve
+    from it; keep the webhook configurations' caBundle. The loop runs in this (parent) process
+    only; with ``--workers N`` the workers reload the pair from the directory it writes."""
+    wanted = options.certificates
+    if wanted is None or not options.cluster:
+        return options, None
+    from webhook.cluster import certificates, kube
+
+    api = kube.Api(options.kubeconfig)
+    manager: Any
+    if wanted.secret is not None:
+        manager = certificates.CertificateManager(api, wanted, every=options.reload_interval)
+        manager.bootstrap()
+        options = replace(options, cert_file=manager.cert_file, key_file=manager.key_file)
     else:
-        uvicorn.Server(config).run()
+        manager = certificates.CAFileBundle(api, wanted, every=options.reload_interval)
+    manager.start()
+    return options, manager
