@@ -528,10 +528,10 @@ def test_self_patching_adds_get_and_patch_on_our_webhook_configuration_only(cert
     name = one(docs, "MutatingWebhookConfiguration")["metadata"]["name"]
     assert one(docs, "ClusterRole")["rules"] == [
         *BASE_RULES,
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
     ]
     args = container(docs)["args"]
-    assert flag(args, "--patch-ca-bundle") == name
+    assert flag(args, "--mutating-webhook-configuration") == name
     assert flag(args, "--ca-file") == "/etc/entourage/tls/ca.crt"
 
 
@@ -554,7 +554,7 @@ def test_the_cluster_role_is_bound_to_the_pods_service_account() -> None:
 
 
 def test_the_container_runs_serve_with_tls_config_and_the_serving_port() -> None:
-    main = container(render())
+    main = container(render(CERT_MODES["cert-manager"]))
     assert "command" not in main  # the image's ENTRYPOINT is python3 -m webhook
     assert main["args"] == [
         "serve",
@@ -640,7 +640,7 @@ def test_the_image_tag_defaults_to_the_app_version() -> None:
 
 
 def test_config_is_mounted_as_a_directory_without_a_restart_checksum() -> None:
-    docs = render()
+    docs = render(CERT_MODES["cert-manager"])
     template = one(docs, "Deployment")["spec"]["template"]
     assert not any("checksum" in key for key in (template["metadata"].get("annotations") or {}))
     mounts = {m["mountPath"]: m for m in template["spec"]["containers"][0]["volumeMounts"]}
@@ -733,7 +733,7 @@ def test_network_policy_admits_only_the_serving_port_from_anywhere_by_default() 
 
 
 def test_service_monitor_scrapes_metrics_over_https_verifying_the_webhook_ca() -> None:
-    docs = render({"serviceMonitor": {"enabled": True}})
+    docs = render(CERT_MODES["cert-manager"], {"serviceMonitor": {"enabled": True}})
     (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("https", "/metrics", "https")
     secret = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]

@@ -129,6 +129,9 @@ Checks that cannot be expressed in values.schema.json.
 {{- if and (eq $c.mode "cert-manager") $c.patchCABundle }}
 {{- fail "certificates.patchCABundle is for the helm and secret modes; with cert-manager, its cainjector fills the caBundle" }}
 {{- end }}
+{{- if and (eq $c.mode "self-managed") $c.patchCABundle }}
+{{- fail "certificates.patchCABundle is for the helm and secret modes; in self-managed mode the webhook always keeps its caBundle" }}
+{{- end }}
 {{- if eq $c.mode "secret" }}
 {{- $_ := include "entourage.tlsSecretName" . }}
 {{- if $c.secret.caBundle }}
