@@ -74,3 +74,23 @@ def test_the_webhook_configuration_tells_flux_to_keep_the_ca_bundle_the_webhook_
 
 def test_self_patching_is_refused_in_self_managed_mode_where_it_is_always_on() -> None:
     assert "in self-managed mode the webhook always keeps its caBundle" in template_error({"certificates": {"patchCABundle": True}})
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_an_image_digest_pins_the_image_and_the_version_label_stays_the_charts_app_version() -> None:
+    import re
+
+    import yaml
+
+    docs = render({"image": {"digest": DIGEST, "tag": "1.2.3@" + DIGEST}})
+    assert container(docs)["image"] == f"ghcr.io/entourage-dev/entourage@{DIGEST}"
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    label_value = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+    for doc in docs:
+        labels = doc["metadata"].get("labels") or {}
+        assert labels["app.kubernetes.io/version"] == app_version
+        assert all(len(value) <= 63 and label_value.match(value) for value in labels.values()), labels
+        assert len(doc["metadata"]["name"]) <= 63
+    assert "digest" in template_error({"image": {"digest": "latest"}})

@@ -34,7 +34,8 @@ Standard labels on every object.
 {{- define "entourage.labels" -}}
 helm.sh/chart: {{ include "entourage.chart" . }}
 {{ include "entourage.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+{{- /* From the chart, never from image.tag: a digest or "@" in a tag is not a valid label value. */}}
+app.kubernetes.io/version: {{ .Chart.AppVersion | replace "+" "_" | trunc 63 | quote }}
 app.kubernetes.io/component: admission-webhook
 app.kubernetes.io/part-of: entourage
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -60,7 +61,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 The image reference; the tag defaults to the chart's appVersion.
 */}}
 {{- define "entourage.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/*
