@@ -4,8 +4,9 @@ Parsing a whole pod into dicts is most of the cost of a large request (a 95 KB p
 env entries: about 220 µs with orjson), yet the engine reads only names, ports, volume mounts,
 annotations and a few flags: everything else is skipped by msgspec without being built (about
 55 µs for that pod). The result has the same shape as the full decode, with the unread fields
-left out, so the engine cannot tell the difference; ``tests/test_properties.py`` holds that the
-answers are the same. The patch never copies the pod back, so nothing is lost.
+left out, so the engine cannot tell the difference: ``tests/test_partial_reads.py`` records every
+field admission reads on the golden pods and checks it is kept here, and ``tests/test_properties.py``
+holds that the answers are the same. The patch never copies the pod back, so nothing is lost.
 
 Whenever the body does not fit these types (not JSON, or a field of an unexpected type), the
 full orjson decode runs instead and the usual checks answer it. Two differences remain, by

@@ -6,9 +6,9 @@ to, which keeps it fast on large pods. It writes its patch from what it added; t
 that patch equal to ``patch.diff`` of the two pods, which proves that it only adds. The injected
 containers are shared between pods (``profiles.common.shared``): results are read-only.
 
-The server hands it pods decoded by ``webhook/admission/partial.py``, which keeps only the fields read here:
-a field this module starts reading must be added there too (the property tests compare the
-answers for pruned and whole pods, but only over the fields their generator writes).
+The server hands it pods decoded by ``webhook/admission/partial.py``, which keeps only the fields
+read here: ``tests/test_partial_reads.py`` admits every golden pod with a pod that records each
+read and fails when one falls outside what the decoder keeps.
 """
 
 from __future__ import annotations
@@ -104,6 +104,9 @@ def inject_pod(
         return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
     return _Builder(pod, request, settings, cluster).build()
 
+
+_GROWN = frozenset({"containers", "initContainers", "volumes"})
+"""The spec lists injection adds to; every other spec field is passed through as it is."""
 
 Overrides = tuple[tuple[tuple[str, str], str], ...]
 """Resource overrides from annotations: ((section, resource), quantity) pairs."""
@@ -210,6 +213,8 @@ class _Builder:
                     operations += (patch.add(f"/metadata/annotations/{patch.escape(name)}", value) for name, value in added.items())
             elif key == "spec":
                 for field_name, value in desired["spec"].items():
+                    if field_name not in _GROWN:
+                        continue  # shared with the user's pod, untouched (and not read: see partial.py)
                     old = self.spec.get(field_name)
                     if value is old:
                         continue
