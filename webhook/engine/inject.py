@@ -21,17 +21,10 @@ from typing import Any
 import orjson
 
 from webhook.engine import patch
-from webhook.engine.annotations import (
-    INJECT,
-    STATUS,
-    InjectionRequest,
-    Route,
-    WaitTarget,
-    own_annotations,
-    parse_annotations,
-)
+from webhook.engine.annotations import INJECT, STATUS, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
+from webhook.engine.request import InjectionRequest, Route, WaitTarget
 from webhook.engine.settings import ANNOTATION_KINDS, Profile, Settings
 from webhook.errors import PodDenied
 

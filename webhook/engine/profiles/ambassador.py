@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.engine.annotations import Route
 from webhook.engine.profiles.common import build_container, render_args
+from webhook.engine.request import Route
 from webhook.engine.settings import Profile
 
 PRIVILEGED_PORT_LIMIT = 1024

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.engine.annotations import WaitTarget
 from webhook.engine.profiles.common import build_container
+from webhook.engine.request import WaitTarget
 from webhook.engine.settings import Profile
 
 
