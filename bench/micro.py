@@ -22,7 +22,8 @@ import orjson
 
 from bench import payloads
 from webhook.admission import partial
-from webhook.admission.decide import admit, decode
+from webhook.admission.decide import admit
+from webhook.admission.review import decode
 from webhook.engine import patch
 from webhook.engine.inject import inject_pod
 from webhook.engine.settings import Settings, load_settings

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from bench import micro, payloads, verify
-from webhook.admission.decide import admit, decode
+from webhook.admission.decide import admit
+from webhook.admission.review import decode
 from webhook.engine.settings import load_settings
 
 

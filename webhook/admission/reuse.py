@@ -27,6 +27,7 @@ from webhook.admission.decide import (
     NamespaceAnnotations,
     admit,
 )
+from webhook.admission.review import AdmissionReview
 from webhook.engine.inject import ClusterFacts, requested_annotations
 from webhook.engine.settings import Settings
 
@@ -48,7 +49,7 @@ class AnswerCache:
 
     def admit(
         self,
-        review: Mapping[str, Any],
+        review: AdmissionReview,
         settings: Settings,
         *,
         namespace_annotations: NamespaceAnnotations | None = None,
@@ -91,5 +92,5 @@ class AnswerCache:
 
 
 def _for_uid(kept: Decision, uid: str, duration: float) -> Decision:
-    review = {**kept.review, "response": {**kept.review["response"], "uid": uid}}
+    review: AdmissionReview = {**kept.review, "response": {**kept.review["response"], "uid": uid}}
     return dataclasses.replace(kept, review=review, uid=uid, duration=duration, reused=True)

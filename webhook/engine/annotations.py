@@ -20,7 +20,7 @@ from typing import Any
 
 from webhook.engine import grammar
 from webhook.engine.quantity import parse_quantity
-from webhook.engine.request import InjectionRequest, Route, WaitTarget
+from webhook.engine.request import InjectionRequest, Route, WaitKind, WaitTarget
 from webhook.engine.settings import ANNOTATION_KINDS, Settings
 from webhook.errors import PodDenied
 
@@ -129,7 +129,8 @@ def parse_wait_target(item: str) -> WaitTarget:
             hostport = grammar.format_host_port(host, port)
         else:
             host = hostport = grammar.parse_host(authority)
-        return WaitTarget(scheme, f"{scheme}://{hostport}{path}", host)
+        kind: WaitKind = "https" if scheme == "https" else "http"
+        return WaitTarget(kind, f"{kind}://{hostport}{path}", host)
     raise ValueError("expected tcp://, http://, https:// or dns:// (or host:port)")
 
 

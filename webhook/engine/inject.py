@@ -198,7 +198,7 @@ class _Builder:
         for key in desired:
             if key == "metadata":
                 metadata = self.pod.get("metadata")
-                if patch.absent(metadata, "/metadata"):
+                if metadata is None or patch.absent(metadata, "/metadata"):
                     operations.append(patch.add("/metadata", desired["metadata"]))
                 elif patch.absent(metadata.get("annotations"), "/metadata/annotations"):
                     operations.append(patch.add("/metadata/annotations", desired["metadata"]["annotations"]))
