@@ -110,7 +110,7 @@ def _seconds(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
-    from webhook.serving.server import ServeOptions, serve
+    from webhook.serving.run import ServeOptions, serve
     from webhook.serving.tls import CertificateError
 
     cluster = not args.standalone and (bool(args.kubeconfig) or _in_cluster())

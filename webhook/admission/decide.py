@@ -46,6 +46,8 @@ class Decision:
     namespace: str = ""
     pod_name: str = ""
     components: list[str] = field(default_factory=list)
+    component_kinds: tuple[str, ...] = ()
+    """The config kind of each of ``components`` (bounded values, for metrics labels)."""
     duration: float = 0.0
     owner: dict[str, str] | None = None
     """The pod's controller (apiVersion, kind, name, uid), for Events about it (so only when
@@ -133,7 +135,7 @@ def _decide(
     if injection.reason != INJECTED:
         decision.review = answer(uid, allowed=True, **warnings(injection.warnings))
         return
-    decision.outcome, decision.components = OUTCOME_INJECTED, injection.components
+    decision.outcome, decision.components, decision.component_kinds = OUTCOME_INJECTED, injection.components, injection.kinds
     decision.review = answer(
         uid,
         allowed=True,

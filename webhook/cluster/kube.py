@@ -33,7 +33,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.watch.watch import iter_resp_lines
 
-from webhook.serving import metrics
+from webhook import metrics
 
 log = logging.getLogger("entourage.kube")
 

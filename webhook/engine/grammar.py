@@ -123,6 +123,17 @@ def parse_dns_label(text: str) -> str:
     return text
 
 
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def is_object_name(text: object, *, prefix: bool = False) -> bool:
+    """A Kubernetes object name (a DNS subdomain, at most 253 characters); ``prefix``: a
+    ``generateName``, which may end in ``-``. Only such names go into logs, metrics and Events."""
+    if not isinstance(text, str) or not 0 < len(text) <= 253:
+        return False
+    return _OBJECT_NAME.fullmatch(text[:-1] if prefix and text.endswith("-") and len(text) > 1 else text) is not None
+
+
 def split_list(text: str) -> list[str]:
     """Comma-separated items; surrounding blanks around commas are tolerated, empty items are not."""
     items = [item.strip(" ") for item in text.split(",")]

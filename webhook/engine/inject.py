@@ -56,6 +56,9 @@ class Injection:
     patch: list[dict[str, Any]] = field(default_factory=list)
     status: Mapping[str, list[str]] = field(default_factory=dict)
     """What was injected, by section (also written to the status annotation)."""
+    kinds: tuple[str, ...] = ()
+    """The config kind (``waitFor``, ``ambassador``, ``logging``, ``adapter``) of each injected
+    container, one per container in ``components``' order: metrics count by it."""
     warnings: tuple[str, ...] = ()
 
     @property
@@ -188,7 +191,9 @@ class _Builder:
         metadata["annotations"] = annotations
         desired = {**self.pod, "metadata": metadata, "spec": spec}
         leading = {"containers": 0 if self.native else len(ambassadors), "initContainers": len(waits)}
-        return Injection(INJECTED, desired, self._operations(desired, added, leading), status, tuple(self.warnings))
+        sidecar_kinds = ["ambassador"] * len(ambassadors) + ["logging"] * bool(agent) + ["adapter"] * len(adapters)
+        kinds = ("waitFor",) * len(waits) + tuple(sidecar_kinds)
+        return Injection(INJECTED, desired, self._operations(desired, added, leading), status, kinds, tuple(self.warnings))
 
     def _operations(self, desired: Mapping[str, Any], added: Mapping[str, str], leading: Mapping[str, int]) -> list[patch.Operation]:
         """The JSONPatch, written from what build() added (``leading``: elements put before the

@@ -19,8 +19,8 @@ import orjson
 
 from webhook.admission import partial
 from webhook.admission.decide import Decision, NamespaceAnnotations
-from webhook.admission.reuse import AnswerCache
 from webhook.admission.review import bad_request, decode
+from webhook.admission.reuse import AnswerCache
 from webhook.engine.inject import ClusterFacts
 from webhook.engine.settings import Settings
 from webhook.errors import ReviewError
