@@ -6,10 +6,10 @@ import base64
 
 import orjson
 import pytest
-from webhook.admission.review import decode
 
 from bench import micro, payloads, verify
 from webhook.admission.decide import admit
+from webhook.admission.review import decode
 from webhook.engine.settings import load_settings
 
 

@@ -30,13 +30,13 @@ import orjson
 import pytest
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
-from webhook.admission.review import decode
 
 from tests.podcheck import assert_valid_injected_pod
 from tests.test_golden import by_field
 from webhook.admission import partial
 from webhook.admission.decide import admit
 from webhook.admission.reuse import AnswerCache
+from webhook.admission.review import decode
 from webhook.engine.annotations import KEYS, RESOURCE_FIELDS
 from webhook.engine.inject import (
     ALREADY_INJECTED,

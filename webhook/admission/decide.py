@@ -2,7 +2,8 @@
 
 Two error channels, never mixed: a body that is not a usable AdmissionReview raises ReviewError
 (the HTTP layer answers 400); a pod that cannot be admitted gets ``allowed: false`` with a
-message. An unexpected failure inside injection follows ``onError`` and never becomes a 5xx.
+message. An unexpected failure escapes ``admit``; the endpoint (its one catch-all) answers it with
+``failed``, which follows ``onError`` and never becomes a 5xx.
 """
 
 from __future__ import annotations
@@ -92,6 +93,21 @@ def admit(
     return decision
 
 
+def failed(review: AdmissionReview, settings: Settings, error: BaseException, *, duration: float = 0.0) -> Decision:
+    """The answer when deciding raised something unexpected: per ``onError``, always an
+    AdmissionReview for the request's uid (the apiserver rejects any other answer)."""
+    request = review["request"]
+    uid = request["uid"]
+    namespace = request.get("namespace")
+    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, namespace if isinstance(namespace, str) else "", duration=duration)
+    if settings.on_error == "allow":
+        decision.review = answer(uid, allowed=True, warnings=["Entourage failed and admitted the pod unchanged (onError: allow)"])
+    else:
+        message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
+        decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
+    return decision
+
+
 def _controller(metadata: Any) -> dict[str, str] | None:
     if not isinstance(metadata, dict):
         return None
@@ -119,17 +135,6 @@ def _decide(
         decision.outcome, decision.reason = OUTCOME_DENIED, INVALID
         message = f"Entourage cannot inject this pod: {denial}"
         decision.review = answer(uid, allowed=False, status={"code": 400, "reason": "BadRequest", "message": message})
-        return
-    except Exception as error:  # noqa: BLE001 - the catch-all that keeps every answer a 200
-        log.exception("injection failed unexpectedly (uid %s)", uid)
-        decision.outcome, decision.reason = OUTCOME_ERROR, INTERNAL_ERROR
-        if settings.on_error == "allow":
-            decision.review = answer(
-                uid, allowed=True, warnings=["Entourage failed and admitted the pod unchanged (onError: allow)"]
-            )
-        else:
-            message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
-            decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
         return
     decision.reason = injection.reason
     if injection.reason != INJECTED:
