@@ -22,7 +22,7 @@ from webhook.engine.inject import (
     Injection,
     inject_pod,
 )
-from webhook.engine.settings import Settings
+from webhook.engine.settings import Settings, build_settings
 from webhook.errors import PodDenied
 
 EVERYTHING = {
@@ -281,3 +281,30 @@ def test_a_malformed_pod_is_denied_not_crashed(settings: Settings) -> None:
     for spec in (None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"}):
         with pytest.raises(PodDenied):
             inject_pod({"metadata": {"annotations": {"entourage.dev/logging": "true"}}, "spec": spec}, settings)
+
+
+def test_wait_for_parameters_are_honoured_and_warned_about_when_unused() -> None:
+    """A waitFor profile's declared parameter reaches its container like any other kind's."""
+    settings = build_settings(
+        {
+            "defaults": {"waitFor": "probe"},
+            "profiles": {
+                "waitFor": {
+                    "probe": {
+                        "image": "registry.example/probe:1.0",
+                        "command": ["/probe"],
+                        "args": ["{kind}", "{target}", "{timeout-seconds}", "--interval={interval}"],
+                        "params": {"interval": {"type": "duration", "default": "2s", "description": "between attempts"}},
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
+                    }
+                }
+            },
+        }
+    )
+    asked = {"entourage.dev/wait-for": "tcp://db:5432", "entourage.dev/wait-for.probe.interval": "5s"}
+    pod = {"metadata": {"annotations": asked}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+    [wait] = inject_pod(pod, settings).pod["spec"]["initContainers"]
+    assert wait["args"][-1] == "--interval=5"
+    unused = {"entourage.dev/logging": "true", "entourage.dev/wait-for.probe.interval": "5s"}
+    warnings = inject_pod({**pod, "metadata": {"annotations": unused}}, settings).warnings
+    assert any("wait-for.probe.* has no effect" in warning for warning in warnings)

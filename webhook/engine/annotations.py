@@ -323,6 +323,7 @@ def _unused(request: InjectionRequest, values: Mapping[str, str], settings: Sett
         if not used[kind]:
             warnings.append(f"{prefix}/{kind}-* resources have no effect: no {kind} container is injected")
     selected = {("logging", request.logging), ("ambassador", settings.defaults.ambassador if request.routes else None)}
+    selected.add(("waitFor", settings.defaults.wait_for if request.wait_for else None))
     selected |= {("adapter", name) for name in request.adapters}
     for config_kind, profile in request.params:
         if (config_kind, profile) not in selected:

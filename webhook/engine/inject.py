@@ -80,6 +80,18 @@ def requested_annotations(pod: Mapping[str, Any], settings: Settings, namespace_
     return own
 
 
+def skip_reason(own: Mapping[str, Any]) -> str | None:
+    """Why a pod with these of our annotations (``requested_annotations``) gets nothing, or None
+    when they ask for something: the one definition of "injected" and "asks for injection"."""
+    if not own:
+        return NO_ANNOTATION
+    if STATUS in own:
+        return ALREADY_INJECTED
+    if own.get(INJECT) == "false":
+        return DISABLED
+    return None
+
+
 def inject_pod(
     pod: Mapping[str, Any],
     settings: Settings,
@@ -89,12 +101,9 @@ def inject_pod(
 ) -> Injection:
     """Inject what the pod's annotations ask for, or say why not; raises PodDenied for bad input."""
     own = requested_annotations(pod, settings, namespace_annotations)
-    if not own:
-        return Injection(NO_ANNOTATION, pod)
-    if STATUS in own:
-        return Injection(ALREADY_INJECTED, pod)
-    if own.get(INJECT) == "false":
-        return Injection(DISABLED, pod)
+    skipped = skip_reason(own)
+    if skipped is not None:
+        return Injection(skipped, pod)
     request = parse_annotations(own, settings)
     if not request.wants_anything:
         return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
@@ -268,9 +277,10 @@ class _Builder:
         name = self.names.claim("entourage-wait-" + slug(target.target.split("://")[-1]))
         resources, overrides = self._resources("waitFor", profile)
         timeout = self.request.wait_for_timeout
+        params = self._params("waitFor", profile)
         return shared(
-            ("waitFor", profile, name, target, timeout, overrides),
-            lambda: waitfor.build(profile, name=name, target=target, timeout=timeout, resources=resources),
+            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides),
+            lambda: waitfor.build(profile, name=name, target=target, timeout=timeout, params=params, resources=resources),
         )
 
     def _ambassador(self, route: Route) -> dict[str, Any]:

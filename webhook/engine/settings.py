@@ -125,6 +125,10 @@ class Profile:
     description: str = ""
     image_pull_policy: str = "IfNotPresent"
 
+    def values(self, params: Mapping[str, str]) -> dict[str, str]:
+        """Every declared parameter's value: the pod's (validated) annotation over the default."""
+        return {**{name: param.default for name, param in self.params.items()}, **params}
+
 
 @dataclass(frozen=True)
 class Defaults:

@@ -23,8 +23,7 @@ def build(
 ) -> dict[str, Any]:
     """One container per route; it must be listening before the app starts (probe or hook)."""
     values = {
-        **{param: spec.default for param, spec in profile.params.items()},
-        **params,
+        **profile.values(params),
         "local-port": str(route.local_port),
         "upstream-host": route.host,
         "upstream-port": str(route.port),

@@ -20,8 +20,7 @@ def build(
     """``mounts`` are (volume name, directory) pairs, mounted read-only at the app's own paths."""
     paths = [path for _, path in mounts]
     values: dict[str, Any] = {
-        **{param: spec.default for param, spec in profile.params.items()},
-        **params,
+        **profile.values(params),
         "paths": paths,
         "path-globs": ",".join(f"{path}/*" for path in paths),
     }
