@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from webhook.engine.caches import FrozenDict, FrozenList
+
 
 class _Dumper(yaml.SafeDumper):
     """Writes multi-line strings (the wait-for and tail scripts) as literal ``|`` blocks, and
@@ -24,6 +26,8 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _represent_str)
+_Dumper.add_representer(FrozenDict, yaml.SafeDumper.represent_dict)  # shared injected containers
+_Dumper.add_representer(FrozenList, yaml.SafeDumper.represent_list)
 
 
 def load_all(text: str) -> list[Any]:

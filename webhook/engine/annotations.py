@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from webhook.engine import grammar
+from webhook.engine import caches, grammar
 from webhook.engine.quantity import parse_quantity
 from webhook.engine.request import InjectionRequest, Route, WaitKind, WaitTarget
 from webhook.engine.settings import ANNOTATION_KINDS, Settings
@@ -249,12 +248,18 @@ def parse_annotations(own: Mapping[str, Any], settings: Settings) -> InjectionRe
     """
     if not all(type(value) is str for value in own.values()):
         return _parse_annotations(own, settings)
-    return _parse_cached(tuple(own.items()), settings)
+    items = tuple(own.items())
+    key = (items, settings)
+    request = _parses.get(key)
+    if request is None:
+        request = _parse_annotations(own, settings)
+        # The request holds what its values hold, a few times over at most (parsed routes, targets).
+        _parses.put(key, request, 3 * caches.key_size(items))
+    return request
 
 
-@functools.lru_cache(maxsize=256)
-def _parse_cached(own: tuple[tuple[str, str], ...], settings: Settings) -> InjectionRequest:
-    return _parse_annotations(dict(own), settings)
+_parses = caches.cache("annotation parses", max_entries=256, max_bytes=8 * 1024 * 1024)
+"""Valid parses by (annotations, settings object); a denial raises and is not kept."""
 
 
 def _param_key(key: str, settings: Settings) -> tuple[str, str, str] | None:

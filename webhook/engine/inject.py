@@ -13,14 +13,13 @@ read and fails when one falls outside what the decoder keeps.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from webhook.engine import patch
+from webhook.engine import caches, patch
 from webhook.engine.annotations import INJECT, STATUS, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
@@ -369,12 +368,17 @@ def _sidecar(container: dict[str, Any], native: bool) -> dict[str, Any]:
     return {**container, "restartPolicy": "Always"} if native else container
 
 
-@functools.lru_cache(maxsize=256)
-def _merged_resources(
-    profile: Profile, overrides: Overrides, key_prefix: str
-) -> tuple[dict[str, dict[str, str]], list[str]]:
+_merges = caches.cache("resource merges", max_entries=256, max_bytes=1024 * 1024)
+
+
+def _merged_resources(profile: Profile, overrides: Overrides, key_prefix: str) -> tuple[dict[str, dict[str, str]], list[str]]:
     """merge_resources, memoised: parsing quantities is not free and build_container copies."""
-    return merge_resources(profile, dict(overrides), key_prefix=key_prefix)
+    key = (profile, overrides, key_prefix)
+    merged = _merges.get(key)
+    if merged is None:
+        merged = merge_resources(profile, dict(overrides), key_prefix=key_prefix)
+        _merges.put(key, merged, 4 * caches.key_size((overrides, key_prefix)) + 512)
+    return merged
 
 
 def _object_list(value: Any) -> bool:

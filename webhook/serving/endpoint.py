@@ -126,6 +126,9 @@ class MutateEndpoint:
             return
         try:
             decision = self.answers.admit(review, state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+        except ReviewError as error:  # e.g. a CREATE of a Pod without the pod
+            await _answer(send, 400, orjson.dumps(bad_request(str(error))))
+            return
         except Exception as error:  # noqa: BLE001 - THE catch-all: whatever escapes admission is answered per onError
             log.exception("admission failed unexpectedly (uid %s)", review["request"]["uid"])
             decision = failed(review, state.settings, error)
