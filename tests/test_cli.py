@@ -134,3 +134,25 @@ def test_shared_containers_are_written_out_in_full_never_as_yaml_aliases() -> No
     text = yamlio.dump_all([{"spec": {"containers": [container], "initContainers": [container]}}])
     assert "&" not in text and "*" not in text
     assert yamlio.load_all(text)[0]["spec"]["initContainers"] == [container]
+
+
+def test_inject_refuses_yaml_aliases_at_once(tmp_path) -> None:
+    """A "billion laughs" manifest fails fast with a clear error instead of expanding."""
+    import io
+    import time
+
+    from webhook.cli import main
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, 9):
+        previous = chr(ord("a") + level - 1)
+        name = chr(ord("a") + level)
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
+    code = main(["inject", "-f", str(bomb)], stdout=stdout, stderr=stderr)
+    assert time.perf_counter() - started < 1.0
+    assert code != 0 and stdout.getvalue() == ""
+    assert "aliases" in stderr.getvalue() and "*a" in stderr.getvalue()
