@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve POST /mutate over HTTPS")
     serve.add_argument("--tls-cert-file", required=True, help="PEM serving certificate (chain)")
+    serve.add_argument("--client-ca-file", help="PEM CA bundle: require a client certificate it signed (the apiserver's); default: no client authentication")
     serve.add_argument("--tls-private-key-file", required=True, help="PEM private key of the certificate")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
@@ -119,6 +120,7 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         return 2
     options = ServeOptions(
         cert_file=args.tls_cert_file,
+        client_ca_file=args.client_ca_file,
         key_file=args.tls_private_key_file,
         config_file=args.config,
         host=args.host,

@@ -27,6 +27,9 @@ class ServeOptions:
 
     cert_file: str
     key_file: str
+    client_ca_file: str | None = None
+    """PEM CA bundle for client certificates; when set, only clients with a certificate it
+    signed (the apiserver, configured through its AdmissionConfiguration) complete a handshake."""
     config_file: str | None = None
     host: str = "0.0.0.0"
     port: int = 8443

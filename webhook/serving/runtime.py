@@ -74,7 +74,7 @@ class Runtime:
     def _load_tls(self) -> ServingTLS:
         for _ in range(20):  # the files may be moving under us (kubelet's ..data swap)
             try:
-                return ServingTLS(self.options.cert_file, self.options.key_file)
+                return ServingTLS(self.options.cert_file, self.options.key_file, self.options.client_ca_file)
             except Exception as error:  # noqa: BLE001
                 last = error
                 if isinstance(error, CertificateError):
