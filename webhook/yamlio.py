@@ -36,7 +36,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it unannotated
             raise yaml.composer.ComposerError(
                 None, None, f"YAML aliases (*{event.anchor}) are not accepted in manifests: write the value out", event.start_mark
             )

@@ -43,6 +43,16 @@ class ServeOptions:
     """Seconds between looks at the certificate and configuration files."""
     request_timeout: float = 10.0
     """Seconds a client may take to send a request body (the apiserver's webhook timeout is 10 s by default)."""
+    max_header_bytes: int = 64 * 1024
+    """Bytes a request head (request line and headers) may have; past it: 431 and close."""
+    head_timeout: float = 10.0
+    """Seconds from a connection's (or a keep-alive request's) first byte to the end of its head."""
+    max_connections: int = 1000
+    """Open connections per process; a new one past it is closed at once (the apiserver keeps
+    a handful alive per replica, so the established ones keep working)."""
+    keep_alive_timeout: float = 75.0
+    """Seconds an idle keep-alive connection stays open: longer than the apiserver's own idle
+    timeout for webhook connections, so it never reuses one we are closing."""
     answer_cache_size: int = DEFAULT_SIZE
     """Answers kept for identical requests (webhook/admission/reuse.py); 0: every request runs the engine."""
     log_level: str = "info"
@@ -84,12 +94,12 @@ def serve(options: ServeOptions) -> None:
         # Explicit: "auto" would silently fall back to asyncio and h11 (about a quarter of the
         # throughput) if uvloop or httptools went missing; this way start-up fails instead.
         loop="uvloop",
-        http="httptools",
+        http="webhook.serving.listener:BoundedHttpToolsProtocol",  # httptools, with limits
         access_log=False,  # one JSON line per admission instead; the access log costs most of the throughput
         log_config=None,
         log_level=options.log_level,
         server_header=False,
-        timeout_keep_alive=75,  # longer than the apiserver's idle connection timeout
+        timeout_keep_alive=max(1, round(options.keep_alive_timeout)),
         timeout_graceful_shutdown=max(1, int(options.shutdown_timeout)),
         lifespan="on",
     )

@@ -31,7 +31,7 @@ from webhook import __version__, metrics
 from webhook.admission.decide import Decision, NamespaceAnnotations
 from webhook.engine.inject import ClusterFacts
 from webhook.engine.settings import Settings, load_settings
-from webhook.serving import logs, observe
+from webhook.serving import listener, logs, observe
 from webhook.serving.reload import ConfigWatch
 from webhook.serving.run import ServeOptions
 from webhook.serving.tls import CertificateError, ServingTLS
@@ -86,6 +86,7 @@ class Runtime:
     def for_process(cls, options: ServeOptions) -> Runtime:
         if cls._process is None or cls._process.options != options:
             logs.configure(options.log_level)  # a spawned worker starts with no logging set up
+            listener.configure(max_head_bytes=options.max_header_bytes, head_timeout=options.head_timeout, max_connections=options.max_connections)
             cls._process = cls(options)
         return cls._process
 
