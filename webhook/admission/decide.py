@@ -9,6 +9,7 @@ message. An unexpected failure escapes ``admit``; the endpoint (its one catch-al
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,17 @@ OUTCOME_ERROR: Outcome = "error"
 # The reasons (metrics label ``reason``) that admission adds to the engine's (webhook/engine/inject.py).
 NOT_A_POD, NOT_CREATE = "not_a_pod", "not_create"
 INVALID, INTERNAL_ERROR = "invalid", "internal_error"
+
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_GENERATE_NAME = re.compile(r"[a-z0-9][-a-z0-9.]*")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_OWNER_FIELDS = {
+    "apiVersion": re.compile(r"([a-z0-9.-]+/)?v[0-9a-z]+"),
+    "kind": re.compile(r"[A-Za-z][A-Za-z0-9]*"),
+    "name": _SUBDOMAIN,
+    "uid": re.compile(r"[0-9A-Za-z-]+"),
+}
+"""What an owner reference must look like before its fields reach logs, metrics or Events."""
 
 NamespaceAnnotations = Callable[[str], "Mapping[str, str] | None"]
 
@@ -75,8 +87,9 @@ def admit(
     metadata = pod.get("metadata") if isinstance(pod, dict) else None
     pod_name = ""
     if isinstance(metadata, dict):
-        pod_name = str(metadata.get("name") or metadata.get("generateName") or "")[:253]
-    decision = Decision(OUTCOME_SKIPPED, "", answer(uid, allowed=True), uid, str(namespace)[:253], pod_name, dry_run=request.get("dryRun") is True)
+        pod_name = _valid(metadata.get("name"), _SUBDOMAIN) or _valid(metadata.get("generateName"), _GENERATE_NAME)
+    namespace = _valid(namespace, _LABEL, 63)
+    decision = Decision(OUTCOME_SKIPPED, "", answer(uid, allowed=True), uid, namespace, pod_name, dry_run=request.get("dryRun") is True)
 
     kind = request.get("kind") or {}
     if not isinstance(kind, dict) or (kind.get("group"), kind.get("kind")) != ("", "Pod") or request.get("subResource"):
@@ -106,17 +119,25 @@ def failed(review: AdmissionReview, settings: Settings, error: BaseException, *,
         message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
         decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
     return decision
+def _valid(value: Any, pattern: re.Pattern[str], longest: int = 253) -> str:
+    """``value`` when it is a string of at most ``longest`` characters matching ``pattern``, else "".
+
+    Names reach answers, logs, metrics and Events: an invalid one (a 2 MB owner name, a newline)
+    is dropped here rather than stored or shown."""
+    return value if isinstance(value, str) and len(value) <= longest and pattern.fullmatch(value) else ""
 
 
 def _controller(metadata: Any) -> dict[str, str] | None:
+    """The controller reference when every field of it is valid; an invalid one is dropped."""
     if not isinstance(metadata, dict):
         return None
     owners = metadata.get("ownerReferences")
     if not isinstance(owners, list):
         return None
     for owner in owners:
-        if isinstance(owner, dict) and owner.get("controller") is True and isinstance(owner.get("name"), str):
-            return {key: owner[key] for key in ("apiVersion", "kind", "name", "uid") if isinstance(owner.get(key), str)}
+        if isinstance(owner, dict) and owner.get("controller") is True:
+            fields = {key: _valid(owner.get(key), pattern) for key, pattern in _OWNER_FIELDS.items()}
+            return fields if all(fields.values()) else None
     return None
 
 

@@ -13,6 +13,7 @@ read and fails when one falls outside what the decoder keeps.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +21,11 @@ from typing import Any
 import orjson
 
 from webhook.engine import caches, patch
-from webhook.engine.annotations import INJECT, STATUS, own_annotations, parse_annotations
+from webhook.engine.annotations import INJECT, STATUS, json_type, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
 from webhook.engine.request import InjectionRequest, Route, WaitTarget
-from webhook.engine.settings import ANNOTATION_KINDS, Profile, Settings
+from webhook.engine.settings import ANNOTATION_KINDS, Limits, Profile, Settings
 from webhook.errors import PodDenied
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
@@ -99,6 +100,7 @@ def inject_pod(
     cluster: ClusterFacts = ClusterFacts(),
 ) -> Injection:
     """Inject what the pod's annotations ask for, or say why not; raises PodDenied for bad input."""
+    _check_annotations_shape(pod)
     own = requested_annotations(pod, settings, namespace_annotations)
     skipped = skip_reason(own)
     if skipped is not None:
@@ -107,6 +109,23 @@ def inject_pod(
     if not request.wants_anything:
         return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
     return _Builder(pod, request, settings, cluster).build()
+
+
+def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
+    """``metadata.annotations`` is absent, null or a map of strings to strings; anything else used
+    to be read as "no annotations" and admitted unchanged."""
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if annotations is None:
+        return
+    if not isinstance(annotations, Mapping):
+        raise PodDenied([f"metadata.annotations: expected a map of strings to strings, got {json_type(annotations)}"])
+    if set(map(type, annotations.values())) <= {str}:
+        return  # the usual case, checked in C (2 ms for 40,000 values where the loop took 13 ms)
+    for key, value in annotations.items():
+        if type(value) is not str:
+            shown = key if len(key) <= 80 else key[:77] + "..."
+            raise PodDenied([f"metadata.annotations[{shown!r}]: expected a string value, got {json_type(value)}"])
 
 
 _GROWN = frozenset({"containers", "initContainers", "volumes"})
@@ -125,17 +144,9 @@ class _Builder:
         self.problems: list[str] = []
         self.warnings: list[str] = list(request.warnings)
         spec = pod.get("spec")
-        if not isinstance(spec, Mapping) or not _named_list(spec.get("containers")) or not spec["containers"]:
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
             raise PodDenied(["spec.containers: a pod needs at least one container with a name"])
-        for section in ("initContainers", "volumes", "ephemeralContainers"):
-            if spec.get(section) is not None and not _named_list(spec[section]):
-                raise PodDenied([f"spec.{section}: expected a list of objects with names"])
-        for section in ("containers", "initContainers"):
-            for index, container in enumerate(spec.get(section) or ()):
-                for field_name in ("ports", "volumeMounts"):
-                    items = container.get(field_name)
-                    if items is not None and not _object_list(items):
-                        raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
+        _check_lists(spec, settings.limits)
         self.spec = spec
         self.containers: list[dict[str, Any]] = list(spec["containers"])
         self.init_containers: list[Mapping[str, Any]] = list(spec.get("initContainers") or [])
@@ -316,8 +327,11 @@ class _Builder:
         target = dict(self.containers[index]) if index is not None else {}
         mounts: list[tuple[str, str]] = []
         app_mounts = list(target.get("volumeMounts") or [])
+        by_path: dict[Any, Mapping[str, Any]] = {}
+        for mount in app_mounts:
+            by_path.setdefault(mount.get("mountPath"), mount)  # the first, as the kubelet sees it
         for path in paths:
-            existing = next((m for m in app_mounts if isinstance(m, Mapping) and m.get("mountPath") == path), None)
+            existing = by_path.get(path)
             if existing is not None:
                 # The app already has a volume there: share it instead of shadowing it.
                 mounts.append((existing["name"], path))
@@ -345,9 +359,8 @@ class _Builder:
         if wanted is not None:
             if wanted in names:
                 return names.index(wanted)
-            self.problems.append(
-                f"{self.prefix}/logging-container: {wanted!r}: no such container; the pod has {', '.join(names)}"
-            )
+            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            self.problems.append(f"{self.prefix}/logging-container: {wanted!r}: no such container; the pod has {listed}")
             return None
         default = ((self.pod.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER)
         if default in names:
@@ -361,6 +374,42 @@ class _Builder:
             self.warnings.append(
                 f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"'
             )
+
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+"""A DNS label (RFC 1123), which Kubernetes requires of container and volume names."""
+
+
+def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
+    """Shapes, lengths and names of every list the engine reads, before it reads any of them.
+
+    The lengths are capped so that the work per pod stays linear and small (a 1 MB pod with
+    30,000 containers cost 240 ms); the caps are far above real pods (see Limits)."""
+    sized = (("containers", limits.max_containers, "maxContainers"), ("initContainers", limits.max_containers, "maxContainers"),
+             ("ephemeralContainers", limits.max_containers, "maxContainers"), ("volumes", limits.max_volumes, "maxVolumes"))
+    for section, limit, key in sized:
+        items = spec.get(section)
+        if items is None:
+            continue
+        if isinstance(items, list) and len(items) > limit:
+            raise PodDenied([f"spec.{section}: {len(items)} items; at most {limit} are allowed (limits.{key})"])
+        if not _named_list(items):
+            raise PodDenied([f"spec.{section}: expected a list of objects with names"])
+        for index, item in enumerate(items):
+            name = item["name"]
+            if len(name) > 63 or not _NAME.fullmatch(name):
+                shown = name if len(name) <= 80 else name[:77] + "..."
+                raise PodDenied([f"spec.{section}[{index}].name: {shown!r}: expected a DNS label (at most 63 lower-case letters, digits and '-')"])
+    for section in ("containers", "initContainers"):
+        for index, container in enumerate(spec.get(section) or ()):
+            for field_name, limit, key in (("ports", limits.max_ports, "maxPorts"), ("volumeMounts", limits.max_volume_mounts, "maxVolumeMounts")):
+                items = container.get(field_name)
+                if items is None:
+                    continue
+                if isinstance(items, list) and len(items) > limit:
+                    raise PodDenied([f"spec.{section}[{index}].{field_name}: {len(items)} items; at most {limit} are allowed (limits.{key})"])
+                if not _object_list(items):
+                    raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
 
 
 def _sidecar(container: dict[str, Any], native: bool) -> dict[str, Any]:

@@ -154,6 +154,18 @@ class Limits:
     max_wait_for_targets: int = 8
     max_logging_paths: int = 8
     max_adapters: int = 4
+    max_annotation_keys: int = 64
+    """Keys under the prefix on one pod (its namespace's included); more are denied before any
+    key is parsed: each unknown key costs a spelling suggestion, and 20,000 of them held the
+    event loop for 20 s. The fixed keys and a few profile parameters stay far below 64."""
+    max_containers: int = 128
+    """Per list (containers, initContainers, ephemeralContainers): real pods have a handful."""
+    max_volumes: int = 512
+    """Volumes per pod: a pod mounting hundreds of ConfigMaps is rare but real."""
+    max_volume_mounts: int = 512
+    """Volume mounts per container (at most one per volume, plus subPaths)."""
+    max_ports: int = 256
+    """Ports per container (Kubernetes has no limit; hundreds are already unusual)."""
     max_cpu: Decimal = Decimal(2)
     """Largest CPU request or limit an annotation may set for one injected container (cores)."""
     max_memory: Decimal = Decimal(2 * 2**30)
@@ -413,10 +425,12 @@ def _defaults(data: Mapping[str, Any]) -> Defaults:
 
 def _limits(data: Mapping[str, Any]) -> Limits:
     counts = ("maxAmbassadorRoutes", "maxWaitForTargets", "maxLoggingPaths", "maxAdapters")
-    _check_keys("limits", data, (*counts, "maxCpu", "maxMemory"))
-    for key in counts:
-        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or not 1 <= data[key] <= 64):
-            raise ConfigError(f"limits.{key}: expected a whole number from 1 to 64, got {data[key]!r}")
+    sizes = ("maxAnnotationKeys", "maxContainers", "maxVolumes", "maxVolumeMounts", "maxPorts")
+    _check_keys("limits", data, (*counts, *sizes, "maxCpu", "maxMemory"))
+    for key in (*counts, *sizes):
+        top = 64 if key in counts else 4096
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or not 1 <= data[key] <= top):
+            raise ConfigError(f"limits.{key}: expected a whole number from 1 to {top}, got {data[key]!r}")
     base = Limits()
     max_cpu = str(data.get("maxCpu", base.max_cpu_text))
     max_memory = str(data.get("maxMemory", base.max_memory_text))
@@ -425,6 +439,11 @@ def _limits(data: Mapping[str, Any]) -> Limits:
         max_wait_for_targets=data.get("maxWaitForTargets", base.max_wait_for_targets),
         max_logging_paths=data.get("maxLoggingPaths", base.max_logging_paths),
         max_adapters=data.get("maxAdapters", base.max_adapters),
+        max_annotation_keys=data.get("maxAnnotationKeys", base.max_annotation_keys),
+        max_containers=data.get("maxContainers", base.max_containers),
+        max_volumes=data.get("maxVolumes", base.max_volumes),
+        max_volume_mounts=data.get("maxVolumeMounts", base.max_volume_mounts),
+        max_ports=data.get("maxPorts", base.max_ports),
         max_cpu=_quantity("limits.maxCpu", max_cpu),
         max_memory=_quantity("limits.maxMemory", max_memory),
         max_cpu_text=max_cpu,

@@ -124,16 +124,25 @@ class NameAllocator:
 
     def __init__(self, taken: Iterable[str]) -> None:
         self.taken = set(taken)
+        self.counters: dict[str, int] = {}
+        """The last suffix tried per base: a pod holding base-2 … base-N is searched once, not per claim."""
 
     def claim(self, base: str) -> str:
         base = slug(base)
-        candidate, counter = base, 1
+        candidate, counter = base, self.counters.get(base, 1)
+        if counter > 1:
+            candidate = self._suffixed(base, counter)
         while candidate in self.taken:
             counter += 1
-            suffix = f"-{counter}"
-            candidate = base[: MAX_NAME - len(suffix)].rstrip("-") + suffix
+            candidate = self._suffixed(base, counter)
+        self.counters[base] = counter
         self.taken.add(candidate)
         return candidate
+
+    @staticmethod
+    def _suffixed(base: str, counter: int) -> str:
+        suffix = f"-{counter}"
+        return base[: MAX_NAME - len(suffix)].rstrip("-") + suffix
 
 
 _slugs = caches.cache("slugs", max_entries=1024, max_bytes=1024 * 1024)
