@@ -167,7 +167,7 @@ def test_read_returns_the_shipped_script_text_and_caches_it() -> None:
     text = read("wait_for.sh")
     assert "entourage wait-for" in text
     assert read("wait_for.sh") is text
-    assert "tail -F" in read("tail_logs.sh")
+    assert "tail -n +1 -f" in read("tail_logs.sh")
 
 
 def test_read_refuses_names_outside_the_package() -> None:
