@@ -8,6 +8,7 @@ import json
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -89,6 +90,45 @@ def test_inject_reports_a_denied_document_and_exits_non_zero(tmp_path: Path) -> 
 def test_inject_says_so_when_the_yaml_is_broken() -> None:
     code, _, err = run(["inject", "-f", "-"], "a: [b")
     assert code == 1 and "not valid YAML" in err
+
+
+BILLION_LAUGHS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fine}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: laughs
+  annotations: {entourage.dev/logging: "true"}
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+spec: {containers: [{name: app, image: "app:1"}]}
+"""
+
+
+def test_inject_refuses_yaml_aliases_at_once_naming_the_document(tmp_path: Path) -> None:
+    """The billion laughs: nine aliases of nine, about 4.6 × 10^8 strings once expanded."""
+    manifest = tmp_path / "laughs.yaml"
+    manifest.write_text(BILLION_LAUGHS)
+    started = time.monotonic()
+    code, out, err = run(["inject", "-f", str(manifest)])
+    assert time.monotonic() - started < 1
+    assert code == 1 and out == ""
+    assert err == f"entourage: {manifest}: document 1, line 11: YAML aliases (*a) are not accepted: write the value out in full\n"
+
+
+def test_an_anchor_without_an_alias_is_plain_yaml() -> None:
+    code, out, err = run(["inject", "-f", "-"], "kind: ConfigMap\ndata: &shared {a: b}\n")
+    assert code == 0 and err == "" and yaml.safe_load(out) == {"kind": "ConfigMap", "data": {"a": "b"}}
 
 
 def test_inject_refuses_a_broken_configuration(tmp_path: Path) -> None:

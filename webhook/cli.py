@@ -225,6 +225,9 @@ def _inject(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Tex
             text = file.read()
     try:
         documents = yamlio.load_all(text)
+    except yamlio.AliasRefused as error:
+        print(f"entourage: {args.filename}: {error}", file=stderr)
+        return 1
     except yaml.YAMLError as error:
         print(f"entourage: {args.filename}: not valid YAML: {error}", file=stderr)
         return 1

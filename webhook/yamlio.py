@@ -30,23 +30,35 @@ _Dumper.add_representer(FrozenDict, yaml.SafeDumper.represent_dict)  # shared in
 _Dumper.add_representer(FrozenList, yaml.SafeDumper.represent_list)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without aliases: a 552-byte file of nested aliases ("billion laughs") expanded
-    to 88.6 MB in 105 s. Kubernetes manifests have no use for them (kubectl's output has none)."""
+class AliasRefused(yaml.YAMLError):
+    """A manifest used a YAML alias (``*name``). Each alias stands for a whole copy of what it
+    names, so a few nested ones multiply a small file without bound: a 552-byte file took 105 s
+    and wrote 88.6 MB. Manifests have no need for them; refused before anything is built."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+
+class _Loader(yaml.SafeLoader):
+    """safe_load that stops at the first alias, saying on which line."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it unannotated
-            raise yaml.composer.ComposerError(
-                None, None, f"YAML aliases (*{event.anchor}) are not accepted in manifests: write the value out", event.start_mark
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise AliasRefused(
+                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not accepted: write the value out in full"
             )
         return super().compose_node(parent, index)
 
 
 def load_all(text: str) -> list[Any]:
-    """Every document of a YAML stream (empty documents dropped); raises yaml.YAMLError, also
-    for any alias."""
-    return [document for document in yaml.load_all(text, Loader=_Loader) if document is not None]
+    """Every document of a YAML stream (empty documents dropped); raises yaml.YAMLError, and
+    AliasRefused at the first alias, numbering its document as ``entourage inject`` does."""
+    documents = []
+    try:
+        for document in yaml.load_all(text, Loader=_Loader):
+            if document is not None:
+                documents.append(document)
+    except AliasRefused as error:
+        raise AliasRefused(f"document {len(documents)}, {error}") from None
+    return documents
 
 
 def dump_all(documents: Iterable[Any]) -> str:

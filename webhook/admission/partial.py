@@ -31,6 +31,19 @@ class _Named(Struct, omit_defaults=True):
     name: Any = UNSET
 
 
+class _Present(Struct):
+    """An object whose content is never read, only its presence: decoded as ``{}``."""
+
+
+class _Volume(Struct, omit_defaults=True):
+    name: Any = UNSET
+    # The sources the logging agent never shares (profiles/logging.NEVER_SHARED).
+    secret: _Present | None | UnsetType = UNSET
+    configMap: _Present | None | UnsetType = UNSET  # noqa: N815
+    projected: _Present | None | UnsetType = UNSET
+    downwardAPI: _Present | None | UnsetType = UNSET  # noqa: N815
+
+
 class _Container(Struct, omit_defaults=True):
     name: Any = UNSET
     ports: Any = UNSET
@@ -40,7 +53,7 @@ class _Container(Struct, omit_defaults=True):
 
 class _Spec(Struct, omit_defaults=True):
     # In the order the apiserver writes them, so the patch lists its operations in the same order.
-    volumes: list[_Named] | None | UnsetType = UNSET
+    volumes: list[_Volume] | None | UnsetType = UNSET
     initContainers: list[_Container] | None | UnsetType = UNSET  # noqa: N815
     containers: list[_Container] | None | UnsetType = UNSET
     ephemeralContainers: list[_Named] | None | UnsetType = UNSET  # noqa: N815

@@ -156,7 +156,9 @@ def _logging(text: str, settings: Settings) -> str | None:
 
 
 def _logging_paths(text: str, settings: Settings) -> tuple[str, ...]:
-    paths = _items(text, limit=settings.limits.max_logging_paths, what="paths", parse=grammar.parse_directory)
+    paths = _items(text, limit=settings.limits.max_logging_paths, what="paths", parse=grammar.parse_log_directory)
+    if len(set(paths)) != len(paths):
+        raise ValueError("the same path is listed twice")
     for outer in paths:
         for inner in paths:
             if inner.startswith(outer + "/"):
@@ -207,7 +209,7 @@ def _grammar(parse: Callable[[str], Any]) -> Parser:
 KEYS: dict[str, KeySpec] = {
     INJECT: KeySpec('"false"', "false", "no injection for this pod at all, whatever else it carries", _inject),
     "logging": KeySpec('"true", "false" or a logging profile name', "true", "a logging-agent sidecar that ships the app's log files", _logging, "logging"),
-    "logging-paths": KeySpec("comma-separated absolute directories", "/var/log/app,/var/log/audit", "each is shared between the app and the agent (read-only in the agent)", _logging_paths, "logging_paths"),
+    "logging-paths": KeySpec("comma-separated absolute directories, not system ones (/usr, /etc, /var/run, …)", "/var/log/app,/var/log/audit", "each is shared between the app and the agent (read-only in the agent)", _logging_paths, "logging_paths"),
     "logging-container": KeySpec("a container name", "app", "the app container whose files are shipped", _grammar(grammar.parse_dns_label), "logging_container"),
     "ambassador": KeySpec("comma-separated [LOCAL_PORT=]UPSTREAM; UPSTREAM = host:port or tls://host:port", "6379=redis.cache:6379", "a proxy on 127.0.0.1:LOCAL_PORT forwarding to UPSTREAM", _routes, "routes"),
     "wait-for": KeySpec("comma-separated host:port, tcp://host:port, http(s)://host[:port][/path], dns://name", "tcp://db:5432,dns://my-db-service", "one init container per target, waiting until it answers", _wait_targets, "wait_for"),

@@ -325,32 +325,38 @@ class _Builder:
         index = self._logging_target()
         paths = self.request.logging_paths or self.settings.defaults.logging_paths
         target = dict(self.containers[index]) if index is not None else {}
-        mounts: list[tuple[str, str]] = []
+        shares: list[logging.LogShare] = []
         app_mounts = list(target.get("volumeMounts") or [])
-        by_path: dict[Any, Mapping[str, Any]] = {}
-        for mount in app_mounts:
-            by_path.setdefault(mount.get("mountPath"), mount)  # the first, as the kubelet sees it
+        existing_at = logging.mounts_by_path(app_mounts)
         for path in paths:
-            existing = by_path.get(path)
+            existing = existing_at.get(path)
             if existing is not None:
                 # The app already has a volume there: share it instead of shadowing it.
-                mounts.append((existing["name"], path))
+                volume = next((v for v in self.volumes if v["name"] == existing["name"]), None)
+                share = logging.share_existing(existing, volume, path)
+                if isinstance(share, str):
+                    self.problems.append(f"{self.prefix}/logging-paths: {path!r}: {share}")
+                else:
+                    shares.append(share)
                 continue
-            volume = self.volume_names.claim("entourage-logs-" + slug(path))
-            self.volumes.append({"name": volume, "emptyDir": {}})
-            app_mounts.append({"name": volume, "mountPath": path})
-            mounts.append((volume, path))
+            volume_name = self.volume_names.claim("entourage-logs-" + slug(path))
+            self.volumes.append({"name": volume_name, "emptyDir": {}})
+            app_mounts.append({"name": volume_name, "mountPath": path})
+            shares.append(logging.LogShare(volume_name, path))
         if index is not None and len(app_mounts) != len(target.get("volumeMounts") or []):
             target["volumeMounts"] = app_mounts
             self.containers[index] = target
             self.logging_target = index
         name = self.names.claim("entourage-logging")
+        app = str(target.get("name", ""))
         params = self._params("logging", profile)
         resources, overrides = self._resources("logging", profile)
         native = self.native
         return shared(
-            ("logging", profile, name, tuple(mounts), tuple(params.items()), overrides, native),
-            lambda: _sidecar(logging.build(profile, name=name, mounts=mounts, params=params, resources=resources), native),
+            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native),
+            lambda: _sidecar(
+                logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), native
+            ),
         )
 
     def _logging_target(self) -> int | None:

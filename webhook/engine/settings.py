@@ -29,12 +29,15 @@ ANNOTATION_KINDS = {"logging": "logging", "ambassador": "ambassador", "adapter":
 """How each kind is spelled in annotation keys (``wait-for-cpu-limit``)."""
 
 BUILTIN_PLACEHOLDERS: Mapping[str, frozenset[str]] = {
-    "logging": frozenset({"paths", "path-globs"}),
+    "logging": frozenset({"paths", "path-globs", "path-map"}),
     "ambassador": frozenset({"local-port", "upstream-host", "upstream-port", "upstream"}),
     "adapter": frozenset(),
     "waitFor": frozenset({"kind", "target", "timeout-seconds"}),
 }
 """Placeholders the engine fills in per kind; profile parameters add their own names."""
+
+LIST_PLACEHOLDERS = frozenset({"paths", "path-map"})
+"""Placeholders that expand into one argument per directory: each must be a whole ``args`` item."""
 
 PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9-]*)\}")
 
@@ -323,6 +326,7 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
     command = _strings(f"{where}.command", data.get("command"))
     if not command:
         raise ConfigError(f"{where}.command: required (the image's entrypoint is not assumed)")
+    _absolute_program(f"{where}.command[0]", command[0])
     pull_policy = data.get("imagePullPolicy", "IfNotPresent")
     if pull_policy not in ("IfNotPresent", "Always", "Never"):
         raise ConfigError(f"{where}.imagePullPolicy: expected IfNotPresent, Always or Never, got {pull_policy!r}")
@@ -366,23 +370,60 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
         raise ConfigError(f"{where}: only ambassadors have tlsArgs and readyCommand")
     if kind != "adapter" and profile.ports:
         raise ConfigError(f"{where}.ports: only adapters declare ports")
-    known = BUILTIN_PLACEHOLDERS[kind] | set(params)
-    # `command` is literal (it may hold a script with braces); placeholders live in the rest.
-    templates = [*profile.args, *profile.tls_args, *profile.ready_command, *(v for _, v in profile.env), *(p for _, p in profile.ports)]
-    for template in templates:
-        for placeholder in PLACEHOLDER.findall(template):
-            if placeholder not in known:
-                raise ConfigError(
-                    f"{where}: unknown placeholder {{{placeholder}}}{_suggest(placeholder, known)}; "
-                    f"known here: {', '.join('{' + k + '}' for k in sorted(known)) or 'none (declare params)'}"
-                )
-    for port_name, template in profile.ports:
-        default_values = {name: param.default for name, param in params.items()}
-        try:
-            grammar.parse_port(render_text(template, default_values))
-        except (ValueError, KeyError):
-            raise ConfigError(f"{where}.ports.{port_name}: containerPort {template!r} must be a port or a port parameter") from None
+    if profile.ready_command:
+        _absolute_program(f"{where}.readyCommand[0]", profile.ready_command[0])
+    _check_placeholders(where, profile)
     return profile
+
+
+def _absolute_program(where: str, program: str) -> None:
+    """A bare name would be looked up in the container's PATH: the program must be the image's own."""
+    if not program.startswith("/"):
+        raise ConfigError(f"{where}: {program!r}: expected an absolute path such as /bin/sh (a bare name is looked up in the container's PATH)")
+
+
+def _check_placeholders(where: str, profile: Profile) -> None:
+    """Every placeholder is filled the same way for every pod, so anything that would fail to
+    render or give an invalid container is refused here, once, rather than for each pod."""
+    builtin = BUILTIN_PLACEHOLDERS[profile.kind]
+    for name in profile.params:
+        if name in builtin:
+            raise ConfigError(f"{where}.params.{name}: the name of the engine's placeholder {{{name}}}; choose another")
+    known = builtin | set(profile.params)
+    # `command` is literal (it may hold a script with braces); placeholders live in the rest.
+    fields = {
+        "args": profile.args,
+        "tlsArgs": profile.tls_args,
+        "readyCommand": profile.ready_command,
+        "env": [value for _, value in profile.env],
+        "ports": [port for _, port in profile.ports],
+    }
+    for field_name, templates in fields.items():
+        for index, template in enumerate(templates):
+            here = f"{where}.{field_name}[{index}]"
+            for placeholder in PLACEHOLDER.findall(template):
+                if placeholder not in known:
+                    raise ConfigError(
+                        f"{here}: unknown placeholder {{{placeholder}}}{_suggest(placeholder, known)}; "
+                        f"known here: {', '.join('{' + k + '}' for k in sorted(known)) or 'none (declare params)'}"
+                    )
+                if placeholder in LIST_PLACEHOLDERS and (field_name != "args" or template != f"{{{placeholder}}}"):
+                    raise ConfigError(
+                        f"{here}: {template!r}: {{{placeholder}}} expands into one argument per directory, "
+                        "so it must be a whole item of args"
+                    )
+    for index, (port_name, template) in enumerate(profile.ports):
+        here = f"{where}.ports[{index}].containerPort"
+        bound = PLACEHOLDER.fullmatch(template)
+        param = profile.params.get(bound[1]) if bound else None
+        if bound and (param is None or param.type != "port"):
+            kind = f"of type {param.type}" if param else "an engine placeholder"
+            raise ConfigError(f"{here}: {template!r} ({port_name}) is bound to {{{bound[1]}}}, {kind}; expected a parameter of type port")
+        if not bound:
+            try:
+                grammar.parse_port(template)
+            except ValueError:
+                raise ConfigError(f"{here}: {template!r} ({port_name}): expected a port number or a {{parameter}} of type port") from None
 
 
 def render_text(template: str, values: Mapping[str, str]) -> str:
@@ -408,18 +449,20 @@ def _defaults(data: Mapping[str, Any]) -> Defaults:
         timeout = grammar.parse_duration(str(data["waitForTimeout"])) if "waitForTimeout" in data else base.wait_for_timeout
     except ValueError as error:
         raise ConfigError(f"defaults.waitForTimeout: {data['waitForTimeout']!r}: {error}") from None
-    paths = _strings("defaults.loggingPaths", data.get("loggingPaths")) or base.logging_paths
-    for path in paths:
+    paths = []
+    for path in _strings("defaults.loggingPaths", data.get("loggingPaths")) or base.logging_paths:
         try:
-            grammar.parse_directory(path)
+            paths.append(grammar.parse_log_directory(path))
         except ValueError as error:
             raise ConfigError(f"defaults.loggingPaths: {path!r}: {error}") from None
+    if len(set(paths)) != len(paths) or any(b.startswith(a + "/") for a in paths for b in paths):
+        raise ConfigError(f"defaults.loggingPaths: {paths}: each directory once, none inside another")
     return Defaults(
         logging=str(data.get("logging", base.logging)),
         ambassador=str(data.get("ambassador", base.ambassador)),
         wait_for=str(data.get("waitFor", base.wait_for)),
         wait_for_timeout=timeout,
-        logging_paths=paths,
+        logging_paths=tuple(paths),
     )
 
 

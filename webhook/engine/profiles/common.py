@@ -61,8 +61,10 @@ def build_container(
     values: Values,
     resources: Mapping[str, Mapping[str, str]],
     args: Sequence[str] | None = None,
+    env: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A container from a profile: pinned image, rendered command, restricted securityContext."""
+    """A container from a profile: pinned image, rendered command, restricted securityContext.
+    ``env`` comes before the profile's own, which may refer to it as ``$(NAME)``."""
     container: dict[str, Any] = {
         "name": name,
         "image": profile.image,
@@ -72,8 +74,9 @@ def build_container(
     rendered_args = render_args(profile.args if args is None else args, values)
     if rendered_args:
         container["args"] = rendered_args
-    if profile.env:
-        container["env"] = [{"name": env_name, "value": render_text(value, _scalars(values))} for env_name, value in profile.env]
+    if env or profile.env:
+        own = [{"name": env_name, "value": render_text(value, _scalars(values))} for env_name, value in profile.env]
+        container["env"] = [*env, *own]
     if profile.ports:
         container["ports"] = [
             {"name": port_name, "containerPort": int(render_text(port, _scalars(values))), "protocol": "TCP"}
