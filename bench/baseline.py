@@ -1,7 +1,7 @@
 """The ceiling: a plain ASGI app answering every POST with one fixed AdmissionReview response.
 
 It is served by the very code path ``entourage serve`` uses (``webhook.cli.main(["serve", …])``)
-with only ``webhook.serving.server.create_app`` swapped for this app, so the uvicorn settings (TLS,
+with only ``webhook.serving.app.create_app`` swapped for this app, so the uvicorn settings (TLS,
 event loop, HTTP parser, access log, keep-alive) and any start-up tuning in the CLI or the server
 module are the same for both sides of every ratio, even when server.py changes.
 
@@ -46,9 +46,9 @@ async def app(
 
 def main(argv: list[str]) -> int:
     from webhook import cli
-    from webhook.serving import server
+    from webhook.serving import app as serving_app
 
-    server.create_app = lambda *args, **kwargs: app  # type: ignore[assignment]
+    serving_app.create_app = lambda *args, **kwargs: app  # type: ignore[assignment]
     return cli.main(["serve", *argv])
 
 

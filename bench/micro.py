@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from webhook.admission.review import decode
 
 from bench import payloads
 from webhook.admission import partial
-from webhook.admission.decide import admit, decode
+from webhook.admission.decide import admit
 from webhook.engine import patch
 from webhook.engine.inject import inject_pod
 from webhook.engine.settings import Settings, load_settings

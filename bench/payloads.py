@@ -4,7 +4,10 @@
   compact) annotated for logging, one ambassador route and one wait-for target;
 - ``large``: a ~100 KB StatefulSet pod (4 containers, ~1,200 env entries, ~20 volumes, the
   managedFields the apiserver fills in before admission) with the same annotations;
-- ``unannotated``: the small pod without any ``entourage.dev/`` annotation (the fast path).
+- ``unannotated``: the small pod without any ``entourage.dev/`` annotation (the fast path);
+- ``varied``: the golden cases' pods (tests/testdata/inject/) that the built-in profiles inject,
+  each dressed as the reference pod, sent in turn with a counter in ``generateName`` so no two
+  consecutive requests are alike and the answer cache cannot help.
 
 Everything is deterministic, so two runs time the same bytes.
 """
@@ -27,6 +30,9 @@ ANNOTATIONS = {
 """What the annotated cases ask for: one logging agent, one ambassador, one wait-for init container."""
 
 CASES = ("small", "large", "unannotated")
+GOLDEN = REFERENCE.parent.parent / "inject"
+VARIED_NAME = "entourage-varied-"
+"""The ``generateName`` of every varied pod: the text wrk's script puts its counter after."""
 
 LARGE_CONTAINERS = 4
 LARGE_ENV_PER_CONTAINER = 300
@@ -136,6 +142,37 @@ def large_review() -> dict[str, Any]:
     return review
 
 
+def varied_reviews() -> list[dict[str, Any]]:
+    """One review per golden case the built-in profiles inject: its annotations, containers, init
+    containers and volumes on the reference pod (managedFields and all)."""
+    import yaml
+
+    from webhook.engine.inject import INJECTED, inject_pod
+    from webhook.engine.settings import load_settings
+
+    settings = load_settings(None, environ={})
+    found = []
+    for case in sorted(GOLDEN.glob("*.yaml")):
+        pod = next(iter(yaml.safe_load_all(case.read_text())), None)
+        if not isinstance(pod, dict) or pod.get("kind") != "Pod" or case.name == "config.yaml":
+            continue
+        review = reference_review()
+        target = review["request"]["object"]
+        annotations = {k: v for k, v in target["metadata"]["annotations"].items() if not k.startswith("entourage.dev/")}
+        target["metadata"]["annotations"] = {**annotations, **(pod.get("metadata", {}).get("annotations") or {})}
+        target["metadata"]["generateName"] = VARIED_NAME
+        for section in ("containers", "initContainers", "volumes"):
+            if section in pod["spec"]:
+                target["spec"][section] = pod["spec"][section] + ([v for v in target["spec"].get("volumes", []) if "projected" in v] if section == "volumes" else [])
+        try:
+            injected = inject_pod(target, settings).reason == INJECTED
+        except Exception:  # noqa: BLE001 - a case the built-in profiles deny is simply not used
+            injected = False
+        if injected:
+            found.append(review)
+    return found
+
+
 def reviews() -> dict[str, dict[str, Any]]:
     return {"small": small_review(), "large": large_review(), "unannotated": unannotated_review()}
 
@@ -152,4 +189,6 @@ def write(directory: Path) -> dict[str, Path]:
     for case, body in bodies().items():
         paths[case] = directory / f"{case}.json"
         paths[case].write_bytes(body)
+    paths["varied"] = directory / "varied.jsonl"
+    paths["varied"].write_bytes(b"".join(orjson.dumps(review) + b"\n" for review in varied_reviews()))
     return paths

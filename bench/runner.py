@@ -32,16 +32,18 @@ LUA = Path(__file__).resolve().parent / "wrk" / "post.lua"
 SERVERS = ("baseline", "entourage")
 TICKS = os.sysconf("SC_CLK_TCK")
 
-VARIED = {"small-unique": ("small", "checkout-7d9c6b5f4-")}
+VARIED = {"small-unique": ("small", "checkout-7d9c6b5f4-"), "varied": ("varied", payloads.VARIED_NAME)}
 """Cases whose every request carries a different pod: (body case, text a counter follows).
-They time the engine itself; the issue's cases repeat one review, as a scaled Deployment does,
-which webhook/admission/reuse.py answers from the first. Reported, without a target of their own."""
+They time the engine itself; the other cases repeat one review, as a scaled Deployment does,
+which webhook/admission/reuse.py answers from the first. ``varied`` sends the golden cases'
+pods in turn (bench/payloads.py) and has a target; ``small-unique`` is reported only."""
 
 TARGETS = {
     # (case, connections): (minimum throughput ratio, maximum p99 ratio)
     ("small", 16): (0.30, 3.0),
     ("unannotated", 16): (0.45, None),
     ("large", 16): (0.20, None),
+    ("varied", 16): (0.30, None),
 }
 LATENCY_TARGETS_MS = {("small", 1): (0.4, 2.0), ("large", 1): (2.0, 10.0)}
 """(case, connections) → (p50, p99) ceilings in milliseconds for Entourage."""
@@ -317,7 +319,7 @@ def run(options: Options) -> dict[str, Any]:
     servers = {name: _start(name, certs, work, options) for name in SERVERS}
     try:
         verify.check_baseline(servers["baseline"].port, ca_file=ca_file, reviews=reviews, bodies=bodies)
-        verify.check_server("entourage", servers["entourage"].port, ca_file=ca_file, reviews=reviews, bodies=bodies)
+        verify.check_server("entourage", servers["entourage"].port, ca_file=ca_file, reviews=reviews, bodies=bodies, varied=payloads.varied_reviews())
         print(f"bench: answers verified (uid echoed, patch applies, injected containers present); work dir {work}", file=sys.stderr)
         for case in options.cases:
             for server in servers.values():

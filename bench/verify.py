@@ -34,9 +34,10 @@ def _names(pod: dict[str, Any], section: str) -> list[str]:
     return [c["name"] for c in pod["spec"].get(section) or []]
 
 
-def check_answer(where: str, review: dict[str, Any], status: int, body: bytes, *, annotated: bool) -> None:
+def check_answer(where: str, review: dict[str, Any], status: int, body: bytes, *, annotated: bool, containers_asked: bool = True) -> None:
     """The answer echoes the uid, allows the pod and (when annotated) carries a patch that applies
-    to the pod and adds the ambassador, logging agent and wait-for containers, user's ones kept."""
+    to the pod, user's containers kept, and (``containers_asked``: the bench's three annotations)
+    adds the ambassador, logging agent and wait-for containers."""
 
     def require(condition: bool, what: str) -> None:
         if not condition:
@@ -58,20 +59,25 @@ def check_answer(where: str, review: dict[str, Any], status: int, body: bytes, *
     require(all(op["op"] == "add" for op in operations), "operations other than add")
     injected = jsonpatch.apply_patch(pod, operations)
     containers, init_containers = _names(injected, "containers"), _names(injected, "initContainers")
-    for prefix in INJECTED_CONTAINERS:
+    for prefix in INJECTED_CONTAINERS if containers_asked else ():
         require(any(name.startswith(prefix) for name in containers + init_containers), f"no {prefix}* container")
-    for prefix in INJECTED_INIT_CONTAINERS:
+    for prefix in INJECTED_INIT_CONTAINERS if containers_asked else ():
         require(any(name.startswith(prefix) for name in init_containers), f"no {prefix}* init container")
     original = _names(pod, "containers")
     require([name for name in containers if name in original] == original, "the pod's own containers changed")
     require("entourage.dev/status" in injected["metadata"]["annotations"], "no status annotation")
 
 
-def check_server(name: str, port: int, *, ca_file: str, reviews: dict[str, dict[str, Any]], bodies: dict[str, bytes]) -> None:
-    """Entourage: every case in full, plus the HTTP errors of the lean endpoint."""
+def check_server(
+    name: str, port: int, *, ca_file: str, reviews: dict[str, dict[str, Any]], bodies: dict[str, bytes], varied: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()
+) -> None:
+    """Entourage: every case in full (each varied pod too), plus the HTTP errors of the lean endpoint."""
     for case, body in bodies.items():
         status, answer = post(port, body, ca_file=ca_file)
         check_answer(f"{name}/{case}", reviews[case], status, answer, annotated=case != "unannotated")
+    for index, review in enumerate(varied):
+        status, answer = post(port, orjson.dumps(review), ca_file=ca_file)
+        check_answer(f"{name}/varied[{index}]", review, status, answer, annotated=True, containers_asked=False)
     for method, content_type, body, expected in (
         ("GET", "application/json", b"", 405),
         ("POST", "text/plain", bodies["small"], 415),

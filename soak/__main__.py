@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis")
+PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis", "adversarial")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             failed.append("schemathesis")
         else:
             print("  PASS")
+
+    if "adversarial" in parts:
+        from soak import adversarial
+
+        heading("adversarial bodies at 1.5 MB and 3 MiB: server CPU per request, a normal admission alongside")
+        _, problems = adversarial.run()
+        print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
+        failed += ["adversarial"] if problems else []
 
     heading("done")
     print(f"  {'ALL PASSED' if not failed else 'FAILED: ' + ', '.join(failed)}")

@@ -1,6 +1,6 @@
 """Fuzzing the request path: never a 5xx, never an exception escaping, the server stays up.
 
-Three generators feed the in-process ASGI app (``webhook.serving.server.create_app`` over a real
+Three generators feed the in-process ASGI app (``webhook.serving.app.create_app`` over a real
 ``Runtime``, called directly: no sockets, ~10,000 inputs a second):
 
 - **hypothesis**: arbitrary bytes, JSON of every shape, AdmissionReviews with arbitrary
@@ -88,7 +88,9 @@ class App:
 
     def __init__(self) -> None:
         from webhook import certs
-        from webhook.serving.server import Runtime, ServeOptions, create_app
+        from webhook.serving.app import create_app
+        from webhook.serving.run import ServeOptions
+        from webhook.serving.runtime import Runtime
 
         self._directory = tempfile.TemporaryDirectory(prefix="entourage-fuzz-")
         certificates = certs.generate("entourage", "entourage")

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from bench import micro, payloads, verify
-from webhook.admission.decide import admit, decode
+from webhook.admission.decide import admit
+from webhook.admission.review import decode
 from webhook.engine.settings import load_settings
 
 
@@ -46,3 +47,15 @@ def test_the_micro_benchmark_runs_a_few_iterations() -> None:
     for timings in results.values():
         assert set(timings) == {"full decode", "decode", "inject", "encode", "total"}
         assert all(value > 0 for value in timings.values())
+
+
+def test_the_varied_case_sends_many_different_pods_each_injected() -> None:
+    settings = load_settings(None, environ={})
+    varied = payloads.varied_reviews()
+    assert len(varied) >= 12
+    asked = {tuple(sorted(k for k in r["request"]["object"]["metadata"]["annotations"] if k.startswith("entourage.dev/"))) for r in varied}
+    assert len(asked) >= 8, "the varied pods should ask for different things"
+    for index, review in enumerate(varied):
+        assert review["request"]["object"]["metadata"]["generateName"] == payloads.VARIED_NAME
+        answer = orjson.dumps(admit(decode(orjson.dumps(review)), settings).review)
+        verify.check_answer(f"varied[{index}]", review, 200, answer, annotated=True, containers_asked=False)

@@ -190,7 +190,7 @@ def test_the_chart_lints_and_renders_valid_kubernetes_objects_in_every_mode(cert
     docs = render(values)
     for doc in docs:
         validate(doc)
-    expected = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    expected = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"]
     expected += {"cert-manager": ["Certificate", "Certificate", "Issuer", "Issuer"], "helm": ["Secret"], "secret": []}[cert_mode]
     assert kinds(docs) == sorted(expected)
 
@@ -359,6 +359,7 @@ class FakeApiserver:
         ("", "v1"): [("secrets", "Secret", True), ("serviceaccounts", "ServiceAccount", True), ("configmaps", "ConfigMap", True), ("services", "Service", True)],
         ("apps", "v1"): [("deployments", "Deployment", True)],
         ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+        ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
         ("rbac.authorization.k8s.io", "v1"): [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False)],
         ("admissionregistration.k8s.io", "v1"): [("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False)],
     }
@@ -725,11 +726,11 @@ def test_every_object_carries_the_standard_labels() -> None:
         assert labels["helm.sh/chart"] == f"entourage-{chart['version']}"
 
 
-def test_network_policy_admits_only_the_serving_port_from_anywhere_by_default() -> None:
-    policy = one(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+def test_network_policy_is_on_by_default_and_admits_only_the_serving_port_from_anywhere() -> None:
+    policy = one(render(), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
-    assert "NetworkPolicy" not in kinds(render())
+    assert "NetworkPolicy" not in kinds(render({"networkPolicy": {"enabled": False}}))
 
 
 def test_service_monitor_scrapes_metrics_over_https_verifying_the_webhook_ca() -> None:

@@ -5,7 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_chart import CHART, FULLNAME, NAMESPACE, RELEASE, container, flag, kinds, one, render, run_helm, template_error, validate, webhook
+from tests.test_chart import (
+    CHART,
+    FULLNAME,
+    NAMESPACE,
+    RELEASE,
+    container,
+    flag,
+    kinds,
+    one,
+    render,
+    run_helm,
+    template_error,
+    validate,
+    webhook,
+)
 
 SECRET = f"{FULLNAME}-tls"
 

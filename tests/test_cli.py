@@ -8,6 +8,7 @@ import json
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -91,6 +92,45 @@ def test_inject_says_so_when_the_yaml_is_broken() -> None:
     assert code == 1 and "not valid YAML" in err
 
 
+BILLION_LAUGHS = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: fine}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: laughs
+  annotations: {entourage.dev/logging: "true"}
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+spec: {containers: [{name: app, image: "app:1"}]}
+"""
+
+
+def test_inject_refuses_yaml_aliases_at_once_naming_the_document(tmp_path: Path) -> None:
+    """The billion laughs: nine aliases of nine, about 4.6 × 10^8 strings once expanded."""
+    manifest = tmp_path / "laughs.yaml"
+    manifest.write_text(BILLION_LAUGHS)
+    started = time.monotonic()
+    code, out, err = run(["inject", "-f", str(manifest)])
+    assert time.monotonic() - started < 1
+    assert code == 1 and out == ""
+    assert err == f"entourage: {manifest}: document 1, line 11: YAML aliases (*a) are not accepted: write the value out in full\n"
+
+
+def test_an_anchor_without_an_alias_is_plain_yaml() -> None:
+    code, out, err = run(["inject", "-f", "-"], "kind: ConfigMap\ndata: &shared {a: b}\n")
+    assert code == 0 and err == "" and yaml.safe_load(out) == {"kind": "ConfigMap", "data": {"a": "b"}}
+
+
 def test_inject_refuses_a_broken_configuration(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("onError: sometimes\n")
@@ -134,3 +174,25 @@ def test_shared_containers_are_written_out_in_full_never_as_yaml_aliases() -> No
     text = yamlio.dump_all([{"spec": {"containers": [container], "initContainers": [container]}}])
     assert "&" not in text and "*" not in text
     assert yamlio.load_all(text)[0]["spec"]["initContainers"] == [container]
+
+
+def test_inject_refuses_yaml_aliases_at_once(tmp_path) -> None:
+    """A "billion laughs" manifest fails fast with a clear error instead of expanding."""
+    import io
+    import time
+
+    from webhook.cli import main
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, 9):
+        previous = chr(ord("a") + level - 1)
+        name = chr(ord("a") + level)
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
+    code = main(["inject", "-f", str(bomb)], stdout=stdout, stderr=stderr)
+    assert time.perf_counter() - started < 1.0
+    assert code != 0 and stdout.getvalue() == ""
+    assert "aliases" in stderr.getvalue() and "*a" in stderr.getvalue()

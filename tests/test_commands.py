@@ -1,6 +1,7 @@
 """The commands the engine puts in pods, run for real: busybox for wait-for and tail, socat for the
 ambassador. Each test takes the container exactly as `inject_pod` built it and runs its command
-and arguments on this machine (`sh` becomes `busybox sh`; nothing else is changed)."""
+and arguments on this machine (`/bin/sh` becomes `busybox sh`, and the agent's own mount of a log
+directory becomes a temporary directory; nothing else is changed)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 from webhook import certs
 from webhook.engine.inject import inject_pod
 from webhook.engine.settings import Settings
+from webhook.errors import PodDenied
 
 
 def injected_container(settings: Settings, annotations: dict[str, str], name_prefix: str) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def injected_container(settings: Settings, annotations: dict[str, str], name_pre
 
 def argv(container: dict[str, Any]) -> list[str]:
     command = list(container["command"])
-    if command[0] == "sh":
+    if command[0] == "/bin/sh":
         command = [shutil.which("busybox") or "busybox", "sh", *command[1:]]
     return [*command, *container.get("args", [])]
 
@@ -215,13 +217,31 @@ def test_the_wait_for_container_resolves_a_name(settings: Settings, busybox_env:
     assert result.returncode == 0 and "localhost is available after 0s" in result.stdout
 
 
+def test_the_wait_for_container_takes_the_longest_timeout_the_annotation_allows(settings: Settings, busybox_env: dict[str, str]) -> None:
+    """The grammar and the script agree on one maximum: 24h is accepted by both, more by neither."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        container = injected_container(settings, {"entourage.dev/wait-for": f"127.0.0.1:{port}", "entourage.dev/wait-for-timeout": "24h"}, "entourage-wait")
+        assert container["args"][-1] == "86400"
+        result = subprocess.run(argv(container), capture_output=True, text=True, timeout=30, env=busybox_env)
+    finally:
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(PodDenied, match=r"wait-for-timeout: '999999999h': at most 24h"):
+        injected_container(settings, {"entourage.dev/wait-for": "db:5432", "entourage.dev/wait-for-timeout": "999999999h"}, "entourage-wait")
+
+
 def test_the_tail_agent_prints_lines_from_files_created_after_it_started(settings: Settings, tmp_path: Path, busybox_env: dict[str, str]) -> None:
     logs = tmp_path / "var-log-app"
     logs.mkdir()
     container = injected_container(settings, {"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/var/log/app"}, "entourage-logging")
     command = argv(container)
-    assert command[-1] == "/var/log/app"
-    agent = subprocess.Popen([*command[:-1], str(logs)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, env=busybox_env)
+    assert command[-1] == "/var/run/entourage/logs/var/log/app=/var/log/app"
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/var/run/entourage/logs/var/log/app"]
+    agent = subprocess.Popen(
+        [*command[:-1], f"{logs}=/var/log/app"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, env=busybox_env
+    )
     try:
         time.sleep(0.5)
         (logs / "app.log").write_text("first line\nsecond line\n")
@@ -231,7 +251,7 @@ def test_the_tail_agent_prints_lines_from_files_created_after_it_started(setting
         agent.wait(timeout=5)
         assert agent.stdout is not None
         agent.stdout.close()
-    assert lines == [f"{logs}/app.log: first line", f"{logs}/app.log: second line"]
+    assert lines == ["/var/log/app/app.log: first line", "/var/log/app/app.log: second line"]
 
 
 def _read_lines(process: subprocess.Popen[bytes], count: int, timeout: float) -> list[str]:

@@ -49,7 +49,7 @@ def test_a_config_only_adapter_is_added_and_built_ins_stay() -> None:
 def test_a_built_in_profile_can_be_pointed_at_a_mirror() -> None:
     settings = parse_settings("profiles: {logging: {tail: {image: 'mirror.example/busybox:1.36.1'}}}")
     tail = settings.profiles["logging"]["tail"]
-    assert tail.image == "mirror.example/busybox:1.36.1" and tail.command[0] == "sh"
+    assert tail.image == "mirror.example/busybox:1.36.1" and tail.command[0] == "/bin/sh"
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,17 @@ def test_a_built_in_profile_can_be_pointed_at_a_mirror() -> None:
         (ADAPTER + "      securityContext: {runAsUser: 0}\n", "runAsUser: expected a non-zero user or group id"),
         (ADAPTER + "      securityContext: {capabilities: {add: [NET_ADMIN]}}\n", "only NET_BIND_SERVICE is allowed"),
         (ADAPTER + "      tlsArgs: [x]\n", "only ambassadors have tlsArgs"),
-        ("profiles: {ambassador: {envoy: {image: 'envoy:1.31.0', command: [envoy], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "tlsArgs: required for an ambassador"),
+        ("profiles: {ambassador: {envoy: {image: 'envoy:1.31.0', command: [/usr/local/bin/envoy], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "tlsArgs: required for an ambassador"),
+        (ADAPTER.replace("command: [/exporter]", "command: [exporter]"), "profiles.adapter.my-exporter.command[0]: 'exporter': expected an absolute path"),
+        ("profiles: {ambassador: {socat: {readyCommand: [socat, -u, 'OPEN:/dev/null', 'TCP:127.0.0.1:{local-port}']}}}", "profiles.ambassador.socat.readyCommand[0]: 'socat': expected an absolute path"),
+        (ADAPTER.replace("type: port", "type: int"), "profiles.adapter.my-exporter.ports[0].containerPort: '{port}' (metrics) is bound to {port}, of type int; expected a parameter of type port"),
+        (ADAPTER.replace('containerPort: "{port}"', 'containerPort: "9{port}"'), "profiles.adapter.my-exporter.ports[0].containerPort: '9{port}' (metrics): expected a port number or a {parameter} of type port"),
+        ("profiles: {logging: {tail: {args: ['--dirs={paths}']}}}", "profiles.logging.tail.args[0]: '--dirs={paths}': {paths} expands into one argument per directory, so it must be a whole item of args"),
+        ("profiles: {logging: {tail: {env: [{name: DIRS, value: '{path-map}'}]}}}", "profiles.logging.tail.env[0]: '{path-map}': {path-map} expands"),
+        ("profiles: {logging: {tail: {params: {paths: {type: name, default: x}}}}}", "profiles.logging.tail.params.paths: the name of the engine's placeholder {paths}"),
+        ("defaults: {loggingPaths: [/var/log/app, /usr/local/bin]}", "defaults.loggingPaths: '/usr/local/bin': /usr/local/bin is under /usr"),
+        ("defaults: {loggingPaths: [/var/log/app, /var/log/app/]}", "defaults.loggingPaths: ['/var/log/app', '/var/log/app']: each directory once"),
+        ("defaults: {waitForTimeout: 25h}", "defaults.waitForTimeout: '25h': at most 24h"),
         ("[1, 2]", "expected a mapping"),
         ("key: [unclosed", "not valid YAML"),
     ],

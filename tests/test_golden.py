@@ -23,7 +23,8 @@ from tests.conftest import reference_review
 from tests.podcheck import assert_valid_injected_pod
 from webhook import yamlio
 from webhook.admission import partial
-from webhook.admission.decide import admit, decode
+from webhook.admission.decide import admit
+from webhook.admission.review import decode
 from webhook.cli import main
 from webhook.engine.inject import ALREADY_INJECTED, INJECTED, inject_pod
 from webhook.engine.patch import diff

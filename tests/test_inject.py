@@ -22,7 +22,8 @@ from webhook.engine.inject import (
     Injection,
     inject_pod,
 )
-from webhook.engine.settings import Settings
+from webhook.engine.profiles.logging import AGENT_LOG_ROOT
+from webhook.engine.settings import Settings, build_settings
 from webhook.errors import PodDenied
 
 EVERYTHING = {
@@ -136,16 +137,155 @@ def test_logging_shares_each_directory_read_write_in_the_app_and_read_only_in_th
     agent_mounts = {m["mountPath"]: m for m in find(injected, "entourage-logging")["volumeMounts"]}
     for path in ("/var/log/app", "/data/audit"):
         assert not app_mounts[path].get("readOnly")
-        assert agent_mounts[path] == {"name": app_mounts[path]["name"], "mountPath": path, "readOnly": True}
-    assert find(injected, "entourage-logging")["args"] == ["/var/log/app", "/data/audit"]
+        agent_path = AGENT_LOG_ROOT + path
+        assert agent_mounts[agent_path] == {"name": app_mounts[path]["name"], "mountPath": agent_path, "readOnly": True}
+    assert find(injected, "entourage-logging")["args"] == [
+        "/var/run/entourage/logs/var/log/app=/var/log/app",
+        "/var/run/entourage/logs/data/audit=/data/audit",
+    ]
 
 
 def test_an_existing_volume_at_a_logging_path_is_shared_not_shadowed(settings: Settings) -> None:
     pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/tmp"})
     injection = inject_checked(pod, settings)
     assert injection.status["volumes"] == []
-    assert find(injection.pod, "entourage-logging")["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp", "readOnly": True}]
+    assert find(injection.pod, "entourage-logging")["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/var/run/entourage/logs/tmp", "readOnly": True}
+    ]
     assert find(injection.pod, "checkout") is pod["spec"]["containers"][0]
+
+
+# -- the logging agent cannot be made to run the pod author's programs ---------------------------
+
+
+def injected_containers(injection: Injection) -> list[dict[str, Any]]:
+    spec = injection.pod["spec"]
+    return [c for c in [*spec.get("initContainers", []), *spec["containers"]] if c["name"] in injection.components]
+
+
+def test_the_agent_mounts_the_shared_directories_under_its_own_directory_only(settings: Settings) -> None:
+    """The app's path, mounted in the agent, would put the app's files over the agent's own."""
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/opt/app/bin,/tmp,/home/app/logs"})
+    agent = find(inject_checked(pod, settings).pod, "entourage-logging")
+    assert [m["mountPath"] for m in agent["volumeMounts"]] == [AGENT_LOG_ROOT + p for p in ("/opt/app/bin", "/tmp", "/home/app/logs")]
+
+
+@pytest.mark.parametrize("native", ["true", "false"])
+def test_every_injected_program_is_an_absolute_path(settings: Settings, native: str) -> None:
+    pod = reference_pod({**EVERYTHING, "entourage.dev/adapter": "nginx-prometheus,statsd-prometheus", "entourage.dev/native-sidecars": native})
+    fluent = reference_pod({"entourage.dev/logging": "fluent-bit", "entourage.dev/native-sidecars": native})
+    for injection in (inject_checked(pod, settings), inject_checked(fluent, settings)):
+        for container in injected_containers(injection):
+            ready = (container.get("startupProbe") or (container.get("lifecycle") or {}).get("postStart") or {}).get("exec")
+            for command in (container["command"], *([ready["command"]] if ready else [])):
+                assert command[0].startswith("/"), (container["name"], command[0])
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        ("/usr/local/bin", "'/usr/local/bin': /usr/local/bin is under /usr, which holds programs and libraries"),
+        ("/bin", "'/bin': /bin holds programs"),
+        ("/lib64/app", "is under /lib64, which holds shared libraries"),
+        ("/etc/app", "is under /etc, which holds configuration"),
+        ("/var/run/secrets/kubernetes.io/serviceaccount", "which holds runtime state and the service-account token"),
+        ("/run/app", "is under /run, which holds runtime state"),
+        ("/proc/1", "is under /proc"),
+        ("/dev", "/dev holds device files"),
+        ("/", "'/': / holds the whole filesystem"),
+        ("/var", "'/var': /var holds /var/lib"),
+        ("/var/log/app,/var/log/app/", "the same path is listed twice"),
+    ],
+)
+def test_system_directories_are_refused_as_logging_paths_by_name_with_the_reason(settings: Settings, paths: str, message: str) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": paths})
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    [problem] = denial.value.problems
+    assert problem.startswith("entourage.dev/logging-paths: ") and message in problem
+
+
+def test_the_issues_reproduction_is_denied_before_anything_is_built(settings: Settings) -> None:
+    """logging-paths: /usr/local/bin plus an app volume there holding an executable named sh."""
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/usr/local/bin"})
+    pod["spec"]["volumes"].append({"name": "tools", "emptyDir": {}})
+    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "tools", "mountPath": "/usr/local/bin"})
+    with pytest.raises(PodDenied, match="/usr/local/bin is under /usr"):
+        inject_pod(pod, settings)
+
+
+@pytest.mark.parametrize(
+    ("volume", "kind"),
+    [
+        ({"secret": {"secretName": "db"}}, "secret"),
+        ({"configMap": {"name": "settings"}}, "configMap"),
+        ({"projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}, "projected"),
+        ({"downwardAPI": {"items": []}}, "downwardAPI"),
+    ],
+)
+def test_credential_and_configuration_volumes_are_never_shared_with_the_agent(settings: Settings, volume: dict[str, Any], kind: str) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/srv/creds"})
+    pod["spec"]["volumes"].append({"name": "creds", **volume})
+    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "creds", "mountPath": "/srv/creds"})
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert denial.value.problems == [
+        f"entourage.dev/logging-paths: '/srv/creds': the app mounts volume 'creds' ({kind}) there; secret, configMap, "
+        "projected, downwardAPI volumes are never shared with the logging agent: write logs to a directory of their own"
+    ]
+
+
+def test_a_shared_mount_keeps_its_sub_path(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/var/log/app,/var/log/audit"})
+    pod["spec"]["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "data"}})
+    pod["spec"]["containers"][0]["volumeMounts"] += [
+        {"name": "data", "mountPath": "/var/log/app", "subPath": "logs/app"},
+        {"name": "data", "mountPath": "/var/log/audit", "subPathExpr": "audit"},
+    ]
+    injection = inject_checked(pod, settings)
+    assert injection.status["volumes"] == []
+    assert find(injection.pod, "entourage-logging")["volumeMounts"] == [
+        {"name": "data", "mountPath": "/var/run/entourage/logs/var/log/app", "readOnly": True, "subPath": "logs/app"},
+        {"name": "data", "mountPath": "/var/run/entourage/logs/var/log/audit", "readOnly": True, "subPathExpr": "audit"},
+    ]
+
+
+def test_a_shared_mount_whose_sub_path_needs_the_apps_environment_is_denied(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true"})
+    pod["spec"]["volumes"].append({"name": "node-logs", "hostPath": {"path": "/var/log/pods-shared"}})
+    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "node-logs", "mountPath": "/var/log/app", "subPathExpr": "$(POD_NAME)"})
+    with pytest.raises(PodDenied, match=r"'/var/log/app': the app mounts volume 'node-logs' there with subPathExpr '\$\(POD_NAME\)'"):
+        inject_pod(pod, settings)
+
+
+@pytest.mark.parametrize("mount_path", ["/var/log/app/", "/var//log/./app", "/var/log/app//"])
+def test_a_mount_path_is_compared_normalised_so_no_second_mount_shadows_it(settings: Settings, mount_path: str) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/var/log/app/"})
+    pod["spec"]["volumes"].append({"name": "logs", "emptyDir": {"sizeLimit": "1Gi"}})
+    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "logs", "mountPath": mount_path})
+    injection = inject_checked(pod, settings)
+    assert injection.status["volumes"] == []
+    assert find(injection.pod, "checkout") is pod["spec"]["containers"][0]
+    assert find(injection.pod, "entourage-logging")["volumeMounts"] == [
+        {"name": "logs", "mountPath": "/var/run/entourage/logs/var/log/app", "readOnly": True}
+    ]
+
+
+def test_the_agent_knows_the_pods_identity_from_the_downward_api(settings: Settings) -> None:
+    injection = inject_checked(reference_pod({"entourage.dev/logging": "fluent-bit"}), settings)
+    agent = find(injection.pod, "entourage-logging")
+    assert agent["env"] == [
+        {"name": "ENTOURAGE_POD_NAMESPACE", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
+        {"name": "ENTOURAGE_POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+        {"name": "ENTOURAGE_CONTAINER_NAME", "value": "checkout"},
+    ]
+    records = [agent["args"][i + 1] for i, arg in enumerate(agent["args"]) if arg == "-p" and agent["args"][i + 1].startswith("record=")]
+    assert records == [
+        "record=namespace_name $(ENTOURAGE_POD_NAMESPACE)",
+        "record=pod_name $(ENTOURAGE_POD_NAME)",
+        "record=container_name $(ENTOURAGE_CONTAINER_NAME)",
+    ]
+    assert "path=/var/run/entourage/logs/var/log/app/*" in agent["args"]
 
 
 def test_the_logging_target_follows_the_annotation_then_default_container_then_first(settings: Settings) -> None:
@@ -244,7 +384,7 @@ def test_namespace_annotations_apply_and_the_pods_own_win(settings: Settings) ->
     namespace = {"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/srv/logs", "other/key": "x"}
     pod = reference_pod({"entourage.dev/logging-paths": "/var/log/app"})
     injected = inject_checked(pod, settings, namespace_annotations=namespace).pod
-    assert find(injected, "entourage-logging")["args"] == ["/var/log/app"]
+    assert find(injected, "entourage-logging")["args"] == ["/var/run/entourage/logs/var/log/app=/var/log/app"]
     opted_out = reference_pod({"entourage.dev/inject": "false"})
     assert inject_checked(opted_out, settings, namespace_annotations=namespace).reason == DISABLED
 
@@ -281,3 +421,30 @@ def test_a_malformed_pod_is_denied_not_crashed(settings: Settings) -> None:
     for spec in (None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"}):
         with pytest.raises(PodDenied):
             inject_pod({"metadata": {"annotations": {"entourage.dev/logging": "true"}}, "spec": spec}, settings)
+
+
+def test_wait_for_parameters_are_honoured_and_warned_about_when_unused() -> None:
+    """A waitFor profile's declared parameter reaches its container like any other kind's."""
+    settings = build_settings(
+        {
+            "defaults": {"waitFor": "probe"},
+            "profiles": {
+                "waitFor": {
+                    "probe": {
+                        "image": "registry.example/probe:1.0",
+                        "command": ["/probe"],
+                        "args": ["{kind}", "{target}", "{timeout-seconds}", "--interval={interval}"],
+                        "params": {"interval": {"type": "duration", "default": "2s", "description": "between attempts"}},
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
+                    }
+                }
+            },
+        }
+    )
+    asked = {"entourage.dev/wait-for": "tcp://db:5432", "entourage.dev/wait-for.probe.interval": "5s"}
+    pod = {"metadata": {"annotations": asked}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+    [wait] = inject_pod(pod, settings).pod["spec"]["initContainers"]
+    assert wait["args"][-1] == "--interval=5"
+    unused = {"entourage.dev/logging": "true", "entourage.dev/wait-for.probe.interval": "5s"}
+    warnings = inject_pod({**pod, "metadata": {"annotations": unused}}, settings).warnings
+    assert any("wait-for.probe.* has no effect" in warning for warning in warnings)

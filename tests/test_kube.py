@@ -87,14 +87,14 @@ def test_native_sidecars_auto_is_native_only_when_the_apiserver_and_every_kubele
 
 @pytest.mark.slow
 def test_readiness_waits_for_the_first_namespace_list_then_serves_without_namespace_defaults(api: FakeApiServer, tmp_path: Path) -> None:
-    arguments = kube_args(api, tmp_path, "--sync-timeout", "1.5")
+    arguments = kube_args(api, tmp_path, "--sync-timeout", "4"  # long enough to be seen unready on a loaded machine)
     api.stop()  # the API is unreachable when the webhook starts
     webhook = start(tmp_path, *arguments, ready=False)
     try:
         with webhook.client() as client:
             waiting = client.get("/readyz")
             assert waiting.status_code == 503 and waiting.json()["reason"] == "waiting for the first list of namespaces"
-            webhook.wait_for(lambda: client.get("/readyz").status_code == 200, timeout=5, what="the sync timeout")
+            webhook.wait_for(lambda: client.get("/readyz").status_code == 200, timeout=10, what="the sync timeout")
         assert containers(answer(webhook, review(namespace="shop"))) == []  # no namespace defaults known yet
         assert any(line["msg"].startswith("the namespace cache is not synced") for line in webhook.logs())
         api.start(api.port)
@@ -119,7 +119,7 @@ def test_injections_and_denials_become_rate_limited_events_on_the_pods_owner(api
             answer(webhook, document)
         for index in range(3):
             answer(webhook, review(LOGGING, uid=f"event-{index}", namespace="plain"))
-        answer(webhook, review({"entourage.dev/wait-for": "???"}, namespace="plain"))
+        answer(webhook, review({"entourage.dev/wait-for": "attacker chosen text"}, namespace="plain"))
         webhook.wait_for(lambda: len(api.events) == 2, what="two events")
         time.sleep(0.3)
         injected, denied = sorted(api.events, key=lambda event: event["reason"])
@@ -127,7 +127,9 @@ def test_injections_and_denials_become_rate_limited_events_on_the_pods_owner(api
         assert injected["involvedObject"] == {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner["name"], "uid": owner["uid"], "namespace": "plain"}
         assert (injected["reason"], injected["type"], injected["metadata"]["namespace"]) == ("Injected", "Normal", "plain")
         assert injected["message"] == "pod checkout-7d9c6b5f4-: injected entourage-logging"
-        assert (denied["reason"], denied["type"]) == ("InjectionDenied", "Warning") and "wait-for" in denied["message"]
+        assert (denied["reason"], denied["type"]) == ("InjectionDenied", "Warning")
+        # Fixed words only: a value from the request never reaches an Event on someone's object.
+        assert denied["message"] == "pod checkout-7d9c6b5f4-: injection denied: its Entourage annotations are invalid; the pod's admission error lists each problem"
         assert webhook.metrics()['entourage_events_total{result="rate_limited"}'] == 2
 
 
@@ -173,3 +175,29 @@ def test_audit_lists_pods_that_ask_for_injection_but_were_never_injected(api: Fa
     assert "2 of 6 pods" in result.stderr
     text = subprocess.run([ENTOURAGE, "audit", "--kubeconfig", str(tmp_path / "kubeconfig"), "-n", "plain"], capture_output=True, text=True, timeout=30)
     assert text.returncode == 0 and "missed" in text.stdout and "by-namespace" not in text.stdout and "ReplicaSet/missed-rs" in text.stdout
+
+
+def test_events_carry_only_names_that_are_kubernetes_names() -> None:
+    """A forged review's pod, owner and namespace names are checked before any Event is built."""
+    from webhook.admission.decide import OUTCOME_INJECTED, Decision
+    from webhook.admission.review import answer as answer_review
+    from webhook.serving import observe
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, object]] = []
+
+        def record(self, **event: object) -> bool:
+            self.calls.append(event)
+            return True
+
+    def decision(namespace: str, pod: str, owner_name: str) -> Decision:
+        owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner_name, "uid": "u"}
+        return Decision(OUTCOME_INJECTED, "injected", answer_review("x", allowed=True), "x", namespace, pod, ["entourage-logging"], owner=owner)
+
+    recorder = Recorder()
+    observe.event(decision("shop", "web-", "web-7d9f"), recorder)  # type: ignore[arg-type]
+    observe.event(decision("shop", "Evil Name\n", "x" * 300), recorder)  # type: ignore[arg-type]
+    observe.event(decision("not a namespace", "web-", "web-7d9f"), recorder)  # type: ignore[arg-type]
+    assert [call["involved"]["kind"] for call in recorder.calls] == ["ReplicaSet", "Namespace"]  # type: ignore[index]
+    assert recorder.calls[1]["message"] == "pod (unnamed): injected entourage-logging"

@@ -68,7 +68,7 @@ def test_annotation_values_that_are_not_strings_are_denied_not_crashed(settings:
     review = reference_review()
     review["request"]["object"]["metadata"]["annotations"] = {"entourage.dev/logging": True, "entourage.dev/wait-for": ["db:1"]}
     response = admit(review, settings).review["response"]
-    assert response["allowed"] is False and "annotation values are strings" in response["status"]["message"]
+    assert response["allowed"] is False and "metadata.annotations['entourage.dev/logging']: expected a string value, got a boolean" in response["status"]["message"]
 
 
 def test_odd_metadata_shapes_never_crash_the_admission(settings: Settings) -> None:

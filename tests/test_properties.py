@@ -34,8 +34,9 @@ from hypothesis import strategies as st
 from tests.podcheck import assert_valid_injected_pod
 from tests.test_golden import by_field
 from webhook.admission import partial
-from webhook.admission.decide import admit, decode
+from webhook.admission.decide import admit
 from webhook.admission.reuse import AnswerCache
+from webhook.admission.review import decode
 from webhook.engine.annotations import KEYS, RESOURCE_FIELDS
 from webhook.engine.inject import (
     ALREADY_INJECTED,
@@ -48,7 +49,7 @@ from webhook.engine.inject import (
 )
 from webhook.engine.patch import diff, encode
 from webhook.engine.quantity import parse_quantity
-from webhook.engine.settings import ANNOTATION_KINDS, Settings, load_settings
+from webhook.engine.settings import ANNOTATION_KINDS, PLACEHOLDER, Settings, load_settings
 from webhook.errors import PodDenied
 
 SETTINGS = load_settings(None, environ={})
@@ -60,6 +61,15 @@ PREFIX = SETTINGS.annotation_prefix
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9._~%/:@=+,*?\[\]-]*")
 # The apiserver's quantity grammar (non-negative), matched with fullmatch so "1\n" fails.
 QUANTITY = re.compile(r"\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?")
+
+LITERAL_ARGUMENTS = frozenset(
+    arg
+    for profiles in SETTINGS.profiles.values()
+    for profile in profiles.values()
+    for arg in (*profile.args, *profile.tls_args, *profile.ready_command)
+    if not PLACEHOLDER.search(arg)
+)
+"""Arguments written in the catalog as they are (fluent-bit's ``record=pod_name $(ENTOURAGE_POD_NAME)``)."""
 
 ADAPTER_PORTS = {"nginx-prometheus": [9113], "statsd-prometheus": [9102, 9125]}
 """The built-in adapters' default listening ports (checked against the catalog below)."""
@@ -89,6 +99,12 @@ container_name = st.one_of(
 volume_name = st.one_of(label, st.sampled_from(["entourage-logs-var-log-app", "entourage-logs-data", "logs"]))
 port_number = st.one_of(st.sampled_from([80, 443, 5432, 6379, 8080, 9102, 9113, 9125]), st.integers(1, 65535))
 MOUNT_PATHS = ["/var/log/app", "/var/log", "/data", "/tmp", "/srv/logs", "/etc/app"]
+SYSTEM_DIRECTORIES = ("/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot", "/proc", "/sys", "/dev", "/run", "/var/run")
+
+
+def is_system_directory(path: str) -> bool:
+    """The rule logging-paths follows, stated again: never at or under these, nor / or /var."""
+    return path in ("/", "/var") or any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRECTORIES)
 
 
 @st.composite
@@ -229,7 +245,7 @@ def valid_annotations(draw: st.DrawFn, pod: Mapping[str, Any]) -> tuple[dict[str
     if draw(st.booleans()):
         paths = draw(st.lists(st.one_of(st.sampled_from(MOUNT_PATHS), clean_dir), min_size=1, max_size=3, unique=True))
         own["logging-paths"] = ",".join(paths)
-        if any(b.startswith(a + "/") for a in paths for b in paths):
+        if any(b.startswith(a + "/") for a in paths for b in paths) or any(map(is_system_directory, paths)):
             parse_denied.add("logging-paths")
     if draw(st.booleans()):
         own["logging-container"] = draw(st.sampled_from([*names, "ghost"]))
@@ -274,6 +290,8 @@ def valid_annotations(draw: st.DrawFn, pod: Mapping[str, Any]) -> tuple[dict[str
                 ports.add(port)
         if logging_profile and own.get("logging-container", names[0]) not in names:
             build_denied.add("logging-container")
+        elif logging_profile and shares_a_config_map(pod, own):
+            build_denied.add("logging-paths")
         for kind, profiles in used.items():
             config_kind = next(k for k, v in ANNOTATION_KINDS.items() if v == kind)
             for profile_name in profiles:
@@ -285,6 +303,17 @@ def valid_annotations(draw: st.DrawFn, pod: Mapping[str, Any]) -> tuple[dict[str
                     if parse_quantity(request) > parse_quantity(limit):
                         build_denied.add(f"{kind}-{resource}-request")
     return own, parse_denied, build_denied
+
+
+def shares_a_config_map(pod: Mapping[str, Any], own: Mapping[str, str]) -> bool:
+    """Whether the logging target mounts a configMap at a logging path (never shared)."""
+    containers = pod["spec"]["containers"]
+    names = [c["name"] for c in containers]
+    default = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+    target = containers[names.index(own.get("logging-container") or (default if default in names else names[0]))]
+    paths = own["logging-paths"].split(",") if "logging-paths" in own else list(SETTINGS.defaults.logging_paths)
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    return any(m["mountPath"] in paths and "configMap" in volumes[m["name"]] for m in target.get("volumeMounts") or [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +343,8 @@ def injected_containers(injection: Injection) -> list[Mapping[str, Any]]:
 
 
 def unsafe_arguments(injection: Injection) -> list[str]:
-    """Every rendered argument (args, probe and hook commands, env values) that is not a safe token."""
+    """Every rendered argument (args, probe and hook commands, env values) that is not a safe token,
+    except a profile's literal arguments (no placeholder: nothing of the pod's is in them)."""
     bad = []
     for container in injected_containers(injection):
         rendered = list(container.get("args") or [])
@@ -322,7 +352,7 @@ def unsafe_arguments(injection: Injection) -> list[str]:
         rendered += ((container.get("lifecycle") or {}).get("postStart") or {}).get("exec", {}).get("command", [])
         rendered += [env.get("value", "") for env in container.get("env") or []]
         rendered += [m["mountPath"] for m in container.get("volumeMounts") or []]
-        bad += [arg for arg in rendered if not arg.isascii() or not SAFE_TOKEN.fullmatch(arg)]
+        bad += [arg for arg in rendered if arg not in LITERAL_ARGUMENTS and (not arg.isascii() or not SAFE_TOKEN.fullmatch(arg))]
     return bad
 
 

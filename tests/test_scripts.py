@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from webhook import certs
+from webhook.engine.grammar import MAX_DURATION_SECONDS, parse_duration
 from webhook.engine.scripts import read
 
 BUSYBOX = shutil.which("busybox")
@@ -166,7 +167,7 @@ def test_read_returns_the_shipped_script_text_and_caches_it() -> None:
     text = read("wait_for.sh")
     assert "entourage wait-for" in text
     assert read("wait_for.sh") is text
-    assert "tail -F" in read("tail_logs.sh")
+    assert "tail -n +1 -f" in read("tail_logs.sh")
 
 
 def test_read_refuses_names_outside_the_package() -> None:
@@ -325,6 +326,24 @@ def test_bad_arguments_exit_with_status_two(busybox_env: dict[str, str], args: l
     assert "waiting for" not in result.stdout
 
 
+def test_the_wait_script_takes_the_longest_timeout_the_grammar_gives_and_refuses_one_more_second(
+    busybox_env: dict[str, str],
+) -> None:
+    longest = parse_duration("24h")
+    assert longest == MAX_DURATION_SECONDS
+    for too_long in ("24h1s", "999999999h", "1441m"):
+        with pytest.raises(ValueError, match="at most 24h"):
+            parse_duration(too_long)
+    with listen_later(0.0) as port:
+        time.sleep(0.2)
+        accepted = run_wait_for(busybox_env, "tcp", f"127.0.0.1:{port}", str(longest))
+    assert accepted.returncode == 0, accepted.stderr
+    for beyond in (str(longest + 1), "9" * 30):
+        refused = run_wait_for(busybox_env, "tcp", "127.0.0.1:1", beyond)
+        assert refused.returncode == 2
+        assert "above the maximum of 86400 seconds" in refused.stderr
+
+
 def test_wait_for_stops_promptly_on_sigterm(busybox_env: dict[str, str]) -> None:
     with subprocess.Popen(
         wait_for_cmd("tcp", f"127.0.0.1:{free_port()}", "0"),
@@ -362,6 +381,30 @@ def _live_processes_mentioning(marker: str) -> list[tuple[int, str]]:
         if marker in cmdline and state not in ("Z", "X"):
             found.append((int(entry.name), cmdline))
     return found
+
+
+def _process_group(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[-1].split()[3])
+
+
+def _live_process_groups(groups: set[int]) -> list[int]:
+    """Pids of non-zombie processes in any of ``groups``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[3]) in groups and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def _followers(marker: str) -> list[int]:
+    """Process groups of the running followers: each is led by `sh -c ... entourage-follow PATH`."""
+    return [pid for pid, cmd in _live_processes_mentioning(f"entourage-follow {marker}") if _process_group(pid) == pid]
 
 
 class TailRun:
@@ -408,9 +451,11 @@ def run_tail(busybox_env: dict[str, str], tmp_path: Path) -> Iterator:
             except subprocess.TimeoutExpired:
                 os.killpg(run.proc.pid, signal.SIGKILL)
                 run.proc.wait(3)
-    for pid, _ in _live_processes_mentioning(marker):
+    # Followers (and their tail and awk, whose command lines do not name the file) live in
+    # process groups led by a shell that names it.
+    for group in {_process_group(pid) for pid, _ in _live_processes_mentioning(marker)}:
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
 
 
 def test_file_existing_before_start_is_printed_from_its_beginning(run_tail, tmp_path: Path) -> None:
@@ -508,15 +553,16 @@ def test_sigterm_stops_the_script_and_all_its_children_within_three_seconds(
     run = run_tail(logs)
     for i in range(3):
         run.wait_for_line(f"{logs}/f{i}.log: {i}")
-    followers = [cmd for _, cmd in _live_processes_mentioning(str(logs)) if cmd.startswith("tail ")]
+    followers = set(_followers(str(logs)))
     assert len(followers) == 3, followers
+    assert len(_live_process_groups(followers)) >= 6, "each follower runs tail and awk in its group"
     started = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)
     assert run.proc.wait(3) == 143
-    leftovers = _live_processes_mentioning(str(logs))
+    leftovers = _live_process_groups(followers)
     while leftovers and time.monotonic() - started < 3:
         time.sleep(0.1)
-        leftovers = _live_processes_mentioning(str(logs))
+        leftovers = _live_process_groups(followers)
     assert leftovers == []
 
 
@@ -524,3 +570,79 @@ def test_tail_logs_without_directories_exits_with_status_two(busybox_env: dict[s
     result = subprocess.run(tail_cmd(), env=busybox_env, capture_output=True, text=True, timeout=10)
     assert result.returncode == 2
     assert "usage" in result.stderr
+
+
+@pytest.mark.parametrize("arg", ["relative/dir", "/agent/dir=relative/label", "/agent/dir=", "relative=/label"])
+def test_tail_logs_refuses_a_directory_or_label_that_is_not_absolute(busybox_env: dict[str, str], arg: str) -> None:
+    result = subprocess.run(tail_cmd(arg), env=busybox_env, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2
+    assert "not an absolute" in result.stderr
+
+
+def test_each_line_names_the_file_by_its_path_in_the_app_container(run_tail, tmp_path: Path) -> None:
+    """The agent reads its own mount (DIR) and prints the app's path (LABEL) for each file."""
+    first, second = tmp_path / "mnt-0", tmp_path / "mnt-1"
+    first.mkdir()
+    second.mkdir()
+    (first / "app.log").write_text("from the app\n")
+    (second / "audit.log").write_text("from the audit\n")
+    run = run_tail(f"{first}=/var/log/app", f"{second}=/data/audit")
+    run.wait_for_line("/var/log/app/app.log: from the app")
+    run.wait_for_line("/data/audit/audit.log: from the audit")
+    assert not [line for line in run.lines() if str(tmp_path) in line]
+
+
+def test_a_symlink_to_etc_passwd_in_the_log_directory_is_not_shipped(run_tail, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "passwd.log").symlink_to("/etc/passwd")
+    (logs / "outside").symlink_to(tmp_path)  # a link to a directory: not descended into either
+    (logs / "app.log").write_text("the app's own line\n")
+    run = run_tail(f"{logs}=/var/log/app")
+    run.wait_for_line("/var/log/app/app.log: the app's own line")
+    time.sleep(2.5)  # one more poll
+    assert run.lines() == ["/var/log/app/app.log: the app's own line"]
+
+
+def test_a_followed_file_replaced_by_a_symlink_is_not_followed_through_it(run_tail, tmp_path: Path) -> None:
+    """`tail -F` reopens a replaced name, and would follow the link; a follower keeps the file it
+    checked, and the link is never opened."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    secret = tmp_path / "agent-only.txt"
+    secret.write_text("agent secret 1\n")
+    app = logs / "app.log"
+    app.write_text("before\n")
+    run = run_tail(f"{logs}=/var/log/app")
+    run.wait_for_line("/var/log/app/app.log: before")
+    (logs / "swap").symlink_to(secret)
+    (logs / "swap").rename(app)  # atomically: app.log is now a link to a file outside
+    with secret.open("a") as file:
+        file.write("agent secret 2\n")
+    (logs / "later.log").write_text("later\n")
+    run.wait_for_line("/var/log/app/later.log: later")
+    time.sleep(2.5)  # tail -F checks the name every second; one more poll of the directory
+    assert not [line for line in run.lines() if "secret" in line]
+
+
+def test_the_follower_of_a_file_that_has_no_name_any_more_is_stopped(run_tail, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("one\n")
+    (logs / "other.log").write_text("two\n")
+    run = run_tail(logs)
+    run.wait_for_line(f"{logs}/app.log: one")
+    run.wait_for_line(f"{logs}/other.log: two")
+    before = set(_followers(str(logs)))
+    assert len(before) == 2
+    (logs / "app.log").rename(logs / "app.log.1")  # renamed: the same file, still followed
+    time.sleep(2.5)
+    assert set(_followers(str(logs))) == before
+    (logs / "app.log.1").unlink()
+    deadline = time.monotonic() + 5
+    while len(_followers(str(logs))) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [left] = _followers(str(logs))
+    assert left in before
+    stopped = before - {left}
+    assert _live_process_groups(stopped) == [], "its tail and awk are gone too"

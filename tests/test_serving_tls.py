@@ -131,3 +131,50 @@ def test_an_unusable_certificate_is_refused_counted_and_the_old_one_kept(tmp_pat
         serial = x509.load_pem_x509_certificate(one.cert_pem).serial_number
         webhook.wait_for(lambda: webhook.serial() == serial, what="the repaired certificate")
         assert webhook.metrics()["entourage_certificate_reload_failures_total"] == 1
+
+
+def _client_certificate(directory: Path, *, issuer: str) -> tuple[Path, str, str]:
+    """A CA and a client certificate it signed (what the apiserver presents), as PEM files."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False).sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "client.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return directory / "ca.crt", str(directory / "client.crt"), str(directory / "client.key")
+
+
+def test_with_a_client_ca_only_clients_it_signed_complete_a_handshake(tmp_path: Path) -> None:
+    ca_file, cert_file, key_file = _client_certificate(tmp_path / "client", issuer="apiserver client CA")
+    _, other_cert, other_key = _client_certificate(tmp_path / "other", issuer="someone else")
+    body = __import__("json").dumps(review()).encode()
+    with running(tmp_path, "--client-ca-file", str(ca_file), client_certificate=(cert_file, key_file)) as webhook:
+        with webhook.client() as client:  # the apiserver's certificate: answered
+            assert client.post("/mutate", content=body, headers={"Content-Type": "application/json"}).status_code == 200
+        for presented in (None, (other_cert, other_key)):  # none, or signed by another CA: a TLS failure
+            webhook.client_certificate = presented
+            context = webhook.context()
+            with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+                with socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw:
+                    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                        tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                        if not tls.recv(1):  # TLS 1.3: the refusal arrives with the first read
+                            raise ConnectionResetError("closed without an answer")

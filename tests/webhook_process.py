@@ -77,13 +77,18 @@ class Webhook:
     certificates: certs.CertificateSet
     log_path: Path
     trusted: list[bytes] = field(default_factory=list)
+    client_certificate: tuple[str, str] | None = None
+    """(certificate file, key file) the test clients present, for a server with --client-ca-file."""
 
     @property
     def url(self) -> str:
         return f"https://localhost:{self.port}"
 
     def context(self) -> ssl.SSLContext:
-        return client_context(*self.trusted)
+        context = client_context(*self.trusted)
+        if self.client_certificate:
+            context.load_cert_chain(*self.client_certificate)
+        return context
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.context(), timeout=kwargs.pop("timeout", 10), **kwargs)
@@ -137,6 +142,7 @@ def start(
     env: Mapping[str, str] | None = None,
     ready: bool = True,
     certificates: certs.CertificateSet | None = None,
+    client_certificate: tuple[str, str] | None = None,
 ) -> Webhook:
     """Start ``entourage serve`` on a free port; wait until it answers /healthz (and /readyz)."""
     certificates = certificates or certs.generate("entourage", "entourage")
@@ -156,7 +162,7 @@ def start(
             ],
             stdout=log, stderr=subprocess.STDOUT, env=environment,
         )  # fmt: skip
-    webhook = Webhook(process, port, tls, config_dir, certificates, log_path, [certificates.ca_pem])
+    webhook = Webhook(process, port, tls, config_dir, certificates, log_path, [certificates.ca_pem], client_certificate)
     try:
         webhook.wait_for(lambda: _answers(webhook, "/readyz" if ready else "/healthz"), timeout=20, what="the server to start")
     except BaseException:

@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve POST /mutate over HTTPS")
     serve.add_argument("--tls-cert-file", help="PEM serving certificate (chain); not with --certificates-secret")
     serve.add_argument("--tls-private-key-file", help="PEM private key of the certificate")
+    serve.add_argument("--client-ca-file", help="PEM CA bundle: require a client certificate it signed (the apiserver's); default: no client authentication")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     serve.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--shutdown-timeout", type=_seconds, default=10.0, help="after the drain: time for requests in flight to finish (default 10)")
     serve.add_argument("--reload-interval", type=_seconds, default=2.0, help="seconds between looks at the certificate and configuration files (default 2)")
     serve.add_argument("--request-timeout", type=_seconds, default=10.0, help="seconds a client may take to send a request body; then 408 (default 10)")
+    serve.add_argument("--head-timeout", type=_seconds, default=10.0, help="seconds from a request's first byte to the end of its headers; then the connection closes (default 10)")
+    serve.add_argument("--max-header-bytes", type=_positive, default=64 * 1024, help="bytes a request's line and headers may take; then 431 and close (default 65536)")
+    serve.add_argument("--max-connections", type=_positive, default=1000, help="open connections per process; a new one past it is closed at once (default 1000)")
+    serve.add_argument("--keep-alive-timeout", type=_seconds, default=75.0, help="seconds an idle keep-alive connection stays open (default 75, above the apiserver's own)")
     serve.add_argument("--answer-cache-size", type=_non_negative_int, default=DEFAULT_SIZE, help=f"answers kept for identical requests, e.g. the pods of one ReplicaSet; 0 turns reuse off (default {DEFAULT_SIZE})")
     cluster = serve.add_argument_group("cluster awareness (in a cluster, or with --kubeconfig)")
     cluster.add_argument("--kubeconfig", help="use this kubeconfig instead of the in-cluster service account")
@@ -113,6 +118,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 3600:
@@ -168,7 +183,7 @@ def _certificate_options(args: argparse.Namespace, cluster: bool) -> tuple[rotat
 
 
 def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
-    from webhook.serving.server import ServeOptions, serve
+    from webhook.serving.run import ServeOptions, serve
     from webhook.serving.tls import CertificateError
 
     cluster = not args.standalone and (bool(args.kubeconfig) or _in_cluster())
@@ -179,6 +194,7 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
     options = ServeOptions(
         cert_file=args.tls_cert_file or "",
         key_file=args.tls_private_key_file or "",
+        client_ca_file=args.client_ca_file,
         config_file=args.config,
         host=args.host,
         port=args.port,
@@ -187,6 +203,10 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         shutdown_timeout=args.shutdown_timeout,
         reload_interval=args.reload_interval,
         request_timeout=args.request_timeout,
+        head_timeout=args.head_timeout,
+        max_header_bytes=args.max_header_bytes,
+        max_connections=args.max_connections,
+        keep_alive_timeout=args.keep_alive_timeout,
         answer_cache_size=args.answer_cache_size,
         log_level=args.log_level,
         kubeconfig=args.kubeconfig,
@@ -263,6 +283,9 @@ def _inject(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Tex
             text = file.read()
     try:
         documents = yamlio.load_all(text)
+    except yamlio.AliasRefused as error:
+        print(f"entourage: {args.filename}: {error}", file=stderr)
+        return 1
     except yaml.YAMLError as error:
         print(f"entourage: {args.filename}: not valid YAML: {error}", file=stderr)
         return 1

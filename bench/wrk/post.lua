@@ -11,15 +11,28 @@ file:close()
 
 -- With $BENCH_VARY set, every request's pod differs: a counter follows the first occurrence of
 -- that text (the generateName), so nothing can be answered from an earlier identical request.
+-- A body file ending in .jsonl holds one body per line, sent in turn (each with the counter).
 local vary = os.getenv("BENCH_VARY")
 if vary and vary ~= "" then
-  local _, last = string.find(wrk.body, vary, 1, true)
-  assert(last, "BENCH_VARY text not found in the body")
-  local prefix, suffix = string.sub(wrk.body, 1, last), string.sub(wrk.body, last + 1)
+  local bodies = {}
+  if string.sub(path, -6) == ".jsonl" then
+    for line in string.gmatch(wrk.body, "[^\n]+") do
+      table.insert(bodies, line)
+    end
+  else
+    bodies = {wrk.body}
+  end
+  local prefixes, suffixes = {}, {}
+  for i, body in ipairs(bodies) do
+    local _, last = string.find(body, vary, 1, true)
+    assert(last, "BENCH_VARY text not found in a body")
+    prefixes[i], suffixes[i] = string.sub(body, 1, last), string.sub(body, last + 1)
+  end
   local counter = 0
   function request()
     counter = counter + 1
-    return wrk.format(nil, nil, nil, prefix .. counter .. "-" .. suffix)
+    local i = counter % #bodies + 1
+    return wrk.format(nil, nil, nil, prefixes[i] .. counter .. "-" .. suffixes[i])
   end
 end
 

@@ -2,34 +2,48 @@
 
 Two error channels, never mixed: a body that is not a usable AdmissionReview raises ReviewError
 (the HTTP layer answers 400); a pod that cannot be admitted gets ``allowed: false`` with a
-message. An unexpected failure inside injection follows ``onError`` and never becomes a 5xx.
+message. An unexpected failure escapes ``admit``; the endpoint (its one catch-all) answers it with
+``failed``, which follows ``onError`` and never becomes a 5xx.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-import orjson
-
+from webhook.admission.review import AdmissionReview, answer, warnings
 from webhook.engine import patch
 from webhook.engine.inject import INJECTED, ClusterFacts, inject_pod
 from webhook.engine.settings import Settings
 from webhook.errors import PodDenied, ReviewError
 
-API_VERSION = "admission.k8s.io/v1"
-MAX_WARNING = 120
-"""The apiserver shows warnings to kubectl users; longer ones are truncated by us, not by it."""
-
 log = logging.getLogger("entourage.admission")
 
-# Outcomes (metrics label `outcome`) and the reasons that are not produced by the engine.
-OUTCOME_INJECTED, OUTCOME_SKIPPED, OUTCOME_DENIED, OUTCOME_ERROR = "injected", "skipped", "denied", "error"
+Outcome = Literal["injected", "skipped", "denied", "error"]
+"""What became of a request (metrics label ``outcome``)."""
+OUTCOME_INJECTED: Outcome = "injected"
+OUTCOME_SKIPPED: Outcome = "skipped"
+OUTCOME_DENIED: Outcome = "denied"
+OUTCOME_ERROR: Outcome = "error"
+
+# The reasons (metrics label ``reason``) that admission adds to the engine's (webhook/engine/inject.py).
 NOT_A_POD, NOT_CREATE = "not_a_pod", "not_create"
 INVALID, INTERNAL_ERROR = "invalid", "internal_error"
+
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_GENERATE_NAME = re.compile(r"[a-z0-9][-a-z0-9.]*")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_OWNER_FIELDS = {
+    "apiVersion": re.compile(r"([a-z0-9.-]+/)?v[0-9a-z]+"),
+    "kind": re.compile(r"[A-Za-z][A-Za-z0-9]*"),
+    "name": _SUBDOMAIN,
+    "uid": re.compile(r"[0-9A-Za-z-]+"),
+}
+"""What an owner reference must look like before its fields reach logs, metrics or Events."""
 
 NamespaceAnnotations = Callable[[str], "Mapping[str, str] | None"]
 
@@ -38,13 +52,15 @@ NamespaceAnnotations = Callable[[str], "Mapping[str, str] | None"]
 class Decision:
     """An answer plus what logs and metrics need to know about it."""
 
-    outcome: str
+    outcome: Outcome
     reason: str
-    review: dict[str, Any]
+    review: AdmissionReview
     uid: str
     namespace: str = ""
     pod_name: str = ""
     components: list[str] = field(default_factory=list)
+    component_kinds: tuple[str, ...] = ()
+    """The config kind of each of ``components`` (bounded values, for metrics labels)."""
     duration: float = 0.0
     owner: dict[str, str] | None = None
     """The pod's controller (apiVersion, kind, name, uid), for Events about it (so only when
@@ -55,40 +71,8 @@ class Decision:
     """Answered from an identical earlier request (webhook/admission/reuse.py)."""
 
 
-def decode(body: bytes, *, loads: Callable[[bytes], Any] = orjson.loads) -> dict[str, Any]:
-    """Parse and shape-check a request body; ReviewError says what is wrong with it.
-
-    ``loads`` may leave out what admission does not read (the server uses ``pruned.loads``)."""
-    try:
-        review = loads(body)
-    except orjson.JSONDecodeError as error:
-        raise ReviewError(f"the body is not JSON: {error}") from None
-    if not isinstance(review, dict):
-        raise ReviewError("expected an AdmissionReview object, got a JSON " + type(review).__name__)
-    if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":
-        raise ReviewError(
-            f"expected apiVersion {API_VERSION} and kind AdmissionReview, got "
-            f"{str(review.get('apiVersion'))[:64]!r} and {str(review.get('kind'))[:64]!r}"
-        )
-    request = review.get("request")
-    if not isinstance(request, dict):
-        raise ReviewError("the AdmissionReview has no request object")
-    uid = request.get("uid")
-    if not isinstance(uid, str) or not uid or len(uid) > 128:
-        raise ReviewError("request.uid must be a non-empty string")
-    return review
-
-
-def _response(uid: str, **fields: Any) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, **fields}}
-
-
-def _warnings(warnings: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    return {"warnings": [w if len(w) <= MAX_WARNING else w[: MAX_WARNING - 3] + "..." for w in warnings]} if warnings else {}
-
-
 def admit(
-    review: Mapping[str, Any],
+    review: AdmissionReview,
     settings: Settings,
     *,
     namespace_annotations: NamespaceAnnotations | None = None,
@@ -103,14 +87,15 @@ def admit(
     metadata = pod.get("metadata") if isinstance(pod, dict) else None
     pod_name = ""
     if isinstance(metadata, dict):
-        pod_name = str(metadata.get("name") or metadata.get("generateName") or "")[:253]
-    decision = Decision(OUTCOME_SKIPPED, "", {}, uid, str(namespace)[:253], pod_name, dry_run=request.get("dryRun") is True)
+        pod_name = _valid(metadata.get("name"), _SUBDOMAIN) or _valid(metadata.get("generateName"), _GENERATE_NAME)
+    namespace = _valid(namespace, _LABEL, 63)
+    decision = Decision(OUTCOME_SKIPPED, "", answer(uid, allowed=True), uid, namespace, pod_name, dry_run=request.get("dryRun") is True)
 
     kind = request.get("kind") or {}
     if not isinstance(kind, dict) or (kind.get("group"), kind.get("kind")) != ("", "Pod") or request.get("subResource"):
-        decision.reason, decision.review = NOT_A_POD, _response(uid, allowed=True)
+        decision.reason = NOT_A_POD
     elif request.get("operation") != "CREATE":
-        decision.reason, decision.review = NOT_CREATE, _response(uid, allowed=True)
+        decision.reason = NOT_CREATE
     elif not isinstance(pod, dict):
         raise ReviewError("request.object must be the Pod being created")
     else:
@@ -121,15 +106,38 @@ def admit(
     return decision
 
 
+def failed(review: AdmissionReview, settings: Settings, error: BaseException, *, duration: float = 0.0) -> Decision:
+    """The answer when deciding raised something unexpected: per ``onError``, always an
+    AdmissionReview for the request's uid (the apiserver rejects any other answer)."""
+    request = review["request"]
+    uid = request["uid"]
+    namespace = request.get("namespace")
+    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, namespace if isinstance(namespace, str) else "", duration=duration)
+    if settings.on_error == "allow":
+        decision.review = answer(uid, allowed=True, warnings=["Entourage failed and admitted the pod unchanged (onError: allow)"])
+    else:
+        message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
+        decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
+    return decision
+def _valid(value: Any, pattern: re.Pattern[str], longest: int = 253) -> str:
+    """``value`` when it is a string of at most ``longest`` characters matching ``pattern``, else "".
+
+    Names reach answers, logs, metrics and Events: an invalid one (a 2 MB owner name, a newline)
+    is dropped here rather than stored or shown."""
+    return value if isinstance(value, str) and len(value) <= longest and pattern.fullmatch(value) else ""
+
+
 def _controller(metadata: Any) -> dict[str, str] | None:
+    """The controller reference when every field of it is valid; an invalid one is dropped."""
     if not isinstance(metadata, dict):
         return None
     owners = metadata.get("ownerReferences")
     if not isinstance(owners, list):
         return None
     for owner in owners:
-        if isinstance(owner, dict) and owner.get("controller") is True and isinstance(owner.get("name"), str):
-            return {key: owner[key] for key in ("apiVersion", "kind", "name", "uid") if isinstance(owner.get(key), str)}
+        if isinstance(owner, dict) and owner.get("controller") is True:
+            fields = {key: _valid(owner.get(key), pattern) for key, pattern in _OWNER_FIELDS.items()}
+            return fields if all(fields.values()) else None
     return None
 
 
@@ -147,37 +155,18 @@ def _decide(
     except PodDenied as denial:
         decision.outcome, decision.reason = OUTCOME_DENIED, INVALID
         message = f"Entourage cannot inject this pod: {denial}"
-        decision.review = _response(uid, allowed=False, status={"code": 400, "reason": "BadRequest", "message": message})
-        return
-    except Exception as error:  # noqa: BLE001 - the catch-all that keeps every answer a 200
-        log.exception("injection failed unexpectedly (uid %s)", uid)
-        decision.outcome, decision.reason = OUTCOME_ERROR, INTERNAL_ERROR
-        if settings.on_error == "allow":
-            decision.review = _response(
-                uid, allowed=True, warnings=["Entourage failed and admitted the pod unchanged (onError: allow)"]
-            )
-        else:
-            message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
-            decision.review = _response(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
+        decision.review = answer(uid, allowed=False, status={"code": 400, "reason": "BadRequest", "message": message})
         return
     decision.reason = injection.reason
     if injection.reason != INJECTED:
-        decision.review = _response(uid, allowed=True, **_warnings(injection.warnings))
+        decision.review = answer(uid, allowed=True, **warnings(injection.warnings))
         return
-    decision.outcome, decision.components = OUTCOME_INJECTED, injection.components
-    decision.review = _response(
+    decision.outcome, decision.components, decision.component_kinds = OUTCOME_INJECTED, injection.components, injection.kinds
+    decision.review = answer(
         uid,
         allowed=True,
         patchType="JSONPatch",
         patch=patch.encode(injection.patch),
         auditAnnotations={"injected": ",".join(injection.components)},
-        **_warnings(injection.warnings),
+        **warnings(injection.warnings),
     )
-
-
-_REASONS = {400: "BadRequest", 405: "MethodNotAllowed", 408: "Timeout", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType"}
-
-
-def bad_request(message: str, code: int = 400) -> dict[str, Any]:
-    """Body of an HTTP 4xx answer: a metav1.Status, which is what Kubernetes clients expect."""
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": _REASONS[code], "message": message}

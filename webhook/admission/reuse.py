@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import orjson
@@ -27,12 +27,17 @@ from webhook.admission.decide import (
     NamespaceAnnotations,
     admit,
 )
+from webhook.admission.review import AdmissionReview
+from webhook.engine.caches import BoundedCache
 from webhook.engine.inject import ClusterFacts, requested_annotations
 from webhook.engine.settings import Settings
 
 MAX_KEY = 32 * 1024
 """A request whose decoded content is longer is not kept: the pruned decode makes even the
 bench's 95 KB pod a 3 KB key, so only bodies that took the full decode reach this."""
+
+MAX_BYTES = 8 * 1024 * 1024
+"""And at most this many bytes of keys and answers, whatever the entries hold."""
 
 DEFAULT_SIZE = 128
 """Distinct requests kept: a burst is a few workloads at a time, and an answer with its key is
@@ -42,13 +47,18 @@ about 18 KiB for the bench's small pod (measured with tracemalloc), so about 2 M
 class AnswerCache:
     """``admit`` with the answers of recent identical requests reused; size 0 turns it off."""
 
-    def __init__(self, size: int = DEFAULT_SIZE) -> None:
+    def __init__(self, size: int = DEFAULT_SIZE, max_bytes: int = MAX_BYTES) -> None:
         self.size = size
-        self.entries: dict[tuple[Any, ...], Decision] = {}
+        self.kept: BoundedCache[Decision] = BoundedCache("answers", max_entries=size, max_bytes=max_bytes)
+
+    @property
+    def entries(self) -> dict[Hashable, tuple[Decision, int]]:
+        """What is kept, by key (with each entry's size in bytes)."""
+        return self.kept.entries
 
     def admit(
         self,
-        review: Mapping[str, Any],
+        review: AdmissionReview,
         settings: Settings,
         *,
         namespace_annotations: NamespaceAnnotations | None = None,
@@ -62,14 +72,14 @@ class AnswerCache:
         if key is None:
             return admit(review, settings, namespace_annotations=lookup, cluster=cluster)
         started = time.perf_counter()
-        kept = self.entries.get(key)
+        kept = self.kept.get(key)
         if kept is not None:
             return _for_uid(kept, request["uid"], time.perf_counter() - started)
         decision = admit(review, settings, namespace_annotations=lookup, cluster=cluster)
         if decision.outcome != OUTCOME_ERROR:
-            if len(self.entries) >= self.size:
-                del self.entries[next(iter(self.entries))]  # the oldest
-            self.entries[key] = decision
+            # The key's content, and the answer (its patch is the bulk of it) with its Decision.
+            size = len(key[3]) + len(key[2]) + len(decision.review.get("response", {}).get("patch", "")) + 2048
+            self.kept.put(key, decision, size)
         return decision
 
     def _key(self, request: Mapping[str, Any], settings: Settings, inherited: Mapping[str, str] | None, cluster: ClusterFacts) -> tuple[Any, ...] | None:
@@ -91,5 +101,5 @@ class AnswerCache:
 
 
 def _for_uid(kept: Decision, uid: str, duration: float) -> Decision:
-    review = {**kept.review, "response": {**kept.review["response"], "uid": uid}}
+    review: AdmissionReview = {**kept.review, "response": {**kept.review["response"], "uid": uid}}
     return dataclasses.replace(kept, review=review, uid=uid, duration=duration, reused=True)

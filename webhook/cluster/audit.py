@@ -10,8 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.engine.annotations import INJECT, STATUS
-from webhook.engine.inject import requested_annotations
+from webhook.engine.inject import requested_annotations, skip_reason
 from webhook.engine.settings import Settings
 
 
@@ -39,7 +38,7 @@ def missed(pods: Iterable[Mapping[str, Any]], settings: Settings, namespace_anno
             continue
         namespace = str(metadata.get("namespace") or "")
         requested = requested_annotations(pod, settings, namespace_annotations(namespace))
-        if not requested or STATUS in requested or requested.get(INJECT) == "false":
+        if skip_reason(requested) is not None:
             continue
         owners = sorted(metadata.get("ownerReferences") or [], key=lambda owner: not owner.get("controller"))
         findings.append(

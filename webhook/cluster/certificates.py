@@ -26,7 +26,7 @@ from typing import Any
 from webhook import certs
 from webhook.cluster import cabundle, rotation
 from webhook.cluster.kube import Api, ApiError, _Loop
-from webhook.serving import metrics
+from webhook import metrics
 
 log = logging.getLogger("entourage.certificates")
 

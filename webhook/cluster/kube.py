@@ -16,9 +16,7 @@ read is exactly what the apiserver sent.
 
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 import logging
 import queue
 import re
@@ -26,7 +24,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,7 +31,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.watch.watch import iter_resp_lines
 
-from webhook.serving import metrics
+from webhook import metrics
 
 log = logging.getLogger("entourage.kube")
 
@@ -267,6 +264,11 @@ class VersionCheck(_Loop):
             self.stopping.wait(self.every)
 
 
+RATE_LIMIT_ENTRIES = 4096
+"""Objects whose last Event time is remembered (each key: namespace, kind, name, reason, each at
+most 253 characters): about 4 MiB at worst, usually far less."""
+
+
 class EventRecorder(_Loop):
     """Kubernetes Events for admissions; ``record`` never blocks and never raises."""
 
@@ -285,8 +287,13 @@ class EventRecorder(_Loop):
         if now - self.last.get(key, -1e9) < self.per_object_seconds:
             metrics.EVENTS.labels("rate_limited").inc()
             return False
-        if len(self.last) > 4096:
+        if len(self.last) >= RATE_LIMIT_ENTRIES:
+            # Forget what is past its window, then the oldest: bounded by entries, and by bytes
+            # since every name in a key is a checked Kubernetes name (serving/observe.py).
             self.last = {k: t for k, t in self.last.items() if now - t < self.per_object_seconds}
+            while len(self.last) >= RATE_LIMIT_ENTRIES:
+                del self.last[next(iter(self.last))]
+        self.last.pop(key, None)  # re-inserted last: the dict stays in time order
         self.last[key] = now
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
@@ -295,7 +302,7 @@ class EventRecorder(_Loop):
             "metadata": {"generateName": f"{involved.get('name') or namespace}.", "namespace": namespace},
             "involvedObject": dict(involved),
             "reason": reason,
-            "message": message[:1024],
+            "message": message[:1024],  # fixed words and checked names (serving/observe.py)
             "type": "Warning" if warning else "Normal",
             "source": {"component": "entourage"},
             "reportingComponent": "entourage",

@@ -9,6 +9,7 @@ metacharacters, quotes, white space or non-ASCII look-alikes: the character sets
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -19,6 +20,9 @@ _ABS_DIR = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 _DURATION = re.compile(r"^(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?$")
 
 MAX_HOST_LENGTH = 253
+MAX_DURATION_SECONDS = 86400
+"""The longest duration a value may give (24h; ``0`` already means no limit). scripts/wait_for.sh
+refuses a longer timeout with the same number: grammar and script agree (tests/test_scripts.py)."""
 
 
 def parse_host(text: str) -> str:
@@ -98,6 +102,53 @@ def parse_directory(text: str) -> str:
     return text
 
 
+SYSTEM_DIRECTORIES: dict[str, str] = {
+    "/bin": "programs",
+    "/sbin": "programs",
+    "/usr": "programs and libraries",
+    "/lib": "shared libraries",
+    "/etc": "configuration (and the kubelet's hosts and resolv.conf)",
+    "/boot": "the kernel",
+    "/proc": "the kernel's process filesystem",
+    "/sys": "the kernel's device filesystem",
+    "/dev": "device files",
+    "/run": "runtime state: sockets, locks, mounted secrets",
+    "/var/run": "runtime state and the service-account token (/var/run/secrets)",
+}
+"""Directories a log volume is never mounted at or under, with what it would hide in the app
+container. ``/lib`` stands for ``/lib32``, ``/lib64`` and ``/libx32`` too."""
+
+ONLY_AS_PARENTS: dict[str, str] = {"/": "the whole filesystem", "/var": "/var/lib, /var/run, /var/cache and more"}
+"""Directories that may hold log directories but are not one themselves."""
+
+_LIB = re.compile(r"/lib(32|64|x32)?")
+_OWN_DIRECTORY = "a log volume is never mounted there; use a directory of its own such as /var/log/app"
+
+
+def parse_log_directory(text: str) -> str:
+    """A directory to share with the logging agent: ``parse_directory`` after dropping trailing
+    '/' (``/var/log/app/`` is ``/var/log/app``), and never a system directory."""
+    path = text.rstrip("/") or "/"
+    if path in ONLY_AS_PARENTS:
+        raise ValueError(f"{path} holds {ONLY_AS_PARENTS[path]}: {_OWN_DIRECTORY}")
+    path = parse_directory(path)
+    top = "/" + path.split("/")[1]
+    system = top if _LIB.fullmatch(top) else next((d for d in SYSTEM_DIRECTORIES if path == d or path.startswith(d + "/")), None)
+    if system is not None:
+        what = SYSTEM_DIRECTORIES["/lib" if _LIB.fullmatch(system) else system]
+        where = path if path == system else f"{path} is under {system}, which"
+        raise ValueError(f"{where} holds {what}: {_OWN_DIRECTORY}")
+    return path
+
+
+def normalise_path(text: str) -> str:
+    """A mount path as the container runtime resolves it (``/var/log/app/`` and ``/var//log/./app``
+    are ``/var/log/app``), so that a path is compared with the pod's mounts by meaning."""
+    if text.startswith("/") and not text.endswith("/") and "//" not in text and "/." not in text:
+        return text  # already clean, as nearly every mount path is: normpath costs about 1.5 µs
+    return "/" + posixpath.normpath("/" + text).lstrip("/")
+
+
 def parse_duration(text: str) -> int:
     """``90s``, ``5m``, ``1h30m``, ``0`` → seconds (0 means forever)."""
     if text == "0":
@@ -106,7 +157,10 @@ def parse_duration(text: str) -> int:
     if match is None or not any(match.groupdict().values()):
         raise ValueError("expected a duration such as 90s, 5m, 1h30m, or 0 for no limit")
     hours, minutes, seconds = (int(match[unit] or 0) for unit in ("h", "m", "s"))
-    return hours * 3600 + minutes * 60 + seconds
+    total = hours * 3600 + minutes * 60 + seconds
+    if total > MAX_DURATION_SECONDS:
+        raise ValueError(f"at most 24h ({MAX_DURATION_SECONDS}s); 0 means no limit")
+    return total
 
 
 def parse_bool(text: str) -> bool:
@@ -121,6 +175,17 @@ def parse_dns_label(text: str) -> str:
     if not DNS_LABEL.fullmatch(text):
         raise ValueError("expected a DNS-1123 label (lower-case letters, digits and '-', at most 63)")
     return text
+
+
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def is_object_name(text: object, *, prefix: bool = False) -> bool:
+    """A Kubernetes object name (a DNS subdomain, at most 253 characters); ``prefix``: a
+    ``generateName``, which may end in ``-``. Only such names go into logs, metrics and Events."""
+    if not isinstance(text, str) or not 0 < len(text) <= 253:
+        return False
+    return _OBJECT_NAME.fullmatch(text[:-1] if prefix and text.endswith("-") and len(text) > 1 else text) is not None
 
 
 def split_list(text: str) -> list[str]:

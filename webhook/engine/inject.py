@@ -6,33 +6,26 @@ to, which keeps it fast on large pods. It writes its patch from what it added; t
 that patch equal to ``patch.diff`` of the two pods, which proves that it only adds. The injected
 containers are shared between pods (``profiles.common.shared``): results are read-only.
 
-The server hands it pods decoded by ``webhook/admission/partial.py``, which keeps only the fields read here:
-a field this module starts reading must be added there too (the property tests compare the
-answers for pruned and whole pods, but only over the fields their generator writes).
+The server hands it pods decoded by ``webhook/admission/partial.py``, which keeps only the fields
+read here: ``tests/test_partial_reads.py`` admits every golden pod with a pod that records each
+read and fails when one falls outside what the decoder keeps.
 """
 
 from __future__ import annotations
 
-import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from webhook.engine import patch
-from webhook.engine.annotations import (
-    INJECT,
-    STATUS,
-    InjectionRequest,
-    Route,
-    WaitTarget,
-    own_annotations,
-    parse_annotations,
-)
+from webhook.engine import caches, patch
+from webhook.engine.annotations import INJECT, STATUS, json_type, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
-from webhook.engine.settings import ANNOTATION_KINDS, Profile, Settings
+from webhook.engine.request import InjectionRequest, Route, WaitTarget
+from webhook.engine.settings import ANNOTATION_KINDS, Limits, Profile, Settings
 from webhook.errors import PodDenied
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
@@ -63,6 +56,9 @@ class Injection:
     patch: list[dict[str, Any]] = field(default_factory=list)
     status: Mapping[str, list[str]] = field(default_factory=dict)
     """What was injected, by section (also written to the status annotation)."""
+    kinds: tuple[str, ...] = ()
+    """The config kind (``waitFor``, ``ambassador``, ``logging``, ``adapter``) of each injected
+    container, one per container in ``components``' order: metrics count by it."""
     warnings: tuple[str, ...] = ()
 
     @property
@@ -84,6 +80,18 @@ def requested_annotations(pod: Mapping[str, Any], settings: Settings, namespace_
     return own
 
 
+def skip_reason(own: Mapping[str, Any]) -> str | None:
+    """Why a pod with these of our annotations (``requested_annotations``) gets nothing, or None
+    when they ask for something: the one definition of "injected" and "asks for injection"."""
+    if not own:
+        return NO_ANNOTATION
+    if STATUS in own:
+        return ALREADY_INJECTED
+    if own.get(INJECT) == "false":
+        return DISABLED
+    return None
+
+
 def inject_pod(
     pod: Mapping[str, Any],
     settings: Settings,
@@ -92,18 +100,36 @@ def inject_pod(
     cluster: ClusterFacts = ClusterFacts(),
 ) -> Injection:
     """Inject what the pod's annotations ask for, or say why not; raises PodDenied for bad input."""
+    _check_annotations_shape(pod)
     own = requested_annotations(pod, settings, namespace_annotations)
-    if not own:
-        return Injection(NO_ANNOTATION, pod)
-    if STATUS in own:
-        return Injection(ALREADY_INJECTED, pod)
-    if own.get(INJECT) == "false":
-        return Injection(DISABLED, pod)
+    skipped = skip_reason(own)
+    if skipped is not None:
+        return Injection(skipped, pod)
     request = parse_annotations(own, settings)
     if not request.wants_anything:
         return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
     return _Builder(pod, request, settings, cluster).build()
 
+
+def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
+    """``metadata.annotations`` is absent, null or a map of strings to strings; anything else used
+    to be read as "no annotations" and admitted unchanged."""
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if annotations is None:
+        return
+    if not isinstance(annotations, Mapping):
+        raise PodDenied([f"metadata.annotations: expected a map of strings to strings, got {json_type(annotations)}"])
+    if set(map(type, annotations.values())) <= {str}:
+        return  # the usual case, checked in C (2 ms for 40,000 values where the loop took 13 ms)
+    for key, value in annotations.items():
+        if type(value) is not str:
+            shown = key if len(key) <= 80 else key[:77] + "..."
+            raise PodDenied([f"metadata.annotations[{shown!r}]: expected a string value, got {json_type(value)}"])
+
+
+_GROWN = frozenset({"containers", "initContainers", "volumes"})
+"""The spec lists injection adds to; every other spec field is passed through as it is."""
 
 Overrides = tuple[tuple[tuple[str, str], str], ...]
 """Resource overrides from annotations: ((section, resource), quantity) pairs."""
@@ -118,17 +144,9 @@ class _Builder:
         self.problems: list[str] = []
         self.warnings: list[str] = list(request.warnings)
         spec = pod.get("spec")
-        if not isinstance(spec, Mapping) or not _named_list(spec.get("containers")) or not spec["containers"]:
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
             raise PodDenied(["spec.containers: a pod needs at least one container with a name"])
-        for section in ("initContainers", "volumes", "ephemeralContainers"):
-            if spec.get(section) is not None and not _named_list(spec[section]):
-                raise PodDenied([f"spec.{section}: expected a list of objects with names"])
-        for section in ("containers", "initContainers"):
-            for index, container in enumerate(spec.get(section) or ()):
-                for field_name in ("ports", "volumeMounts"):
-                    items = container.get(field_name)
-                    if items is not None and not _object_list(items):
-                        raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
+        _check_lists(spec, settings.limits)
         self.spec = spec
         self.containers: list[dict[str, Any]] = list(spec["containers"])
         self.init_containers: list[Mapping[str, Any]] = list(spec.get("initContainers") or [])
@@ -192,7 +210,9 @@ class _Builder:
         metadata["annotations"] = annotations
         desired = {**self.pod, "metadata": metadata, "spec": spec}
         leading = {"containers": 0 if self.native else len(ambassadors), "initContainers": len(waits)}
-        return Injection(INJECTED, desired, self._operations(desired, added, leading), status, tuple(self.warnings))
+        sidecar_kinds = ["ambassador"] * len(ambassadors) + ["logging"] * bool(agent) + ["adapter"] * len(adapters)
+        kinds = ("waitFor",) * len(waits) + tuple(sidecar_kinds)
+        return Injection(INJECTED, desired, self._operations(desired, added, leading), status, kinds, tuple(self.warnings))
 
     def _operations(self, desired: Mapping[str, Any], added: Mapping[str, str], leading: Mapping[str, int]) -> list[patch.Operation]:
         """The JSONPatch, written from what build() added (``leading``: elements put before the
@@ -202,7 +222,7 @@ class _Builder:
         for key in desired:
             if key == "metadata":
                 metadata = self.pod.get("metadata")
-                if patch.absent(metadata, "/metadata"):
+                if metadata is None or patch.absent(metadata, "/metadata"):
                     operations.append(patch.add("/metadata", desired["metadata"]))
                 elif patch.absent(metadata.get("annotations"), "/metadata/annotations"):
                     operations.append(patch.add("/metadata/annotations", desired["metadata"]["annotations"]))
@@ -210,6 +230,8 @@ class _Builder:
                     operations += (patch.add(f"/metadata/annotations/{patch.escape(name)}", value) for name, value in added.items())
             elif key == "spec":
                 for field_name, value in desired["spec"].items():
+                    if field_name not in _GROWN:
+                        continue  # shared with the user's pod, untouched (and not read: see partial.py)
                     old = self.spec.get(field_name)
                     if value is old:
                         continue
@@ -265,9 +287,10 @@ class _Builder:
         name = self.names.claim("entourage-wait-" + slug(target.target.split("://")[-1]))
         resources, overrides = self._resources("waitFor", profile)
         timeout = self.request.wait_for_timeout
+        params = self._params("waitFor", profile)
         return shared(
-            ("waitFor", profile, name, target, timeout, overrides),
-            lambda: waitfor.build(profile, name=name, target=target, timeout=timeout, resources=resources),
+            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides),
+            lambda: waitfor.build(profile, name=name, target=target, timeout=timeout, params=params, resources=resources),
         )
 
     def _ambassador(self, route: Route) -> dict[str, Any]:
@@ -302,29 +325,38 @@ class _Builder:
         index = self._logging_target()
         paths = self.request.logging_paths or self.settings.defaults.logging_paths
         target = dict(self.containers[index]) if index is not None else {}
-        mounts: list[tuple[str, str]] = []
+        shares: list[logging.LogShare] = []
         app_mounts = list(target.get("volumeMounts") or [])
+        existing_at = logging.mounts_by_path(app_mounts)
         for path in paths:
-            existing = next((m for m in app_mounts if isinstance(m, Mapping) and m.get("mountPath") == path), None)
+            existing = existing_at.get(path)
             if existing is not None:
                 # The app already has a volume there: share it instead of shadowing it.
-                mounts.append((existing["name"], path))
+                volume = next((v for v in self.volumes if v["name"] == existing["name"]), None)
+                share = logging.share_existing(existing, volume, path)
+                if isinstance(share, str):
+                    self.problems.append(f"{self.prefix}/logging-paths: {path!r}: {share}")
+                else:
+                    shares.append(share)
                 continue
-            volume = self.volume_names.claim("entourage-logs-" + slug(path))
-            self.volumes.append({"name": volume, "emptyDir": {}})
-            app_mounts.append({"name": volume, "mountPath": path})
-            mounts.append((volume, path))
+            volume_name = self.volume_names.claim("entourage-logs-" + slug(path))
+            self.volumes.append({"name": volume_name, "emptyDir": {}})
+            app_mounts.append({"name": volume_name, "mountPath": path})
+            shares.append(logging.LogShare(volume_name, path))
         if index is not None and len(app_mounts) != len(target.get("volumeMounts") or []):
             target["volumeMounts"] = app_mounts
             self.containers[index] = target
             self.logging_target = index
         name = self.names.claim("entourage-logging")
+        app = str(target.get("name", ""))
         params = self._params("logging", profile)
         resources, overrides = self._resources("logging", profile)
         native = self.native
         return shared(
-            ("logging", profile, name, tuple(mounts), tuple(params.items()), overrides, native),
-            lambda: _sidecar(logging.build(profile, name=name, mounts=mounts, params=params, resources=resources), native),
+            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native),
+            lambda: _sidecar(
+                logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), native
+            ),
         )
 
     def _logging_target(self) -> int | None:
@@ -333,9 +365,8 @@ class _Builder:
         if wanted is not None:
             if wanted in names:
                 return names.index(wanted)
-            self.problems.append(
-                f"{self.prefix}/logging-container: {wanted!r}: no such container; the pod has {', '.join(names)}"
-            )
+            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            self.problems.append(f"{self.prefix}/logging-container: {wanted!r}: no such container; the pod has {listed}")
             return None
         default = ((self.pod.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER)
         if default in names:
@@ -351,17 +382,58 @@ class _Builder:
             )
 
 
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+"""A DNS label (RFC 1123), which Kubernetes requires of container and volume names."""
+
+
+def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
+    """Shapes, lengths and names of every list the engine reads, before it reads any of them.
+
+    The lengths are capped so that the work per pod stays linear and small (a 1 MB pod with
+    30,000 containers cost 240 ms); the caps are far above real pods (see Limits)."""
+    sized = (("containers", limits.max_containers, "maxContainers"), ("initContainers", limits.max_containers, "maxContainers"),
+             ("ephemeralContainers", limits.max_containers, "maxContainers"), ("volumes", limits.max_volumes, "maxVolumes"))
+    for section, limit, key in sized:
+        items = spec.get(section)
+        if items is None:
+            continue
+        if isinstance(items, list) and len(items) > limit:
+            raise PodDenied([f"spec.{section}: {len(items)} items; at most {limit} are allowed (limits.{key})"])
+        if not _named_list(items):
+            raise PodDenied([f"spec.{section}: expected a list of objects with names"])
+        for index, item in enumerate(items):
+            name = item["name"]
+            if len(name) > 63 or not _NAME.fullmatch(name):
+                shown = name if len(name) <= 80 else name[:77] + "..."
+                raise PodDenied([f"spec.{section}[{index}].name: {shown!r}: expected a DNS label (at most 63 lower-case letters, digits and '-')"])
+    for section in ("containers", "initContainers"):
+        for index, container in enumerate(spec.get(section) or ()):
+            for field_name, limit, key in (("ports", limits.max_ports, "maxPorts"), ("volumeMounts", limits.max_volume_mounts, "maxVolumeMounts")):
+                items = container.get(field_name)
+                if items is None:
+                    continue
+                if isinstance(items, list) and len(items) > limit:
+                    raise PodDenied([f"spec.{section}[{index}].{field_name}: {len(items)} items; at most {limit} are allowed (limits.{key})"])
+                if not _object_list(items):
+                    raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
+
+
 def _sidecar(container: dict[str, Any], native: bool) -> dict[str, Any]:
     """A native sidecar is an init container that the kubelet restarts and keeps running."""
     return {**container, "restartPolicy": "Always"} if native else container
 
 
-@functools.lru_cache(maxsize=256)
-def _merged_resources(
-    profile: Profile, overrides: Overrides, key_prefix: str
-) -> tuple[dict[str, dict[str, str]], list[str]]:
+_merges = caches.cache("resource merges", max_entries=256, max_bytes=1024 * 1024)
+
+
+def _merged_resources(profile: Profile, overrides: Overrides, key_prefix: str) -> tuple[dict[str, dict[str, str]], list[str]]:
     """merge_resources, memoised: parsing quantities is not free and build_container copies."""
-    return merge_resources(profile, dict(overrides), key_prefix=key_prefix)
+    key = (profile, overrides, key_prefix)
+    merged = _merges.get(key)
+    if merged is None:
+        merged = merge_resources(profile, dict(overrides), key_prefix=key_prefix)
+        _merges.put(key, merged, 4 * caches.key_size((overrides, key_prefix)) + 512)
+    return merged
 
 
 def _object_list(value: Any) -> bool:

@@ -122,10 +122,13 @@ _encoded: dict[int, tuple[Any, bytes]] = {}
 """id(value) → (value, base64 of its JSON padded with spaces to a multiple of 3 bytes)."""
 
 
-def remember(value: Any) -> None:
-    """Encode a value once for the many patches that will carry it (a shared container)."""
+def remember(value: Any) -> int:
+    """Encode a value once for the many patches that will carry it (a shared container);
+    returns the bytes kept for it (its JSON and base64)."""
     json = orjson.dumps(value)
-    _encoded[id(value)] = (value, b2a_base64(json + b" " * (-len(json) % 3), newline=False))
+    encoded = b2a_base64(json + b" " * (-len(json) % 3), newline=False)
+    _encoded[id(value)] = (value, encoded)
+    return len(json) + len(encoded)
 
 
 def forget(value: Any) -> None:

@@ -29,12 +29,15 @@ ANNOTATION_KINDS = {"logging": "logging", "ambassador": "ambassador", "adapter":
 """How each kind is spelled in annotation keys (``wait-for-cpu-limit``)."""
 
 BUILTIN_PLACEHOLDERS: Mapping[str, frozenset[str]] = {
-    "logging": frozenset({"paths", "path-globs"}),
+    "logging": frozenset({"paths", "path-globs", "path-map"}),
     "ambassador": frozenset({"local-port", "upstream-host", "upstream-port", "upstream"}),
     "adapter": frozenset(),
     "waitFor": frozenset({"kind", "target", "timeout-seconds"}),
 }
 """Placeholders the engine fills in per kind; profile parameters add their own names."""
+
+LIST_PLACEHOLDERS = frozenset({"paths", "path-map"})
+"""Placeholders that expand into one argument per directory: each must be a whole ``args`` item."""
 
 PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9-]*)\}")
 
@@ -125,6 +128,10 @@ class Profile:
     description: str = ""
     image_pull_policy: str = "IfNotPresent"
 
+    def values(self, params: Mapping[str, str]) -> dict[str, str]:
+        """Every declared parameter's value: the pod's (validated) annotation over the default."""
+        return {**{name: param.default for name, param in self.params.items()}, **params}
+
 
 @dataclass(frozen=True)
 class Defaults:
@@ -150,6 +157,18 @@ class Limits:
     max_wait_for_targets: int = 8
     max_logging_paths: int = 8
     max_adapters: int = 4
+    max_annotation_keys: int = 64
+    """Keys under the prefix on one pod (its namespace's included); more are denied before any
+    key is parsed: each unknown key costs a spelling suggestion, and 20,000 of them held the
+    event loop for 20 s. The fixed keys and a few profile parameters stay far below 64."""
+    max_containers: int = 128
+    """Per list (containers, initContainers, ephemeralContainers): real pods have a handful."""
+    max_volumes: int = 512
+    """Volumes per pod: a pod mounting hundreds of ConfigMaps is rare but real."""
+    max_volume_mounts: int = 512
+    """Volume mounts per container (at most one per volume, plus subPaths)."""
+    max_ports: int = 256
+    """Ports per container (Kubernetes has no limit; hundreds are already unusual)."""
     max_cpu: Decimal = Decimal(2)
     """Largest CPU request or limit an annotation may set for one injected container (cores)."""
     max_memory: Decimal = Decimal(2 * 2**30)
@@ -307,6 +326,7 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
     command = _strings(f"{where}.command", data.get("command"))
     if not command:
         raise ConfigError(f"{where}.command: required (the image's entrypoint is not assumed)")
+    _absolute_program(f"{where}.command[0]", command[0])
     pull_policy = data.get("imagePullPolicy", "IfNotPresent")
     if pull_policy not in ("IfNotPresent", "Always", "Never"):
         raise ConfigError(f"{where}.imagePullPolicy: expected IfNotPresent, Always or Never, got {pull_policy!r}")
@@ -350,23 +370,60 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
         raise ConfigError(f"{where}: only ambassadors have tlsArgs and readyCommand")
     if kind != "adapter" and profile.ports:
         raise ConfigError(f"{where}.ports: only adapters declare ports")
-    known = BUILTIN_PLACEHOLDERS[kind] | set(params)
-    # `command` is literal (it may hold a script with braces); placeholders live in the rest.
-    templates = [*profile.args, *profile.tls_args, *profile.ready_command, *(v for _, v in profile.env), *(p for _, p in profile.ports)]
-    for template in templates:
-        for placeholder in PLACEHOLDER.findall(template):
-            if placeholder not in known:
-                raise ConfigError(
-                    f"{where}: unknown placeholder {{{placeholder}}}{_suggest(placeholder, known)}; "
-                    f"known here: {', '.join('{' + k + '}' for k in sorted(known)) or 'none (declare params)'}"
-                )
-    for port_name, template in profile.ports:
-        default_values = {name: param.default for name, param in params.items()}
-        try:
-            grammar.parse_port(render_text(template, default_values))
-        except (ValueError, KeyError):
-            raise ConfigError(f"{where}.ports.{port_name}: containerPort {template!r} must be a port or a port parameter") from None
+    if profile.ready_command:
+        _absolute_program(f"{where}.readyCommand[0]", profile.ready_command[0])
+    _check_placeholders(where, profile)
     return profile
+
+
+def _absolute_program(where: str, program: str) -> None:
+    """A bare name would be looked up in the container's PATH: the program must be the image's own."""
+    if not program.startswith("/"):
+        raise ConfigError(f"{where}: {program!r}: expected an absolute path such as /bin/sh (a bare name is looked up in the container's PATH)")
+
+
+def _check_placeholders(where: str, profile: Profile) -> None:
+    """Every placeholder is filled the same way for every pod, so anything that would fail to
+    render or give an invalid container is refused here, once, rather than for each pod."""
+    builtin = BUILTIN_PLACEHOLDERS[profile.kind]
+    for name in profile.params:
+        if name in builtin:
+            raise ConfigError(f"{where}.params.{name}: the name of the engine's placeholder {{{name}}}; choose another")
+    known = builtin | set(profile.params)
+    # `command` is literal (it may hold a script with braces); placeholders live in the rest.
+    fields = {
+        "args": profile.args,
+        "tlsArgs": profile.tls_args,
+        "readyCommand": profile.ready_command,
+        "env": [value for _, value in profile.env],
+        "ports": [port for _, port in profile.ports],
+    }
+    for field_name, templates in fields.items():
+        for index, template in enumerate(templates):
+            here = f"{where}.{field_name}[{index}]"
+            for placeholder in PLACEHOLDER.findall(template):
+                if placeholder not in known:
+                    raise ConfigError(
+                        f"{here}: unknown placeholder {{{placeholder}}}{_suggest(placeholder, known)}; "
+                        f"known here: {', '.join('{' + k + '}' for k in sorted(known)) or 'none (declare params)'}"
+                    )
+                if placeholder in LIST_PLACEHOLDERS and (field_name != "args" or template != f"{{{placeholder}}}"):
+                    raise ConfigError(
+                        f"{here}: {template!r}: {{{placeholder}}} expands into one argument per directory, "
+                        "so it must be a whole item of args"
+                    )
+    for index, (port_name, template) in enumerate(profile.ports):
+        here = f"{where}.ports[{index}].containerPort"
+        bound = PLACEHOLDER.fullmatch(template)
+        param = profile.params.get(bound[1]) if bound else None
+        if bound and (param is None or param.type != "port"):
+            kind = f"of type {param.type}" if param else "an engine placeholder"
+            raise ConfigError(f"{here}: {template!r} ({port_name}) is bound to {{{bound[1]}}}, {kind}; expected a parameter of type port")
+        if not bound:
+            try:
+                grammar.parse_port(template)
+            except ValueError:
+                raise ConfigError(f"{here}: {template!r} ({port_name}): expected a port number or a {{parameter}} of type port") from None
 
 
 def render_text(template: str, values: Mapping[str, str]) -> str:
@@ -392,27 +449,31 @@ def _defaults(data: Mapping[str, Any]) -> Defaults:
         timeout = grammar.parse_duration(str(data["waitForTimeout"])) if "waitForTimeout" in data else base.wait_for_timeout
     except ValueError as error:
         raise ConfigError(f"defaults.waitForTimeout: {data['waitForTimeout']!r}: {error}") from None
-    paths = _strings("defaults.loggingPaths", data.get("loggingPaths")) or base.logging_paths
-    for path in paths:
+    paths = []
+    for path in _strings("defaults.loggingPaths", data.get("loggingPaths")) or base.logging_paths:
         try:
-            grammar.parse_directory(path)
+            paths.append(grammar.parse_log_directory(path))
         except ValueError as error:
             raise ConfigError(f"defaults.loggingPaths: {path!r}: {error}") from None
+    if len(set(paths)) != len(paths) or any(b.startswith(a + "/") for a in paths for b in paths):
+        raise ConfigError(f"defaults.loggingPaths: {paths}: each directory once, none inside another")
     return Defaults(
         logging=str(data.get("logging", base.logging)),
         ambassador=str(data.get("ambassador", base.ambassador)),
         wait_for=str(data.get("waitFor", base.wait_for)),
         wait_for_timeout=timeout,
-        logging_paths=paths,
+        logging_paths=tuple(paths),
     )
 
 
 def _limits(data: Mapping[str, Any]) -> Limits:
     counts = ("maxAmbassadorRoutes", "maxWaitForTargets", "maxLoggingPaths", "maxAdapters")
-    _check_keys("limits", data, (*counts, "maxCpu", "maxMemory"))
-    for key in counts:
-        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or not 1 <= data[key] <= 64):
-            raise ConfigError(f"limits.{key}: expected a whole number from 1 to 64, got {data[key]!r}")
+    sizes = ("maxAnnotationKeys", "maxContainers", "maxVolumes", "maxVolumeMounts", "maxPorts")
+    _check_keys("limits", data, (*counts, *sizes, "maxCpu", "maxMemory"))
+    for key in (*counts, *sizes):
+        top = 64 if key in counts else 4096
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or not 1 <= data[key] <= top):
+            raise ConfigError(f"limits.{key}: expected a whole number from 1 to {top}, got {data[key]!r}")
     base = Limits()
     max_cpu = str(data.get("maxCpu", base.max_cpu_text))
     max_memory = str(data.get("maxMemory", base.max_memory_text))
@@ -421,6 +482,11 @@ def _limits(data: Mapping[str, Any]) -> Limits:
         max_wait_for_targets=data.get("maxWaitForTargets", base.max_wait_for_targets),
         max_logging_paths=data.get("maxLoggingPaths", base.max_logging_paths),
         max_adapters=data.get("maxAdapters", base.max_adapters),
+        max_annotation_keys=data.get("maxAnnotationKeys", base.max_annotation_keys),
+        max_containers=data.get("maxContainers", base.max_containers),
+        max_volumes=data.get("maxVolumes", base.max_volumes),
+        max_volume_mounts=data.get("maxVolumeMounts", base.max_volume_mounts),
+        max_ports=data.get("maxPorts", base.max_ports),
         max_cpu=_quantity("limits.maxCpu", max_cpu),
         max_memory=_quantity("limits.maxMemory", max_memory),
         max_cpu_text=max_cpu,

@@ -12,14 +12,16 @@ body taken as is when it arrives in one message, the error answers encoded once 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 import orjson
 
 from webhook.admission import partial
-from webhook.admission.decide import Decision, NamespaceAnnotations, bad_request, decode
+from webhook.admission.decide import Decision, NamespaceAnnotations, failed
 from webhook.admission.reuse import AnswerCache
+from webhook.admission.review import bad_request, decode
 from webhook.engine.inject import ClusterFacts
 from webhook.engine.settings import Settings
 from webhook.errors import ReviewError
@@ -43,6 +45,9 @@ class AdmissionState(Protocol):
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _NOT_POST = orjson.dumps(bad_request("use POST for /mutate", 405))
 _TOO_LARGE = orjson.dumps(bad_request(f"the body is larger than {MAX_BODY} bytes", 413))
+_UNREADABLE = orjson.dumps(bad_request("the AdmissionReview could not be read (an internal error; see the webhook's logs)"))
+
+log = logging.getLogger("entourage.admission")
 
 
 async def _answer(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
@@ -111,13 +116,28 @@ class MutateEndpoint:
             return
         state = self.state()
         try:
-            decision = self.answers.admit(decode(body, loads=partial.loads), state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+            review = decode(body, loads=partial.loads)
         except ReviewError as error:
             await _answer(send, 400, orjson.dumps(bad_request(str(error))))
             return
+        except Exception:  # noqa: BLE001 - a bug in decoding: still a 4xx Status, never a 500
+            log.exception("reading an AdmissionReview failed unexpectedly")
+            await _answer(send, 400, _UNREADABLE)
+            return
+        try:
+            decision = self.answers.admit(review, state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+        except ReviewError as error:  # e.g. a CREATE of a Pod without the pod
+            await _answer(send, 400, orjson.dumps(bad_request(str(error))))
+            return
+        except Exception as error:  # noqa: BLE001 - THE catch-all: whatever escapes admission is answered per onError
+            log.exception("admission failed unexpectedly (uid %s)", review["request"]["uid"])
+            decision = failed(review, state.settings, error)
         await _answer(send, 200, orjson.dumps(decision.review))
         if self.observe is not None:
-            self.observe(decision)
+            try:
+                self.observe(decision)
+            except Exception:  # noqa: BLE001 - the answer is sent; a metrics or log failure must not surface
+                log.exception("recording an admission failed")
 
 
 class _Deadlines:

@@ -67,14 +67,11 @@ class AdmissionLog:
         self.max_buffer = max_buffer
         self.buffer = bytearray()
         self.scheduled = False
+        # uvicorn spawns its workers (no fork), and each builds its own Runtime and AdmissionLog:
+        # the pid read here is the worker's.
         self.pid = os.getpid()
-        os.register_at_fork(after_in_child=self._forked)  # workers are forked after this exists
         self._second = -1
         self._second_text = ""
-
-    def _forked(self) -> None:
-        self.pid = os.getpid()
-        self.buffer.clear()
 
     def _timestamp(self) -> str:
         """The same ISO 8601 text as JsonFormatter's, formatting the date part once a second."""

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from webhook import metrics
 from webhook.engine.settings import Settings, parse_settings
 from webhook.errors import ConfigError
-from webhook.serving import metrics
 
 log = logging.getLogger("entourage.reload")
 

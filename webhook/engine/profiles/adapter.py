@@ -11,7 +11,7 @@ from webhook.engine.settings import Profile, render_text
 
 def values_for(profile: Profile, params: Mapping[str, str]) -> dict[str, str]:
     """Profile defaults overridden by the pod's ``adapter.PROFILE.PARAM`` annotations."""
-    return {**{param: spec.default for param, spec in profile.params.items()}, **params}
+    return profile.values(params)
 
 
 def ports(profile: Profile, params: Mapping[str, str]) -> list[tuple[str, int]]:

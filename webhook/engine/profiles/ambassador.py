@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.engine.annotations import Route
 from webhook.engine.profiles.common import build_container, render_args
+from webhook.engine.request import Route
 from webhook.engine.settings import Profile
 
 PRIVILEGED_PORT_LIMIT = 1024
@@ -23,8 +23,7 @@ def build(
 ) -> dict[str, Any]:
     """One container per route; it must be listening before the app starts (probe or hook)."""
     values = {
-        **{param: spec.default for param, spec in profile.params.items()},
-        **params,
+        **profile.values(params),
         "local-port": str(route.local_port),
         "upstream-host": route.host,
         "upstream-port": str(route.port),

@@ -24,18 +24,27 @@ BUILTIN_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "description": "Streams every file in the shared log directories to its own stdout "
             "(kubectl logs POD -c entourage-logging), following new and rotated files.",
             "image": BUSYBOX_IMAGE,
-            "command": ["sh", "-c", compact("tail_logs.sh"), "entourage-logging"],
-            "args": ["{paths}"],
+            "command": ["/bin/sh", "-c", compact("tail_logs.sh"), "entourage-logging"],
+            # One AGENT_DIR=APP_DIR per directory: lines name files by their path in the app.
+            "args": ["{path-map}"],
             "resources": _resources("10m", "16Mi", "100m", "64Mi"),
         },
         "fluent-bit": {
             "description": "fluent-bit's tail input over the shared directories, forwarded to a "
-            "Fluentd/Fluent Bit aggregator; set host and port per pod or in the configuration.",
+            "Fluentd/Fluent Bit aggregator; set host and port per pod or in the configuration. Each "
+            "record carries file (the agent's path: /var/run/entourage/logs followed by the app's), "
+            "namespace_name, pod_name and container_name.",
             "image": "fluent/fluent-bit:3.2.10",
             "command": ["/fluent-bit/bin/fluent-bit"],
             "args": [
                 "-i", "tail", "-p", "path={path-globs}", "-p", "path_key=file", "-p", "refresh_interval=5",
                 "-p", "rotate_wait=5", "-p", "skip_long_lines=on", "-p", "tag=entourage.*",
+                # The pod's identity, from the agent's downward-API environment ($(VAR) is
+                # expanded by the kubelet), so that records can be told apart downstream.
+                "-F", "record_modifier", "-p", "match=entourage.*",
+                "-p", "record=namespace_name $(ENTOURAGE_POD_NAMESPACE)",
+                "-p", "record=pod_name $(ENTOURAGE_POD_NAME)",
+                "-p", "record=container_name $(ENTOURAGE_CONTAINER_NAME)",
                 "-o", "forward", "-p", "match=*", "-p", "host={host}", "-p", "port={port}",
                 "-f", "5",
             ],
@@ -51,14 +60,14 @@ BUILTIN_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "description": "socat listening on 127.0.0.1:LOCAL_PORT, forwarding to the upstream; "
             "tls:// upstreams get TLS with certificate and host name verification.",
             "image": "alpine/socat:1.8.0.1",
-            "command": ["socat"],
+            "command": ["/usr/bin/socat"],
             "args": ["-d", "TCP-LISTEN:{local-port},bind=127.0.0.1,reuseaddr,fork", "TCP:{upstream}"],
             "tlsArgs": [
                 "-d", "TCP-LISTEN:{local-port},bind=127.0.0.1,reuseaddr,fork",
                 "OPENSSL:{upstream},verify=1,cafile={ca-file},commonname={upstream-host}",
             ],
             # socat's own connect retry: no shell needed in the image to wait for the port.
-            "readyCommand": ["socat", "-u", "OPEN:/dev/null", "TCP:127.0.0.1:{local-port},retry=150,interval=0.1"],
+            "readyCommand": ["/usr/bin/socat", "-u", "OPEN:/dev/null", "TCP:127.0.0.1:{local-port},retry=150,interval=0.1"],
             "params": {
                 "ca-file": {"type": "path", "default": SYSTEM_CA_BUNDLE, "description": "CA bundle inside the image that verifies tls:// upstreams"},
             },
@@ -101,7 +110,7 @@ BUILTIN_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "busybox": {
             "description": "A POSIX sh script that waits for a tcp, http(s) or dns target with a bounded back-off.",
             "image": BUSYBOX_IMAGE,
-            "command": ["sh", "-c", compact("wait_for.sh"), "entourage-wait-for"],
+            "command": ["/bin/sh", "-c", compact("wait_for.sh"), "entourage-wait-for"],
             "args": ["{kind}", "{target}", "{timeout-seconds}"],
             "resources": _resources("10m", "16Mi", "100m", "32Mi"),
         },

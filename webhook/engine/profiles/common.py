@@ -9,13 +9,16 @@ from typing import Any
 
 import orjson
 
-from webhook.engine import patch
+from webhook.engine import caches, patch
 from webhook.engine.quantity import parse_quantity
 from webhook.engine.settings import Profile, render_text
 
 MAX_NAME = 63
 SHARED_LIMIT = 512
 """Distinct built containers kept for reuse (each a few KB)."""
+SHARED_BYTES = 16 * 1024 * 1024
+"""And at most this much of them (their JSON, its base64 and their keys): a container with a
+4 KB script is about 12 KB, so the entry bound is the one that normally applies."""
 
 Values = Mapping[str, "str | Sequence[str]"]
 
@@ -58,8 +61,10 @@ def build_container(
     values: Values,
     resources: Mapping[str, Mapping[str, str]],
     args: Sequence[str] | None = None,
+    env: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A container from a profile: pinned image, rendered command, restricted securityContext."""
+    """A container from a profile: pinned image, rendered command, restricted securityContext.
+    ``env`` comes before the profile's own, which may refer to it as ``$(NAME)``."""
     container: dict[str, Any] = {
         "name": name,
         "image": profile.image,
@@ -69,8 +74,9 @@ def build_container(
     rendered_args = render_args(profile.args if args is None else args, values)
     if rendered_args:
         container["args"] = rendered_args
-    if profile.env:
-        container["env"] = [{"name": env_name, "value": render_text(value, _scalars(values))} for env_name, value in profile.env]
+    if env or profile.env:
+        own = [{"name": env_name, "value": render_text(value, _scalars(values))} for env_name, value in profile.env]
+        container["env"] = [*env, *own]
     if profile.ports:
         container["ports"] = [
             {"name": port_name, "containerPort": int(render_text(port, _scalars(values))), "protocol": "TCP"}
@@ -84,25 +90,25 @@ def build_container(
     return container
 
 
-_shared: dict[Hashable, dict[str, Any]] = {}
+_shared = caches.cache("containers", max_entries=SHARED_LIMIT, max_bytes=SHARED_BYTES, on_evict=patch.forget)
 
 
 def shared(key: Hashable, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The container built for ``key`` (everything it depends on), built once and then shared.
 
     The pods of one workload ask for the same containers, and building one (rendering scripts,
-    copying resources and securityContext) cost more than the rest of an injection. Sharing is
-    safe because nothing writes to a result: injected pods are read-only (they already share
-    their untouched subtrees with the input pod). The oldest entry goes first past SHARED_LIMIT.
+    copying resources and securityContext) cost more than the rest of an injection. The result
+    is frozen (``caches.freeze``): a caller that changed it would change every later pod's
+    container while the patches already encoded carry the old one.
     """
     container = _shared.get(key)
     if container is None:
-        container = build()
-        if len(_shared) >= SHARED_LIMIT:
-            patch.forget(_shared.pop(next(iter(_shared))))
-        _shared[key] = container
-        patch.remember(container)  # and its JSON, for every patch that will carry it
-    return container
+        container = caches.freeze(build())
+        size = patch.remember(container)  # and its JSON, for every patch that will carry it
+        _shared.put(key, container, size + caches.key_size(key))
+        if key not in _shared.entries:  # too large to keep: its encoding goes too
+            patch.forget(container)
+    return container  # type: ignore[no-any-return]
 
 
 def _scalars(values: Values) -> dict[str, str]:
@@ -121,20 +127,34 @@ class NameAllocator:
 
     def __init__(self, taken: Iterable[str]) -> None:
         self.taken = set(taken)
+        self.counters: dict[str, int] = {}
+        """The last suffix tried per base: a pod holding base-2 … base-N is searched once, not per claim."""
 
     def claim(self, base: str) -> str:
         base = slug(base)
-        candidate, counter = base, 1
+        candidate, counter = base, self.counters.get(base, 1)
+        if counter > 1:
+            candidate = self._suffixed(base, counter)
         while candidate in self.taken:
             counter += 1
-            suffix = f"-{counter}"
-            candidate = base[: MAX_NAME - len(suffix)].rstrip("-") + suffix
+            candidate = self._suffixed(base, counter)
+        self.counters[base] = counter
         self.taken.add(candidate)
         return candidate
 
+    @staticmethod
+    def _suffixed(base: str, counter: int) -> str:
+        suffix = f"-{counter}"
+        return base[: MAX_NAME - len(suffix)].rstrip("-") + suffix
 
-@functools.lru_cache(maxsize=1024)
+
+_slugs = caches.cache("slugs", max_entries=1024, max_bytes=1024 * 1024)
+
+
 def slug(text: str) -> str:
     """Lower-case DNS label from arbitrary validated text (``db.prod:5432`` → ``db-prod-5432``)."""
-    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return label[:MAX_NAME].rstrip("-") or "x"
+    found = _slugs.get(text)
+    if found is None:
+        label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+        found = _slugs.put(text, label[:MAX_NAME].rstrip("-") or "x", 2 * caches.key_size(text))
+    return found  # type: ignore[no-any-return]

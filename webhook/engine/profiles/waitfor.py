@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.engine.annotations import WaitTarget
 from webhook.engine.profiles.common import build_container
+from webhook.engine.request import WaitTarget
 from webhook.engine.settings import Profile
 
 
@@ -16,11 +16,12 @@ def build(
     name: str,
     target: WaitTarget,
     timeout: int,
+    params: Mapping[str, str],
     resources: Mapping[str, Mapping[str, str]],
 ) -> dict[str, Any]:
     """The target reaches the script as a positional argument, never as script text."""
     values = {
-        **{param: spec.default for param, spec in profile.params.items()},
+        **profile.values(params),
         "kind": target.kind,
         "target": target.target,
         "timeout-seconds": str(timeout),

@@ -6,7 +6,8 @@
 #     KIND            tcp | http | https | dns
 #     TARGET          tcp: HOST:PORT (HOST = IPv4, DNS name or [IPv6]); http(s): the full URL;
 #                     dns: a name
-#     TIMEOUT_SECONDS integer >= 0; 0 = wait forever
+#     TIMEOUT_SECONDS integer from 0 to 86400 (24h, the webhook's grammar.MAX_DURATION_SECONDS);
+#                     0 = wait forever
 # Exit codes: 0 available, 1 timed out, 2 bad arguments, 143 terminated (SIGTERM/SIGINT).
 # stdout: "waiting for TARGET (Ns elapsed)" per failed attempt, then
 #         "TARGET is available after Ns".
@@ -37,7 +38,11 @@ while :; do
         *) break ;;
     esac
 done
-[ "${#timeout}" -le 9 ] || { printf 'timeout too large: %s\n' "$timeout" >&2; usage; }
+# The length first: `[ -le ]` on a number past 64 bits is an error, not false.
+if [ "${#timeout}" -gt 5 ] || [ "$timeout" -gt 86400 ]; then
+    printf 'timeout above the maximum of 86400 seconds (24h): %s\n' "$timeout" >&2
+    usage
+fi
 [ -n "$target" ] || usage
 
 # Upper bound for a single attempt (seconds); busybox 1.35 (Debian) wget has no -T, so every

@@ -1,4 +1,7 @@
-"""Prometheus metrics: what ``GET /metrics`` serves.
+"""Prometheus metrics: the instruments the serving process and its cluster loops update, and what ``GET /metrics`` serves.
+
+A leaf module (no other part of Entourage is imported), so ``serving`` and ``cluster`` can both
+report through it without depending on each other.
 
 With ``--workers N`` each worker is a process of its own; ``entourage serve`` then points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start, and ``/metrics``
@@ -22,7 +25,6 @@ from prometheus_client import (
 )
 
 from webhook import __version__
-from webhook.admission.decide import OUTCOME_INJECTED, Decision
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -83,41 +85,6 @@ KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API 
 EVENTS = Counter("entourage_events_total", "Kubernetes Events, by result (sent, dropped, failed).", ["result"])
 BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")
 BUILD_INFO.labels(__version__).set(1)
-
-_KINDS = (("entourage-logging", "logging"), ("entourage-ambassador-", "ambassador"), ("entourage-adapter-", "adapter"), ("entourage-wait-", "waitFor"))
-
-
-def component_kind(name: str) -> str:
-    """The kind of an injected container, from the name the engine gave it (bounded label values)."""
-    for prefix, kind in _KINDS:
-        if name.startswith(prefix):
-            return kind
-    return "other"
-
-
-_admissions: dict[tuple[str, str], Counter] = {}
-_components: dict[str, Counter] = {}
-
-
-def observe(decision: Decision) -> None:
-    """Count one decision. The labelled children are kept (``labels()`` takes a lock and builds
-    a key on every call); both label sets are small and fixed."""
-    key = (decision.outcome, decision.reason)
-    admissions = _admissions.get(key)
-    if admissions is None:
-        admissions = _admissions[key] = ADMISSIONS.labels(*key)
-    admissions.inc()
-    ADMISSION_DURATION.observe(decision.duration)
-    if decision.reused:
-        ANSWERS_REUSED.inc()
-    if decision.outcome == OUTCOME_INJECTED:
-        for name in decision.components:
-            kind = component_kind(name)
-            components = _components.get(kind)
-            if components is None:
-                components = _components[kind] = INJECTED_COMPONENTS.labels(kind)
-            components.inc()
-
 
 def exposition() -> tuple[bytes, str]:
     """The text format of every metric (of every live worker in multiprocess mode)."""

@@ -1,0 +1,262 @@
+"""Adversarial AdmissionReviews near the apiserver's size limits, and what each costs the server.
+
+Each body is built around one shape a pod author (or anyone who can reach the Service) controls:
+many keys under our prefix, huge names, deep nesting, long lists of containers, volumes, mounts
+and ports. ``bodies(size)`` fills each shape up to ``size`` bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from soak import procs
+
+REFERENCE = Path(__file__).resolve().parent.parent / "tests" / "testdata" / "reviews" / "pod-create.json"
+P = "entourage.dev/"
+ASKS = {P + "logging": "true", P + "ambassador": "6379=redis.cache:6379", P + "wait-for": "db:5432"}
+"""What the shapes that are not about annotations ask for: every list the engine looks through."""
+
+Review = dict[str, Any]
+
+
+def _review(annotations: dict[str, Any] | None = None) -> Review:
+    review: Review = json.loads(REFERENCE.read_text())
+    if annotations is not None:
+        review["request"]["object"]["metadata"]["annotations"] = {**review["request"]["object"]["metadata"]["annotations"], **annotations}
+    return review
+
+
+def _pod(review: Review) -> dict[str, Any]:
+    pod: dict[str, Any] = review["request"]["object"]
+    return pod
+
+
+def _fill(review: Review, size: int, unit: Callable[[int], Any], place: Callable[[Review, list[Any]], None]) -> bytes:
+    """``review`` with as many ``unit(i)`` as make it about ``size`` bytes, put in by ``place``."""
+    empty = copy.deepcopy(review)
+    place(empty, [])
+    base = len(json.dumps(empty, separators=(",", ":")))
+    per_unit = len(json.dumps(unit(10**6), separators=(",", ":"))) + 1
+    count = max(1, (size - base) // per_unit)
+    place(review, [unit(index) for index in range(count)])
+    return json.dumps(review, separators=(",", ":")).encode()
+
+
+def _annotations(review: Review, pairs: list[tuple[str, Any]]) -> None:
+    _pod(review)["metadata"]["annotations"].update(pairs)
+
+
+def _many_keys(key: Callable[[int], str], value: Any = "true", asks: dict[str, str] | None = None) -> Callable[[int], bytes]:
+    return lambda size: _fill(_review(asks), size, lambda i: (key(i), value), _annotations)
+
+
+def _containers(section: str, unit: Callable[[int], Any]) -> Callable[[int], bytes]:
+    def build(size: int) -> bytes:
+        def place(review: Review, items: list[Any]) -> None:
+            spec = _pod(review)["spec"]
+            spec[section] = [*(spec.get(section) or []), *items]
+
+        return _fill(_review(ASKS), size, unit, place)
+
+    return build
+
+
+def _app_list(field: str, unit: Callable[[int], Any]) -> Callable[[int], bytes]:
+    """A long list inside the app container (the one the logging agent shares directories with)."""
+
+    def build(size: int) -> bytes:
+        def place(review: Review, items: list[Any]) -> None:
+            container = _pod(review)["spec"]["containers"][0]
+            container[field] = [*(container.get(field) or []), *items]
+
+        return _fill(_review(ASKS), size, unit, place)
+
+    return build
+
+
+def _huge_names(size: int) -> bytes:
+    review = _review(ASKS)
+    metadata = _pod(review)["metadata"]
+    each = size // 3
+    metadata["name"] = "n" * each
+    metadata["generateName"] = "g" * each
+    metadata["ownerReferences"][0]["name"] = "o" * each
+    return json.dumps(review).encode()
+
+
+def _huge_container_name(size: int) -> bytes:
+    review = _review(ASKS)
+    _pod(review)["spec"]["containers"][0]["name"] = "c" * size
+    return json.dumps(review).encode()
+
+
+def _huge_key(size: int) -> bytes:
+    return json.dumps(_review({P + "l" * size: "true"})).encode()
+
+
+def _long_values(size: int) -> bytes:
+    keys = ["logging", "logging-paths", "logging-container", "ambassador", "wait-for", "wait-for-timeout", "adapter", "native-sidecars"]
+    each = size // len(keys)
+    return json.dumps(_review({P + key: "a," * (each // 2) for key in keys})).encode()
+
+
+def _deep(place: Callable[[Review, Any], None]) -> Callable[[int], bytes]:
+    def build(size: int) -> bytes:
+        review = _review(ASKS)
+        place(review, "@")
+        text = json.dumps(review)
+        depth = size // 2
+        return text.replace('"@"', "[" * depth + "]" * depth).encode()
+
+    return build
+
+
+def _deep_annotation(review: Review, marker: Any) -> None:
+    _pod(review)["metadata"]["annotations"][P + "logging"] = marker
+
+
+def _deep_unread(review: Review, marker: Any) -> None:
+    _pod(review)["spec"]["affinity"] = marker
+
+
+def _deep_ports(review: Review, marker: Any) -> None:
+    _pod(review)["spec"]["containers"][0]["ports"] = marker
+
+
+def _owner(index: int) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"rs-{index}", "uid": f"u-{index}"}
+
+
+def _owners(review: Review, items: list[Any]) -> None:
+    _pod(review)["metadata"]["ownerReferences"] = [*items, *_pod(review)["metadata"]["ownerReferences"]]
+
+
+CASES: dict[str, Callable[[int], bytes]] = {
+    "unknown-keys": _many_keys(lambda i: f"{P}x-{i}"),
+    "near-miss-keys": _many_keys(lambda i: f"{P}loging-{i}"),
+    "param-keys": _many_keys(lambda i: f"{P}adapter.nginx-prometheus.p{i}", "8080"),
+    "keys-not-strings": _many_keys(lambda i: f"{P}k{i}", {"a": [1]}),
+    "foreign-keys": _many_keys(lambda i: f"example.com/k{i}", "v", ASKS),
+    "huge-key": _huge_key,
+    "long-values": _long_values,
+    "huge-names": _huge_names,
+    "huge-container-name": _huge_container_name,
+    "deep-annotation": _deep(_deep_annotation),
+    "deep-unread": _deep(_deep_unread),
+    "deep-ports": _deep(_deep_ports),
+    "containers": _containers("containers", lambda i: {"name": f"c{i}", "image": "i", "ports": [{"containerPort": 1 + i % 60000}]}),
+    "colliding-names": _containers("containers", lambda i: {"name": f"entourage-logging-{i + 2}", "image": "i"}),
+    "init-containers": _containers("initContainers", lambda i: {"name": f"i{i}", "image": "i", "restartPolicy": "Always", "ports": [{"containerPort": 1 + i % 60000}]}),
+    "volumes": _containers("volumes", lambda i: {"name": f"entourage-logs-var-log-app-{i + 2}", "emptyDir": {}}),
+    "mounts": _app_list("volumeMounts", lambda i: {"name": "tmp", "mountPath": f"/m/{i}"}),
+    "ports": _app_list("ports", lambda i: {"containerPort": 1 + i % 60000}),
+    "owner-references": lambda size: _fill(_review(ASKS), size, _owner, _owners),
+}
+
+
+def bodies(size: int) -> dict[str, bytes]:
+    """Every adversarial shape, each about ``size`` bytes."""
+    return {name: build(size) for name, build in CASES.items()}
+
+
+SMALL, LARGE = 1_500_000, 3 * 1024 * 1024
+CPU_BUDGET = 0.050
+"""Server CPU seconds one request of up to 1.5 MB may cost."""
+MAX_RATIO = 2.5
+"""Cost at 3 MiB over cost at 1.5 MB: about 2 when the work grows with the body, not faster."""
+NEIGHBOUR_BUDGET = 0.100
+"""Seconds a normal admission sent at the same time may wait for its answer."""
+
+
+@dataclass
+class Figure:
+    case: str
+    size: int
+    cpu: float
+    """Server CPU seconds per request (utime + stime of the server and its workers / repeats)."""
+    status: str
+    neighbour: float
+    """Slowest answer to a normal admission sent while this body was being answered (seconds)."""
+
+
+def _cpu_seconds(pid: int) -> float:
+    total = 0
+    for process in (pid, *procs.children(pid)):
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _outcome(response: httpx.Response) -> str:
+    if response.status_code != 200:
+        return str(response.status_code)
+    answer = response.json()["response"]
+    return "allowed" if answer["allowed"] else "denied: " + answer["status"]["message"][:90]
+
+
+def measure(webhook: Any, name: str, body: bytes, repeats: int) -> Figure:
+    """``repeats`` requests of ``body`` back to back, while a neighbour sends normal admissions."""
+    normal = json.dumps(_review(ASKS)).encode()
+    headers = {"Content-Type": "application/json"}
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def neighbour() -> None:
+        with webhook.client() as client:
+            while not stop.is_set():
+                started = time.perf_counter()
+                client.post("/mutate", content=normal, headers=headers)
+                waits.append(time.perf_counter() - started)
+                time.sleep(0.005)
+
+    with webhook.client(timeout=30) as client:
+        status = _outcome(client.post("/mutate", content=body, headers=headers))  # warm-up, and the answer
+        thread = threading.Thread(target=neighbour, daemon=True)
+        thread.start()
+        before = _cpu_seconds(webhook.process.pid)
+        for _ in range(repeats):
+            client.post("/mutate", content=body, headers=headers)
+        after = _cpu_seconds(webhook.process.pid)
+        stop.set()
+        thread.join(10)
+    neighbours_cpu = len(waits) * 0.0002  # a normal admission costs about 0.2 ms of server CPU
+    cost = max(0.0, after - before - neighbours_cpu) / repeats
+    return Figure(name, len(body), cost, status, max(waits, default=0.0))
+
+
+def run(repeats: int = 10) -> tuple[list[Figure], list[str]]:
+    """Every case at 1.5 MB and 3 MiB against a real ``entourage serve``; the figures and problems."""
+    from soak.runs import server
+
+    figures: list[Figure] = []
+    problems: list[str] = []
+    with server() as webhook:
+        for name, build in CASES.items():
+            small = measure(webhook, name, build(SMALL), repeats)
+            large = measure(webhook, name, build(LARGE), repeats)
+            figures += [small, large]
+            ratio = large.cpu / small.cpu if small.cpu > 0.002 else 1.0
+            print(
+                f"  {name:<20} {small.size / 1e6:4.2f} MB {small.cpu * 1000:6.1f} ms  {large.size / 1e6:4.2f} MB {large.cpu * 1000:6.1f} ms"
+                f"  ratio {ratio:4.2f}  neighbour max {max(small.neighbour, large.neighbour) * 1000:5.1f} ms  {small.status}",
+                flush=True,
+            )
+            if small.cpu > CPU_BUDGET:
+                problems.append(f"{name}: {small.cpu * 1000:.1f} ms of server CPU at {small.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)")
+            if ratio > MAX_RATIO:
+                problems.append(f"{name}: 3 MiB costs {ratio:.2f}x 1.5 MB (at most {MAX_RATIO})")
+            if max(small.neighbour, large.neighbour) > NEIGHBOUR_BUDGET:
+                problems.append(f"{name}: a normal admission waited {max(small.neighbour, large.neighbour) * 1000:.0f} ms (budget {NEIGHBOUR_BUDGET * 1000:.0f} ms)")
+            if small.status[:1] == "5" or large.status[:1] == "5":
+                problems.append(f"{name}: answered {small.status} / {large.status}")
+    return figures, problems

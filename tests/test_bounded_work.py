@@ -1,0 +1,197 @@
+"""Adversarial pods cost bounded, linear work and are denied by name (issue #15 §1)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import reference_review
+from tests.webhook_process import Webhook, start
+from webhook.admission import partial
+from webhook.admission.decide import admit
+from webhook.admission.review import decode
+from webhook.engine.profiles.common import NameAllocator
+from webhook.engine.settings import Settings, build_settings
+
+P = "entourage.dev/"
+
+
+def denial(review: dict[str, Any], settings: Settings, **kwargs: Any) -> str:
+    """The denial message, asserting it is the same through the full and the pruned decode."""
+    messages = []
+    for loads in (orjson.loads, partial.loads):
+        response = admit(decode(orjson.dumps(review), loads=loads), settings, **kwargs).review["response"]
+        assert response["allowed"] is False, response
+        messages.append(response["status"]["message"])
+    assert messages[0] == messages[1]
+    return messages[0]
+
+
+def with_keys(count: int, key: str = "x-{}") -> dict[str, Any]:
+    return reference_review({P + "logging": "true", **{P + key.format(i): "v" for i in range(count)}})
+
+
+def counting_suggestions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every spelling suggestion computed (the real difflib still runs)."""
+    calls: list[str] = []
+    real = difflib.get_close_matches
+
+    def counted(word: str, *args: Any, **kwargs: Any) -> list[str]:
+        calls.append(word)
+        return real(word, *args, **kwargs)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counted)
+    return calls
+
+
+def test_more_keys_than_the_limit_are_denied_before_any_key_is_looked_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting_suggestions(monkeypatch)
+    message = denial(with_keys(20_000), settings)
+    assert "20001 annotations under entourage.dev/ (the pod's and its namespace's); at most 64 are allowed (limits.maxAnnotationKeys)" in message
+    assert calls == [] and len(message) < 300
+
+
+def test_the_namespaces_keys_count_towards_the_limit(settings: Settings) -> None:
+    inherited = {f"{P}y-{i}": "v" for i in range(40)}
+    message = denial(with_keys(30), settings, namespace_annotations=lambda namespace: inherited)
+    assert "71 annotations under entourage.dev/" in message
+
+
+def test_the_limit_is_configurable() -> None:
+    tight = build_settings({"limits": {"maxAnnotationKeys": 2}})
+    assert "3 annotations under entourage.dev/" in denial(with_keys(2), tight)
+
+
+def test_only_the_first_few_unknown_keys_get_a_suggestion(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting_suggestions(monkeypatch)
+    message = denial(with_keys(60, "loging-{}"), settings)
+    assert len(calls) == 2 * 5  # two admissions: the full and the pruned decode
+    assert message.count("unknown annotation") == 5
+    assert message.endswith("and 55 more unknown keys under entourage.dev/")
+
+
+def test_a_huge_unknown_key_is_shortened_in_the_message_and_not_compared(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting_suggestions(monkeypatch)
+    message = denial(reference_review({P + "l" * 1_000_000: "true"}), settings)
+    assert calls == [] and len(message) < 400 and "not a key Entourage knows" in message
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        (["a"], "metadata.annotations: expected a map of strings to strings, got a list"),
+        ("x", "metadata.annotations: expected a map of strings to strings, got str"),
+        ({P + "logging": "true", "example.com/n": 5}, "metadata.annotations['example.com/n']: expected a string value, got a number"),
+        ({"example.com/o": {"a": 1}}, "metadata.annotations['example.com/o']: expected a string value, got an object"),
+        ({P + "logging": None}, "metadata.annotations['entourage.dev/logging']: expected a string value, got null"),
+    ],
+)
+def test_annotations_that_are_not_a_map_of_strings_are_denied_by_name(settings: Settings, annotations: Any, expected: str) -> None:
+    review = reference_review()
+    review["request"]["object"]["metadata"]["annotations"] = annotations
+    assert expected in denial(review, settings)
+
+
+def grow(review: dict[str, Any], where: str, count: int) -> dict[str, Any]:
+    spec = review["request"]["object"]["spec"]
+    app = spec["containers"][0]
+    if where == "containers":
+        spec["containers"] += [{"name": f"c{i}", "image": "i"} for i in range(count - len(spec["containers"]))]
+    elif where == "initContainers":
+        spec["initContainers"] = [{"name": f"i{i}", "image": "i"} for i in range(count)]
+    elif where == "volumes":
+        spec["volumes"] = [{"name": f"v{i}", "emptyDir": {}} for i in range(count)]
+    elif where == "volumeMounts":
+        app["volumeMounts"] = [{"name": "v", "mountPath": f"/m/{i}"} for i in range(count)]
+    else:
+        app["ports"] = [{"containerPort": 1 + i} for i in range(count)]
+    return review
+
+
+@pytest.mark.parametrize(
+    ("where", "count", "expected"),
+    [
+        ("containers", 129, "spec.containers: 129 items; at most 128 are allowed (limits.maxContainers)"),
+        ("initContainers", 129, "spec.initContainers: 129 items; at most 128 are allowed (limits.maxContainers)"),
+        ("volumes", 513, "spec.volumes: 513 items; at most 512 are allowed (limits.maxVolumes)"),
+        ("volumeMounts", 513, "spec.containers[0].volumeMounts: 513 items; at most 512 are allowed (limits.maxVolumeMounts)"),
+        ("ports", 257, "spec.containers[0].ports: 257 items; at most 256 are allowed (limits.maxPorts)"),
+    ],
+)
+def test_lists_longer_than_their_limit_are_denied_naming_the_field(settings: Settings, where: str, count: int, expected: str) -> None:
+    assert expected in denial(grow(reference_review({P + "logging": "true"}), where, count), settings)
+    at_limit = admit(grow(reference_review({P + "logging": "true"}), where, count - 1), settings).review["response"]
+    assert at_limit["allowed"] is True, at_limit
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "a" * 64, "x" * 2_000_000, "-lead"])
+def test_container_names_must_be_dns_labels(settings: Settings, name: str) -> None:
+    review = reference_review({P + "logging": "true"})
+    review["request"]["object"]["spec"]["containers"][0]["name"] = name
+    message = denial(review, settings)
+    assert "spec.containers[0].name: " in message and "expected a DNS label" in message and len(message) < 400
+
+
+def test_invalid_pod_namespace_and_owner_names_are_dropped_not_stored(settings: Settings) -> None:
+    review = reference_review({P + "logging": "true"})
+    metadata = review["request"]["object"]["metadata"]
+    metadata["name"], metadata["generateName"] = "n" * 254, "Not\nValid-"
+    metadata["ownerReferences"][0]["name"] = "o" * 2_000_000
+    review["request"]["namespace"] = "ns\n" * 10
+    decision = admit(review, settings)
+    assert decision.outcome == "injected"
+    assert (decision.pod_name, decision.namespace, decision.owner) == ("", "", None)
+
+
+def test_valid_names_are_kept(settings: Settings) -> None:
+    review = reference_review({P + "logging": "true"})
+    metadata = review["request"]["object"]["metadata"]
+    metadata.pop("name", None)
+    decision = admit(review, settings)
+    assert decision.pod_name == metadata["generateName"]
+    assert decision.owner is not None and decision.owner["name"] == metadata["ownerReferences"][0]["name"]
+
+
+def test_name_allocation_searches_past_taken_names_once() -> None:
+    names = NameAllocator(["entourage-logging", *(f"entourage-logging-{i}" for i in range(2, 101))])
+    assert names.claim("entourage-logging") == "entourage-logging-101"
+    assert names.counters["entourage-logging"] == 101
+    assert names.claim("entourage-logging") == "entourage-logging-102"
+
+
+@pytest.fixture(scope="module")
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
+    server = start(tmp_path_factory.mktemp("bounded"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("review", "expected"),
+    [
+        (with_keys(5_000), "5001 annotations under entourage.dev/"),
+        (with_keys(10, "loging-{}"), "and 5 more unknown keys"),
+        (grow(reference_review({P + "logging": "true"}), "containers", 200), "spec.containers: 200 items; at most 128"),
+        (grow(reference_review({P + "logging": "true"}), "ports", 300), "spec.containers[0].ports: 300 items; at most 256"),
+    ],
+)
+def test_the_server_denies_them_with_the_same_messages(webhook: Webhook, review: dict[str, Any], expected: str) -> None:
+    with webhook.client() as client:
+        response = client.post("/mutate", content=orjson.dumps(review), headers={"Content-Type": "application/json"})
+    assert response.status_code == 200
+    answer = response.json()["response"]
+    assert answer["allowed"] is False and expected in answer["status"]["message"]
+
+
+def test_the_server_denies_annotations_that_are_not_a_map(webhook: Webhook) -> None:
+    review = reference_review()
+    review["request"]["object"]["metadata"]["annotations"] = ["entourage.dev/logging"]
+    with webhook.client() as client:
+        answer = client.post("/mutate", content=orjson.dumps(review), headers={"Content-Type": "application/json"}).json()["response"]
+    assert answer["allowed"] is False and "metadata.annotations: expected a map of strings to strings, got a list" in answer["status"]["message"]

@@ -1,0 +1,123 @@
+"""Every cache an admission passes through, bounded in entries AND bytes, and frozen values.
+
+The pods of one workload are alike, so the engine memoises its expensive steps (annotation
+parses, resource merges, built containers). A pod author chooses the keys, so each cache is
+bounded by its number of entries and by the bytes its keys and values hold (the caller states an
+entry's size, measured from what it is: string lengths or encoded JSON), oldest out first, and
+an entry larger than a tenth of its cache is never kept. ``CACHES`` lists them all (the answer
+cache of ``admission/reuse.py`` is the same type), with their bounds, for tests and docs.
+
+Cached values are shared between pods, so they are frozen: ``freeze`` turns nested dicts and
+lists into ``FrozenDict``/``FrozenList``, which raise on any write; orjson, ``json`` and YAML
+write them as plain objects and ``copy.deepcopy`` returns plain, writable copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, NoReturn, TypeVar
+
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[V]):
+    """A first-in-first-out cache bounded by entries and by the bytes its entries declare."""
+
+    def __init__(self, name: str, *, max_entries: int, max_bytes: int, on_evict: Callable[[V], None] | None = None) -> None:
+        self.name = name
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.on_evict = on_evict
+        self.entries: dict[Hashable, tuple[V, int]] = {}
+        self.bytes = 0
+
+    def get(self, key: Hashable) -> V | None:
+        found = self.entries.get(key)
+        return None if found is None else found[0]
+
+    def put(self, key: Hashable, value: V, size: int) -> V:
+        """Keep ``value`` (``size`` bytes, key included) unless it is too large; returns it."""
+        if size > self.max_bytes // 10 or self.max_entries <= 0:
+            return value
+        self.entries[key] = (value, size)
+        self.bytes += size
+        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+            oldest = next(iter(self.entries))
+            evicted, evicted_size = self.entries.pop(oldest)
+            self.bytes -= evicted_size
+            if self.on_evict is not None:
+                self.on_evict(evicted)
+        return value
+
+    def clear(self) -> None:
+        for value, _ in self.entries.values():
+            if self.on_evict is not None:
+                self.on_evict(value)
+        self.entries.clear()
+        self.bytes = 0
+
+
+def key_size(key: Any) -> int:
+    """Bytes a key of strings, numbers and tuples of them holds (objects count a pointer)."""
+    if isinstance(key, str | bytes):
+        return len(key) + 50
+    if isinstance(key, tuple):
+        return 56 + sum(key_size(item) for item in key)
+    return 32
+
+
+CACHES: dict[str, BoundedCache[Any]] = {}
+"""name → cache, filled as each module creates its own with ``cache()``."""
+
+
+def cache(name: str, *, max_entries: int, max_bytes: int, on_evict: Callable[[Any], None] | None = None) -> BoundedCache[Any]:
+    created: BoundedCache[Any] = BoundedCache(name, max_entries=max_entries, max_bytes=max_bytes, on_evict=on_evict)
+    CACHES[name] = created
+    return created
+
+
+def _read_only(*args: Any, **kwargs: Any) -> NoReturn:
+    raise TypeError("injected containers are shared between pods and read-only; copy before changing")
+
+
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses writes (see ``freeze``)."""
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        import copy
+
+        return {key: copy.deepcopy(value, memo) for key, value in self.items()}
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        return dict, (dict(self),)
+
+
+class FrozenList(list[Any]):
+    """A list that refuses writes (see ``freeze``)."""
+
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = __iadd__ = __imul__ = _read_only
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        import copy
+
+        return [copy.deepcopy(value, memo) for value in self]
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
+        return list, (list(self),)
+
+
+def freeze(value: Any) -> Any:
+    """A deep, read-only version of decoded-JSON-like data (dicts, lists, scalars)."""
+    if isinstance(value, dict):
+        return FrozenDict({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return FrozenList(freeze(item) for item in value)
+    return value

@@ -1,0 +1,88 @@
+"""What each answered admission leaves behind: metrics, the admission log line, an Event.
+
+Events reach other people's objects, so their text is fixed and the only names in them are
+Kubernetes object names that pass ``grammar.is_object_name``: never a raw annotation value or a
+name from a request that does not look like one (a forged review must not write free text).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
+
+from webhook import metrics
+from webhook.admission.decide import OUTCOME_DENIED, OUTCOME_ERROR, OUTCOME_INJECTED, Decision
+from webhook.engine import grammar
+from webhook.serving.logs import AdmissionLog
+
+if TYPE_CHECKING:
+    from webhook.cluster.kube import EventRecorder
+
+admissions = logging.getLogger("entourage.admission")
+
+_admissions: dict[tuple[str, str], Counter] = {}
+_components: dict[str, Counter] = {}
+
+
+def count(decision: Decision) -> None:
+    """Count one decision. The labelled children are kept (``labels()`` takes a lock and builds
+    a key on every call); both label sets are small and fixed."""
+    key = (decision.outcome, decision.reason)
+    counter = _admissions.get(key)
+    if counter is None:
+        counter = _admissions[key] = metrics.ADMISSIONS.labels(*key)
+    counter.inc()
+    metrics.ADMISSION_DURATION.observe(decision.duration)
+    if decision.reused:
+        metrics.ANSWERS_REUSED.inc()
+    for kind in decision.component_kinds:
+        components = _components.get(kind)
+        if components is None:
+            components = _components[kind] = metrics.INJECTED_COMPONENTS.labels(kind)
+        components.inc()
+
+
+def admission(decision: Decision, log: AdmissionLog, events: EventRecorder | None) -> None:
+    """Metrics, the log line and (with a cluster, not for dry runs) an Event for one decision."""
+    count(decision)
+    fields = {
+        "uid": decision.uid,
+        "namespace": decision.namespace,
+        "pod": decision.pod_name,
+        "decision": decision.outcome,
+        "reason": decision.reason,
+        "components": decision.components,
+        "duration_ms": round(decision.duration * 1000, 3),
+    }
+    if decision.outcome == OUTCOME_ERROR:
+        admissions.error("admission", extra={"fields": fields})
+    elif admissions.isEnabledFor(logging.INFO):
+        log.write(fields)
+    # sideEffects: NoneOnDryRun promises nothing is written for a dry run.
+    if events is not None and not decision.dry_run and decision.outcome in (OUTCOME_INJECTED, OUTCOME_DENIED, OUTCOME_ERROR):
+        event(decision, events)
+
+
+def event(decision: Decision, events: EventRecorder) -> None:
+    """One Event on the pod's controller (or its Namespace), in fixed words and checked names."""
+    namespace = decision.namespace
+    if not grammar.is_object_name(namespace):
+        return
+    owner = decision.owner
+    if owner is not None and grammar.is_object_name(owner.get("name")) and all(isinstance(owner.get(k), str) and len(owner[k]) <= 253 for k in ("apiVersion", "kind")):
+        involved = {**owner, "namespace": namespace}
+    else:
+        involved = {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
+    pod = decision.pod_name if grammar.is_object_name(decision.pod_name, prefix=True) else "(unnamed)"
+    if decision.outcome == OUTCOME_INJECTED:
+        reason, warning = "Injected", False
+        message = f"pod {pod}: injected {', '.join(decision.components)}"
+    elif decision.outcome == OUTCOME_DENIED:
+        reason, warning = "InjectionDenied", True
+        message = f"pod {pod}: injection denied: its Entourage annotations are invalid; the pod's admission error lists each problem"
+    else:
+        reason, warning = "InjectionFailed", True
+        message = f"pod {pod}: injection failed with an internal error; see the webhook's logs"
+    events.record(namespace=namespace, involved=involved, reason=reason, message=message, warning=warning)

@@ -1,0 +1,143 @@
+"""Running the server: what ``entourage serve`` was told, and uvicorn over TLS with it.
+
+Each uvicorn worker is a spawned process that gets a pickled copy of ``ServeOptions``; its first
+call into our code is the ``ssl_context_factory``, so that is where a worker builds its
+``Runtime`` (``Runtime.for_process``), and the app factory then serves that same runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import uvicorn
+
+from webhook import metrics
+from webhook.admission.reuse import DEFAULT_SIZE
+from webhook.cluster.rotation import CertificateOptions
+from webhook.serving import logs
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``entourage serve`` was told; picklable, so every worker process gets a copy."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    """PEM CA bundle for client certificates; when set, only clients with a certificate it
+    signed (the apiserver, configured through its AdmissionConfiguration) complete a handshake."""
+    config_file: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8443
+    workers: int = 1
+    drain_seconds: float = 5.0
+    """After SIGTERM: keep accepting while the endpoint removal propagates (the chart's preStop
+    sleep covers the same window before SIGTERM)."""
+    shutdown_timeout: float = 10.0
+    """After the drain: how long requests in flight may take before they are cancelled."""
+    reload_interval: float = 2.0
+    """Seconds between looks at the certificate and configuration files."""
+    request_timeout: float = 10.0
+    """Seconds a client may take to send a request body (the apiserver's webhook timeout is 10 s by default)."""
+    max_header_bytes: int = 64 * 1024
+    """Bytes a request head (request line and headers) may have; past it: 431 and close."""
+    head_timeout: float = 10.0
+    """Seconds from a connection's (or a keep-alive request's) first byte to the end of its head."""
+    max_connections: int = 1000
+    """Open connections per process; a new one past it is closed at once (the apiserver keeps
+    a handful alive per replica, so the established ones keep working)."""
+    keep_alive_timeout: float = 75.0
+    """Seconds an idle keep-alive connection stays open: longer than the apiserver's own idle
+    timeout for webhook connections, so it never reuses one we are closing."""
+    answer_cache_size: int = DEFAULT_SIZE
+    """Answers kept for identical requests (webhook/admission/reuse.py); 0: every request runs the engine."""
+    log_level: str = "info"
+    kubeconfig: str | None = None
+    cluster: bool = False
+    """Talk to the API (in-cluster or ``kubeconfig``); False: standalone, no API at all."""
+    sync_timeout: float = 10.0
+    """How long /readyz waits for the first namespace list before serving without namespace defaults."""
+    version_check_seconds: float = 600.0
+    watch_seconds: int = 300
+    events: bool = True
+    certificates: CertificateOptions | None = None
+    """Self-managed certificates (a Secret) and the caBundles to keep; needs ``cluster``."""
+
+    def ssl_context(self, config: uvicorn.Config, default: Callable[[], Any]) -> Any:
+        """uvicorn's ``ssl_context_factory``: the first call into our code in every (worker)
+        process, so it builds that process's Runtime."""
+        from webhook.serving.runtime import Runtime
+
+        return Runtime.for_process(self).tls.context
+
+
+def serve(options: ServeOptions) -> None:
+    """Run uvicorn over TLS until SIGTERM (drained) or SIGINT."""
+    logs.configure(options.log_level)
+    from webhook.serving.runtime import Runtime
+
+    options, certificates = _manage_certificates(options)
+    Runtime.for_process(options)  # fail fast on bad certificates or configuration, before forking
+    created = None
+    if options.workers > 1 and not os.environ.get(metrics.MULTIPROCESS_ENV):
+        created = os.environ[metrics.MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="entourage-metrics-")
+    config = uvicorn.Config(
+        "webhook.serving.app:app_factory",
+        factory=True,
+        host=options.host,
+        port=options.port,
+        workers=options.workers,
+        ssl_context_factory=options.ssl_context,
+        # Explicit: "auto" would silently fall back to asyncio and h11 (about a quarter of the
+        # throughput) if uvloop or httptools went missing; this way start-up fails instead.
+        loop="uvloop",
+        http="webhook.serving.listener:BoundedHttpToolsProtocol",  # httptools, with limits
+        access_log=False,  # one JSON line per admission instead; the access log costs most of the throughput
+        log_config=None,
+        log_level=options.log_level,
+        server_header=False,
+        timeout_keep_alive=max(1, round(options.keep_alive_timeout)),
+        timeout_graceful_shutdown=max(1, int(options.shutdown_timeout)),
+        lifespan="on",
+    )
+    try:
+        if options.workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            sock = config.bind_socket()
+            try:
+                Multiprocess(config, sockets=[sock]).run()
+            finally:
+                if created:
+                    shutil.rmtree(created, ignore_errors=True)
+        else:
+            uvicorn.Server(config).run()
+    finally:
+        if certificates is not None:
+            certificates.stop()
+
+
+def _manage_certificates(options: ServeOptions) -> tuple[ServeOptions, Any]:
+    """Before serving: in the self-managed mode read or create the certificate Secret and serve
+    from it; keep the webhook configurations' caBundle. The loop runs in this (parent) process
+    only; with ``--workers N`` the workers reload the pair from the directory it writes."""
+    wanted = options.certificates
+    if wanted is None or not options.cluster:
+        return options, None
+    from webhook.cluster import certificates, kube
+
+    api = kube.Api(options.kubeconfig)
+    manager: Any
+    if wanted.secret is not None:
+        manager = certificates.CertificateManager(api, wanted, every=options.reload_interval)
+        manager.bootstrap()
+        options = replace(options, cert_file=manager.cert_file, key_file=manager.key_file)
+    else:
+        manager = certificates.CAFileBundle(api, wanted, every=options.reload_interval)
+    manager.start()
+    return options, manager
