@@ -87,7 +87,7 @@ def test_native_sidecars_auto_is_native_only_when_the_apiserver_and_every_kubele
 
 @pytest.mark.slow
 def test_readiness_waits_for_the_first_namespace_list_then_serves_without_namespace_defaults(api: FakeApiServer, tmp_path: Path) -> None:
-    arguments = kube_args(api, tmp_path, "--sync-timeout", "4"  # long enough to be seen unready on a loaded machine)
+    arguments = kube_args(api, tmp_path, "--sync-timeout", "4")  # long enough to be seen unready on a loaded machine
     api.stop()  # the API is unreachable when the webhook starts
     webhook = start(tmp_path, *arguments, ready=False)
     try:
