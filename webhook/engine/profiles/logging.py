@@ -41,9 +41,10 @@ class LogShare(NamedTuple):
 def mounts_by_path(mounts: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
     """The app container's mounts by normalised path (the first one wins, as it is the one shown)."""
     found: dict[str, Mapping[str, Any]] = {}
-    for mount in mounts:
-        if isinstance(mount, Mapping) and isinstance(mount.get("mountPath"), str) and isinstance(mount.get("name"), str):
-            found.setdefault(grammar.normalise_path(mount["mountPath"]), mount)
+    for mount in mounts:  # objects: inject checks volumeMounts before building
+        path = mount.get("mountPath")
+        if type(path) is str and type(mount.get("name")) is str:
+            found.setdefault(grammar.normalise_path(path), mount)
     return found
 
 
