@@ -37,8 +37,9 @@ ADMISSIONS = Counter(
 )
 INJECTED_COMPONENTS = Counter(
     "entourage_injected_components_total",
-    "Containers injected, by kind (logging, ambassador, adapter, waitFor).",
-    ["component_kind"],
+    "Containers injected, by kind (logging, ambassador, adapter, waitFor), profile and profile version "
+    "(a digest of the profile's definition: a rollout of a changed profile shows as a new version).",
+    ["component_kind", "profile", "profile_version"],
 )
 ADMISSION_DURATION = Histogram(
     "entourage_admission_duration_seconds",

@@ -20,16 +20,16 @@ from typing import Any
 
 import orjson
 
-from webhook.engine import caches, patch
+from webhook.engine import caches, patch, status
 from webhook.engine.annotations import INJECT, STATUS, json_type, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
 from webhook.engine.request import InjectionRequest, Route, WaitTarget
 from webhook.engine.settings import ANNOTATION_KINDS, Limits, Profile, Settings
+from webhook.engine.status import Component
 from webhook.errors import PodDenied
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
-STATUS_VERSION = 1
 
 # Why a pod came back unchanged; used by logs, metrics labels and tests.
 INJECTED = "injected"
@@ -56,10 +56,15 @@ class Injection:
     patch: list[dict[str, Any]] = field(default_factory=list)
     status: Mapping[str, list[str]] = field(default_factory=dict)
     """What was injected, by section (also written to the status annotation)."""
-    kinds: tuple[str, ...] = ()
-    """The config kind (``waitFor``, ``ambassador``, ``logging``, ``adapter``) of each injected
-    container, one per container in ``components``' order: metrics count by it."""
+    made: tuple[Component, ...] = ()
+    """Each injected container's kind, profile, profile version, image and fingerprint, in
+    ``components``' order: the status annotation records them, metrics count by them."""
     warnings: tuple[str, ...] = ()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The config kind (``waitFor``, ``ambassador``, ``logging``, ``adapter``) of each injected container."""
+        return tuple(component.kind for component in self.made)
 
     @property
     def components(self) -> list[str]:
@@ -164,6 +169,8 @@ class _Builder:
         self.ports = self._ports_in_use()
         self.logging_target: int | None = None
         """Index of the user container that build() gave new log volume mounts."""
+        self.profile_of: dict[str, Profile] = {}
+        """Injected container name → the profile it was rendered from."""
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -189,7 +196,7 @@ class _Builder:
             containers = [*ambassadors, *self.containers, *([agent] if agent else []), *adapters]
             self._warn_about_classic_sidecars(sidecars)
 
-        status = {
+        sections = {
             "initContainers": [c["name"] for c in waits] + ([c["name"] for c in sidecars] if self.native else []),
             "containers": [] if self.native else [c["name"] for c in sidecars],
             "volumes": [v["name"] for v in new_volumes],
@@ -203,16 +210,26 @@ class _Builder:
         metadata = dict(self.pod.get("metadata") or {})
         annotations = dict(metadata.get("annotations") or {})
         added: dict[str, str] = {}
-        if status["containers"] and DEFAULT_CONTAINER not in annotations:
+        if sections["containers"] and DEFAULT_CONTAINER not in annotations:
             added[DEFAULT_CONTAINER] = self.spec["containers"][0]["name"]
-        added[f"{self.prefix}/{STATUS}"] = orjson.dumps({"version": STATUS_VERSION, **status}).decode()
+        made = tuple(self._component(container) for container in [*waits, *sidecars])
+        added[f"{self.prefix}/{STATUS}"] = status.encode(sections, made)
         annotations.update(added)
         metadata["annotations"] = annotations
         desired = {**self.pod, "metadata": metadata, "spec": spec}
         leading = {"containers": 0 if self.native else len(ambassadors), "initContainers": len(waits)}
-        sidecar_kinds = ["ambassador"] * len(ambassadors) + ["logging"] * bool(agent) + ["adapter"] * len(adapters)
-        kinds = ("waitFor",) * len(waits) + tuple(sidecar_kinds)
-        return Injection(INJECTED, desired, self._operations(desired, added, leading), status, kinds, tuple(self.warnings))
+        return Injection(INJECTED, desired, self._operations(desired, added, leading), sections, made, tuple(self.warnings))
+
+    def _component(self, container: Mapping[str, Any]) -> Component:
+        profile = self.profile_of[container["name"]]
+        return Component(
+            name=container["name"],
+            kind=profile.kind,
+            profile=profile.name,
+            profile_version=status.profile_version(profile),
+            image=container["image"],
+            fingerprint=status.fingerprint(container),
+        )
 
     def _operations(self, desired: Mapping[str, Any], added: Mapping[str, str], leading: Mapping[str, int]) -> list[patch.Operation]:
         """The JSONPatch, written from what build() added (``leading``: elements put before the
@@ -247,6 +264,12 @@ class _Builder:
         profile = self.settings.profile(kind, name)
         assert profile is not None, f"{kind} profile {name} was validated by parse_annotations or the config"
         return profile
+
+    def _claim(self, base: str, profile: Profile) -> str:
+        """A free container name for a component rendered from ``profile``."""
+        name = self.names.claim(base)
+        self.profile_of[name] = profile
+        return name
 
     def _resources(self, kind: str, profile: Profile) -> tuple[Mapping[str, Mapping[str, str]], Overrides]:
         """The container's resources, and the overrides they come from (part of its shared key)."""
@@ -284,7 +307,7 @@ class _Builder:
 
     def _wait_for(self, target: WaitTarget) -> dict[str, Any]:
         profile = self._profile("waitFor", self.settings.defaults.wait_for)
-        name = self.names.claim("entourage-wait-" + slug(target.target.split("://")[-1]))
+        name = self._claim("entourage-wait-" + slug(target.target.split("://")[-1]), profile)
         resources, overrides = self._resources("waitFor", profile)
         timeout = self.request.wait_for_timeout
         params = self._params("waitFor", profile)
@@ -295,7 +318,7 @@ class _Builder:
 
     def _ambassador(self, route: Route) -> dict[str, Any]:
         profile = self._profile("ambassador", self.settings.defaults.ambassador)
-        name = self.names.claim(f"entourage-ambassador-{route.local_port}")
+        name = self._claim(f"entourage-ambassador-{route.local_port}", profile)
         self._claim_port(route.local_port, f"ambassador route {str(route)!r}", "ambassador", str(route))
         params = self._params("ambassador", profile)
         resources, overrides = self._resources("ambassador", profile)
@@ -312,7 +335,7 @@ class _Builder:
         params = self._params("adapter", profile)
         for port_name, port in adapter.ports(profile, params):
             self._claim_port(port, f"adapter {profile_name!r} ({port_name})", "adapter", profile_name)
-        name = self.names.claim(f"entourage-adapter-{profile_name}")
+        name = self._claim(f"entourage-adapter-{profile_name}", profile)
         resources, overrides = self._resources("adapter", profile)
         native = self.native
         return shared(
@@ -347,7 +370,7 @@ class _Builder:
             target["volumeMounts"] = app_mounts
             self.containers[index] = target
             self.logging_target = index
-        name = self.names.claim("entourage-logging")
+        name = self._claim("entourage-logging", profile)
         app = str(target.get("name", ""))
         params = self._params("logging", profile)
         resources, overrides = self._resources("logging", profile)
