@@ -12,6 +12,9 @@ real apiserver answers them (no cluster runs in tests).
 - ``GET``/``PATCH`` (``application/json-patch+json``) of
   ``/apis/admissionregistration.k8s.io/v1/{mutating,validating}webhookconfigurations/{name}``, and
   their watch (``?watch=true&fieldSelector=metadata.name=NAME``)
+- ``GET`` ``/apis/{apps,batch}/v1/namespaces/{ns}/{plural}/{name}`` of the workloads in ``workloads``,
+  and ``PATCH`` (``application/strategic-merge-patch+json``, applied as a JSON merge patch, which
+  is the same for the maps ``rollout restart`` writes) of Deployments, StatefulSets and DaemonSets
 - ``GET``/``PUT`` ``/api/v1/namespaces/{ns}/secrets/{name}``, ``POST /api/v1/namespaces/{ns}/secrets``:
   409 AlreadyExists on a second create, 409 Conflict on a PUT with a stale resourceVersion
 
@@ -69,6 +72,10 @@ class FakeApiServer:
         self.secret_writes: list[str] = []
         """"POST name" / "PUT name" / "CONFLICT name": every write attempt on a Secret."""
         self.patches: list[list[dict[str, Any]]] = []
+        self.workloads: dict[tuple[str, str, str], dict[str, Any]] = {}
+        """(plural, namespace, name) → object, for the apps/v1 and batch/v1 kinds."""
+        self.workload_patches: list[tuple[str, str, str, dict[str, Any]]] = []
+        """(plural, namespace, name, body) of every PATCH of a workload."""
         self.requests: list[str] = []
         self.server: http.server.ThreadingHTTPServer | None = None
         self.connections: set[Any] = set()
@@ -153,6 +160,19 @@ class FakeApiServer:
         self.configurations(plural)[name] = configuration
         self.configuration_history.append((self.resource_version, "MODIFIED", plural, configuration))
         self.lock.notify_all()
+
+    def put_workload(self, kind: str, namespace: str, name: str, owner: tuple[str, str] | None = None) -> dict[str, Any]:
+        """A workload (``owner``: its controller's kind and name), as a controller would create it."""
+        group = "batch/v1" if kind in ("Job", "CronJob") else "apps/v1"
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())}
+        if owner is not None:
+            owner_group = "batch/v1" if owner[0] in ("Job", "CronJob") else "apps/v1"
+            metadata["ownerReferences"] = [{"apiVersion": owner_group, "kind": owner[0], "name": owner[1], "uid": str(uuid.uuid4()), "controller": True}]
+        with self.lock:
+            metadata["resourceVersion"] = self._bump()
+            workload = {"apiVersion": group, "kind": kind, "metadata": metadata, "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}}
+            self.workloads[(kind.lower() + "s", namespace, name)] = workload
+        return workload
 
     def delete_secret(self, namespace: str, name: str) -> None:
         with self.lock:
@@ -272,6 +292,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(200, found)
         elif (m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)) and query.get("watch") in ("true", "1"):
             self._watch_configurations(m[1], query)
+        elif m := re.fullmatch(r"/apis/(?:apps|batch)/v1/namespaces/([^/]+)/([a-z]+)/([^/]+)", path):
+            with api.lock:
+                workload = api.workloads.get((m[2], m[1], m[3]))
+            if workload is None:
+                self._send(404, _status(404, "NotFound", f'{m[2]} "{m[3]}" not found'))
+            else:
+                self._send(200, workload)
         elif m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", path):
             with api.lock:
                 secret = api.secrets.get((m[1], m[2]))
@@ -412,6 +439,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         api = self.api
         api.requests.append(f"PATCH {self.path}")
+        if workload := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets|daemonsets)/([^/]+)", urlsplit(self.path).path):
+            self._patch_workload(workload[2], workload[1], workload[3])
+            return
         m = re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)/([^/]+)", urlsplit(self.path).path)
         if m is None or m[2] not in api.configurations(m[1]):
             self._send(404, _status(404, "NotFound", "not found"))
@@ -429,3 +459,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             api._store_configuration(m[1], m[2], patched)
             api.patches.append(operations)
         self._send(200, patched)
+
+    def _patch_workload(self, plural: str, namespace: str, name: str) -> None:
+        api = self.api
+        if self.headers.get("Content-Type") not in ("application/strategic-merge-patch+json", "application/merge-patch+json"):
+            self._send(415, _status(415, "UnsupportedMediaType", "the body of the request was in an unknown format"))
+            return
+        body = self._body()
+        with api.lock:
+            workload = api.workloads.get((plural, namespace, name))
+            if workload is None:
+                self._send(404, _status(404, "NotFound", f'{plural} "{name}" not found'))
+                return
+            _merge(workload, body)
+            workload["metadata"]["resourceVersion"] = api._bump()
+            api.workload_patches.append((plural, namespace, name, body))
+        self._send(200, workload)
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """RFC 7386 JSON merge patch, in place."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
