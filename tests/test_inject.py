@@ -91,15 +91,20 @@ def test_everything_at_once_in_classic_mode_orders_containers_as_documented(sett
     assert status["volumes"] == ["entourage-logs-var-log-app"]
 
 
-def test_native_sidecars_go_after_the_users_init_containers_in_pattern_order(settings: Settings) -> None:
+def test_native_ambassadors_go_before_the_users_init_containers_and_other_sidecars_after(settings: Settings) -> None:
     pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": "true"})
     pod["spec"]["initContainers"] = [{"name": "migrate", "image": "migrate:1"}]
     injection = inject_checked(pod, settings)
     assert containers(injection.pod) == ["checkout"]
     assert containers(injection.pod, "initContainers") == [
+        "entourage-wait-db-5432", "entourage-wait-my-db-service", "entourage-ambassador-6379",
+        "migrate", "entourage-logging", "entourage-adapter-nginx-prometheus",
+    ]  # fmt: skip
+    pod["metadata"]["annotations"]["entourage.dev/ambassadors-first"] = "false"
+    assert containers(inject_checked(pod, settings).pod, "initContainers") == [
         "entourage-wait-db-5432", "entourage-wait-my-db-service", "migrate",
         "entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus",
-    ]
+    ]  # fmt: skip
     for name in ("entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus"):
         assert find(injection.pod, name)["restartPolicy"] == "Always"
     assert "restartPolicy" not in find(injection.pod, "entourage-wait-db-5432")

@@ -187,8 +187,10 @@ class _Builder:
 
         sidecars = [*ambassadors, *([agent] if agent else []), *adapters]
         new_volumes = self.volumes[len(self.spec.get("volumes") or []) :]
+        early = ambassadors if self.native and self.request.ambassadors_first else []
         if self.native:
-            init_containers = [*waits, *self.init_containers, *sidecars]
+            # Wait-for containers need no proxy; the pod's own init containers (a migration) may.
+            init_containers = [*waits, *early, *self.init_containers, *sidecars[len(early) :]]
             containers = self.containers
         else:
             init_containers = [*waits, *self.init_containers]
@@ -217,7 +219,7 @@ class _Builder:
         annotations.update(added)
         metadata["annotations"] = annotations
         desired = {**self.pod, "metadata": metadata, "spec": spec}
-        leading = {"containers": 0 if self.native else len(ambassadors), "initContainers": len(waits)}
+        leading = {"containers": 0 if self.native else len(ambassadors), "initContainers": len(waits) + len(early)}
         return Injection(INJECTED, desired, self._operations(desired, added, leading), sections, made, tuple(self.warnings))
 
     def _component(self, container: Mapping[str, Any]) -> Component:
