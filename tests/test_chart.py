@@ -657,7 +657,7 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
     configmap = one(render(), "ConfigMap")
     assert list(configmap["data"]) == ["config.yaml"]
     assert yaml.safe_load(configmap["data"]["config.yaml"]) == values["config"]
-    assert values["config"] == {"annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "defaults": {}, "limits": {}, "profiles": {}}
+    assert values["config"] == {"annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "runAsUser": "auto", "defaults": {}, "limits": {}, "profiles": {}}
 
 
 def test_the_default_config_and_the_commented_profile_example_load_in_the_webhook() -> None:

@@ -24,7 +24,7 @@ from webhook.engine.inject import (
 )
 from webhook.engine.profiles.logging import AGENT_LOG_ROOT
 from webhook.engine.settings import Settings, build_settings
-from webhook.errors import PodDenied
+from webhook.errors import ConfigError, PodDenied
 
 EVERYTHING = {
     "entourage.dev/logging": "true",
@@ -453,3 +453,27 @@ def test_wait_for_parameters_are_honoured_and_warned_about_when_unused() -> None
     unused = {"entourage.dev/logging": "true", "entourage.dev/wait-for.probe.interval": "5s"}
     warnings = inject_pod({**pod, "metadata": {"annotations": unused}}, settings).warnings
     assert any("wait-for.probe.* has no effect" in warning for warning in warnings)
+
+
+OPENSHIFT = {"openshift.io/sa.scc.uid-range": "1000680000/10000", "openshift.io/sa.scc.supplemental-groups": "1000680000/10000"}
+
+
+@pytest.mark.parametrize("native", ["true", "false"])
+def test_in_a_namespace_that_assigns_uids_injected_containers_name_none(settings: Settings, native: str) -> None:
+    pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": native})
+    injection = inject_checked(pod, settings, namespace_annotations=OPENSHIFT)
+    for name in injection.components:
+        security = find(injection.pod, name)["securityContext"]
+        assert "runAsUser" not in security and "runAsGroup" not in security, name
+        assert security["runAsNonRoot"] is True and security["capabilities"]["drop"] == ["ALL"]
+    # The same pod elsewhere keeps the profiles' UIDs, and the shared containers are untouched.
+    elsewhere = inject_checked(reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": native}), settings)
+    assert all(find(elsewhere.pod, name)["securityContext"]["runAsUser"] == 65532 for name in elsewhere.components)
+
+
+def test_run_as_user_profile_keeps_the_uids_even_where_the_namespace_assigns_them() -> None:
+    fixed = build_settings({"runAsUser": "profile"})
+    injection = inject_checked(reference_pod(EVERYTHING), fixed, namespace_annotations=OPENSHIFT)
+    assert all(find(injection.pod, name)["securityContext"]["runAsUser"] == 65532 for name in injection.components)
+    with pytest.raises(ConfigError, match="runAsUser: expected auto or profile, got 1000"):
+        build_settings({"runAsUser": 1000})

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import pytest
 
 from tests.fake_apiserver import FakeApiServer
@@ -64,6 +65,23 @@ def test_namespace_annotations_apply_from_the_watch_cache_and_the_pods_own_win(a
         webhook.wait_for(lambda: containers(answer(webhook, review(namespace="plain"))) == ["entourage-logging"], what="the watch")
         api.delete_namespace("shop")
         webhook.wait_for(lambda: containers(answer(webhook, review(namespace="shop"))) == [], what="the deletion")
+
+
+def test_an_openshift_namespace_gets_containers_without_a_fixed_uid(api: FakeApiServer, tmp_path: Path) -> None:
+    """OpenShift annotates each namespace with its UID range; the namespace cache carries it."""
+    api.put_namespace("team-a", {"openshift.io/sa.scc.uid-range": "1000680000/10000", **LOGGING})
+
+    def agent(webhook: Webhook, namespace: str) -> dict[str, Any]:
+        document = review(namespace=namespace)
+        patch = json.loads(base64.b64decode(answer(webhook, document)["response"]["patch"]))
+        pod = jsonpatch.apply_patch(document["request"]["object"], patch)
+        return next(c for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]] if c["name"] == "entourage-logging")
+
+    with running(tmp_path, *kube_args(api, tmp_path)) as webhook:
+        webhook.wait_for(lambda: containers(answer(webhook, review(namespace="team-a"))) == ["entourage-logging"], what="the namespace cache")
+        security = agent(webhook, "team-a")["securityContext"]
+        assert "runAsUser" not in security and "runAsGroup" not in security and security["runAsNonRoot"] is True
+        assert agent(webhook, "shop")["securityContext"]["runAsUser"] == 65532
 
 
 def test_a_watch_whose_resource_version_expired_lists_again(api: FakeApiServer, tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ from webhook.engine.status import Component
 from webhook.errors import PodDenied
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+UID_RANGE = "openshift.io/sa.scc.uid-range"
+"""Set by OpenShift on every namespace: pods get a UID from this range, and a fixed one outside it
+is rejected by the restricted SCC."""
 
 # Why a pod came back unchanged; used by logs, metrics labels and tests.
 INJECTED = "injected"
@@ -113,7 +116,8 @@ def inject_pod(
     request = parse_annotations(own, settings)
     if not request.wants_anything:
         return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
-    return _Builder(pod, request, settings, cluster).build()
+    assigned_uid = settings.run_as_user == "auto" and UID_RANGE in (namespace_annotations or {})
+    return _Builder(pod, request, settings, cluster, assigned_uid=assigned_uid).build()
 
 
 def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
@@ -143,8 +147,10 @@ Overrides = tuple[tuple[tuple[str, str], str], ...]
 class _Builder:
     """Plans the containers and volumes for one pod, collecting every problem before denying."""
 
-    def __init__(self, pod: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts) -> None:
+    def __init__(self, pod: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts, *, assigned_uid: bool = False) -> None:
         self.pod, self.request, self.settings = pod, request, settings
+        self.assigned_uid = assigned_uid
+        """The namespace assigns UIDs (OpenShift): injected containers name none."""
         self.prefix = settings.annotation_prefix
         self.problems: list[str] = []
         self.warnings: list[str] = list(request.warnings)
@@ -181,6 +187,9 @@ class _Builder:
         adapters = [self._adapter(name) for name in self.request.adapters]
         if self.problems:
             raise PodDenied(self.problems)
+        if self.assigned_uid:
+            waits, ambassadors, adapters = list(map(_without_uid, waits)), list(map(_without_uid, ambassadors)), list(map(_without_uid, adapters))
+            agent = _without_uid(agent) if agent else None
         if ambassadors and self.spec.get("hostNetwork") is True:
             ports = ", ".join(str(route.local_port) for route in self.request.routes)
             self.warnings.append(f"hostNetwork pod: ambassador ports {ports} are bound on the node's loopback")
@@ -405,6 +414,24 @@ class _Builder:
             self.warnings.append(
                 f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"'
             )
+
+
+_uidless = caches.cache("uidless-containers", max_entries=256, max_bytes=4 * 1024 * 1024, on_evict=lambda kept: patch.forget(kept[1]))
+
+
+def _without_uid(container: dict[str, Any]) -> dict[str, Any]:
+    """The shared container without runAsUser and runAsGroup (runAsNonRoot stays), itself shared:
+    kept by the original's id, with the original, so that id cannot be reused meanwhile."""
+    known = _uidless.get(id(container))
+    if known is not None and known[0] is container:
+        return known[1]  # type: ignore[no-any-return]
+    security = {k: v for k, v in container["securityContext"].items() if k not in ("runAsUser", "runAsGroup")}
+    uidless = caches.freeze({**container, "securityContext": security})
+    size = patch.remember(uidless)
+    _uidless.put(id(container), (container, uidless), 2 * size + 100)
+    if id(container) not in _uidless.entries:
+        patch.forget(uidless)
+    return uidless  # type: ignore[no-any-return]
 
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
