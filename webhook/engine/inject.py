@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from webhook.engine import caches, patch, status
 from webhook.engine.annotations import INJECT, STATUS, json_type, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
