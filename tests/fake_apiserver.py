@@ -15,6 +15,11 @@ real apiserver answers them (no cluster runs in tests).
 - ``GET`` ``/apis/{apps,batch}/v1/namespaces/{ns}/{plural}/{name}`` of the workloads in ``workloads``,
   and ``PATCH`` (``application/strategic-merge-patch+json``, applied as a JSON merge patch, which
   is the same for the maps ``rollout restart`` writes) of Deployments, StatefulSets and DaemonSets
+- ``POST /api/v1/namespaces/{ns}/pods?dryRun=All``: admission as the apiserver runs it for the
+  mutating webhooks configured with ``clientConfig.url`` (``namespaceSelector``,
+  ``objectSelector``, the ``caBundle`` verified, ``failurePolicy``, the patch applied); nothing
+  is stored. A ``service`` client config is unreachable (the fake runs no Services).
+- ``labelSelector`` on the Namespace list (``a=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``)
 - ``GET``/``PUT`` ``/api/v1/namespaces/{ns}/secrets/{name}``, ``POST /api/v1/namespaces/{ns}/secrets``:
   409 AlreadyExists on a second create, 409 Conflict on a PUT with a stale resourceVersion
 
@@ -72,6 +77,8 @@ class FakeApiServer:
         self.secret_writes: list[str] = []
         """"POST name" / "PUT name" / "CONFLICT name": every write attempt on a Secret."""
         self.patches: list[list[dict[str, Any]]] = []
+        self.dry_run_pods: list[dict[str, Any]] = []
+        """Every pod a dry-run create admitted, as admission left it."""
         self.workloads: dict[tuple[str, str, str], dict[str, Any]] = {}
         """(plural, namespace, name) → object, for the apps/v1 and batch/v1 kinds."""
         self.workload_patches: list[tuple[str, str, str, dict[str, Any]]] = []
@@ -87,7 +94,7 @@ class FakeApiServer:
         self.resource_version = next(self.versions)
         return str(self.resource_version)
 
-    def put_namespace(self, name: str, annotations: dict[str, str] | None = None) -> None:
+    def put_namespace(self, name: str, annotations: dict[str, str] | None = None, *, labels: dict[str, str] | None = None) -> None:
         with self.lock:
             kind = "MODIFIED" if name in self.namespaces else "ADDED"
             namespace = self.namespaces.get(name) or {
@@ -97,6 +104,8 @@ class FakeApiServer:
             }
             namespace = copy.deepcopy(namespace)
             namespace["metadata"]["annotations"] = dict(annotations or {})
+            if labels is not None:
+                namespace["metadata"]["labels"] = {"kubernetes.io/metadata.name": name, **labels}
             namespace["metadata"]["resourceVersion"] = self._bump()
             self.namespaces[name] = namespace
             self.history.append((self.resource_version, kind, namespace))
@@ -128,15 +137,20 @@ class FakeApiServer:
                 for index, version in enumerate(kubelet_versions)
             }
 
-    def put_webhook_configuration(self, name: str, *webhooks: str, kind: str = "mutating") -> None:
+    def put_webhook_configuration(
+        self, name: str, *webhooks: str, kind: str = "mutating", client_config: dict[str, Any] | None = None,
+        namespace_selector: dict[str, Any] | None = None, failure_policy: str = "Ignore",
+    ) -> None:  # fmt: skip
+        """``client_config`` defaults to the chart's Service; a ``url`` one is called by dry-run creates."""
+        client_config = client_config or {"service": {"name": "entourage", "namespace": "entourage", "path": "/mutate", "port": 443}}
         with self.lock:
             self.configurations(f"{kind}webhookconfigurations")[name] = {
                 "apiVersion": "admissionregistration.k8s.io/v1",
                 "kind": f"{kind.capitalize()}WebhookConfiguration",
                 "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": self._bump(), "generation": 1},
                 "webhooks": [
-                    {"name": hook, "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
-                     "clientConfig": {"service": {"name": "entourage", "namespace": "entourage", "path": "/mutate", "port": 443}}}
+                    {"name": hook, "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": failure_policy,
+                     "clientConfig": copy.deepcopy(client_config), **({"namespaceSelector": namespace_selector} if namespace_selector else {})}
                     for hook in webhooks
                 ],
             }  # fmt: skip
@@ -269,7 +283,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._watch(query)
         elif path == "/api/v1/namespaces":
             with api.lock:
-                self._list("NamespaceList", list(api.namespaces.values()))
+                found = [n for n in api.namespaces.values() if selects(query.get("labelSelector", ""), n["metadata"].get("labels") or {})]
+                self._list("NamespaceList", found)
         elif m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
             with api.lock:
                 found = api.namespaces.get(m[1])
@@ -420,6 +435,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if secrets := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets", urlsplit(self.path).path):
             self._create_secret(secrets[1])
             return
+        if pods := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", urlsplit(self.path).path):
+            self._create_pod(pods[1], parse_qs(urlsplit(self.path).query).get("dryRun") == ["All"])
+            return
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/events", urlsplit(self.path).path)
         if m is None:
             self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
@@ -476,6 +494,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             api.workload_patches.append((plural, namespace, name, body))
         self._send(200, workload)
 
+    def _create_pod(self, namespace: str, dry_run: bool) -> None:
+        api = self.api
+        if not dry_run:
+            self._send(403, _status(403, "Forbidden", "the fake API server creates pods only as a dry run"))
+            return
+        pod = self._body()
+        pod.setdefault("metadata", {}).update(namespace=namespace, name=pod["metadata"].get("name") or pod["metadata"].get("generateName", "pod-") + uuid.uuid4().hex[:5])
+        with api.lock:
+            found = api.namespaces.get(namespace)
+            configurations = copy.deepcopy(list(api.webhook_configurations.values()))
+        if found is None:
+            self._send(404, _status(404, "NotFound", f'namespaces "{namespace}" not found'))
+            return
+        labels = found["metadata"].get("labels") or {}
+        for configuration in configurations:
+            for hook in configuration.get("webhooks") or []:
+                if not matches(hook.get("namespaceSelector"), labels) or not matches(hook.get("objectSelector"), pod["metadata"].get("labels") or {}):
+                    continue
+                try:
+                    pod = _call_webhook(hook, namespace, pod)
+                except _Denied as denial:
+                    self._send(400, _status(400, "BadRequest", f'admission webhook "{hook["name"]}" denied the request: {denial}'))
+                    return
+                except Exception as error:  # noqa: BLE001 - as the apiserver: any failure to call
+                    if hook.get("failurePolicy", "Fail") == "Fail":
+                        message = f'Internal error occurred: failed calling webhook "{hook["name"]}": failed to call webhook: {error}'
+                        self._send(500, _status(500, "InternalError", message))
+                        return
+        api.dry_run_pods.append(pod)
+        self._send(201, pod)
+
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
     """RFC 7386 JSON merge patch, in place."""
@@ -486,3 +535,70 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             _merge(target[key], value)
         else:
             target[key] = copy.deepcopy(value)
+
+class _Denied(Exception):
+    pass
+
+
+def _call_webhook(hook: dict[str, Any], namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
+    """POST an AdmissionReview to the hook's URL, verifying it with the caBundle; the patched pod."""
+    url = (hook.get("clientConfig") or {}).get("url")
+    if url is None:
+        service = hook["clientConfig"].get("service") or {}
+        raise ConnectionError(f'service "{service.get("namespace")}/{service.get("name")}" has no endpoints available')
+    bundle = hook["clientConfig"].get("caBundle")
+    context = ssl.create_default_context(cadata=base64.b64decode(bundle).decode() if bundle else None)
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "requestKind": {"group": "", "version": "v1", "kind": "Pod"}, "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": namespace, "operation": "CREATE", "userInfo": {"username": "system:serviceaccount:entourage:entourage"},
+        "object": pod, "oldObject": None, "dryRun": True, "options": {"apiVersion": "meta/v1", "kind": "CreateOptions", "dryRun": ["All"]}}}  # fmt: skip
+    import httpx
+
+    response = httpx.post(url, json=review, verify=context, timeout=hook.get("timeoutSeconds", 10))
+    if response.status_code != 200:
+        raise ConnectionError(f"the server responded with HTTP {response.status_code}")
+    answer = response.json()["response"]
+    if not answer.get("allowed"):
+        raise _Denied((answer.get("status") or {}).get("message", ""))
+    if answer.get("patch"):
+        pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
+    return pod
+
+
+def matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector object against labels (an absent or empty selector selects everything)."""
+    for key, value in ((selector or {}).get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in (selector or {}).get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if (operator == "In" and labels.get(key) not in values) or (operator == "NotIn" and labels.get(key) in values):
+            return False
+        if (operator == "Exists" and key not in labels) or (operator == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+def selects(query: str, labels: dict[str, str]) -> bool:
+    """A ``labelSelector`` query parameter against labels."""
+    for term in re.split(r",(?![^(]*\))", query) if query else []:
+        term = term.strip()
+        if m := re.fullmatch(r"(\S+) (in|notin) \((.*)\)", term):
+            inside = labels.get(m[1]) in m[3].split(",")
+            if inside != (m[2] == "in"):
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif "!=" in term:
+            key, _, value = term.partition("!=")
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, _, value = term.replace("==", "=").partition("=")
+            if labels.get(key) != value:
+                return False
+        elif term not in labels:
+            return False
+    return True

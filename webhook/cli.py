@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--sync-timeout", type=_seconds, default=10.0, help="/readyz waits this long for the first namespace list, then serves without namespace defaults (default 10)")
     cluster.add_argument("--version-check-seconds", type=_seconds, default=600.0, help="how often apiserver and kubelet versions are re-checked for nativeSidecars: auto (default 600)")
     cluster.add_argument("--no-events", action="store_true", help="do not create Kubernetes Events for injections and denials")
+    cluster.add_argument("--self-test-seconds", type=_seconds, default=60.0, help="seconds between two self-test rounds: a dry-run probe pod per namespace through the apiserver (default 60; 0: off)")
+    cluster.add_argument("--self-test-configuration", metavar="NAME", help="the MutatingWebhookConfiguration whose namespaceSelector chooses the probed namespaces (default: the first --mutating-webhook-configuration, else entourage)")
+    cluster.add_argument("--self-test-namespace", metavar="NS", action="append", default=[], help="probe this namespace instead of the selected ones (repeatable)")
+    cluster.add_argument("--self-test-image", default="registry.k8s.io/pause:3.10", help="the probe pod's image (a dry run pulls nothing)")
     managed = serve.add_argument_group("certificates managed by the webhook (webhook/cluster/certificates.py; needs API access)")
     managed.add_argument("--certificates-secret", metavar="NAME", help="self-managed mode: read or create this Secret with the CA and serving pair, serve from it, renew and rotate it")
     managed.add_argument("--service", default="entourage", help="the webhook's Service: the serving certificate's DNS names (default entourage)")
@@ -222,6 +226,10 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         version_check_seconds=args.version_check_seconds,
         events=not args.no_events,
         certificates=certificates,
+        self_test_seconds=args.self_test_seconds,
+        self_test_configuration=args.self_test_configuration or next(iter(args.mutating_webhook_configuration), "entourage"),
+        self_test_namespaces=tuple(args.self_test_namespace),
+        self_test_image=args.self_test_image,
     )
     try:
         serve(options)

@@ -107,12 +107,14 @@ class Api:
                 return None
             raise
 
-    def list_all(self, path: str, *, limit: int = 500) -> tuple[list[dict[str, Any]], str]:
+    def list_all(self, path: str, *, limit: int = 500, label_selector: str = "") -> tuple[list[dict[str, Any]], str]:
         """Every item of a list (following ``continue``) and the list's resourceVersion."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", limit)] + ([("continue", token)] if token else [])
+            if label_selector:
+                query.append(("labelSelector", label_selector))
             page = self.request("GET", path, query=query)
             items.extend(page.get("items") or [])
             metadata = page.get("metadata") or {}
