@@ -629,8 +629,8 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
 
 
 def _image_registry(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or value == "":
+        return None  # the chart's default: each image's own registry
     if not isinstance(value, str) or len(value) > 200 or not _REGISTRY.fullmatch(value.rstrip("/")):
         raise ConfigError(f"imageRegistry: {value!r}: expected a registry host with an optional port and path, such as registry.corp.example/mirror")
     return value.rstrip("/")
