@@ -1,5 +1,5 @@
 # Entourage developer tasks. Everything a fresh Debian machine (Python, pip, gcc, git) needs is
-# installed from here: the virtualenv, the test tools (busybox, socat) and helm.
+# installed from here: the virtualenv, the test tools (busybox, socat, curl) and helm.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,8 +21,8 @@ venv: $(VENV)/.installed
 
 # Debian binaries that tests run for real, and helm for the chart tests.
 tools: $(HELM)
-	@command -v busybox >/dev/null && command -v socat >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat)
+	@command -v busybox >/dev/null && command -v socat >/dev/null && command -v curl >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat curl)
 
 $(HELM):
 	scripts/install-helm.sh $(HELM)

@@ -657,7 +657,10 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
     configmap = one(render(), "ConfigMap")
     assert list(configmap["data"]) == ["config.yaml"]
     assert yaml.safe_load(configmap["data"]["config.yaml"]) == values["config"]
-    assert values["config"] == {"annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "runAsUser": "auto", "defaults": {}, "limits": {}, "profiles": {}}
+    assert values["config"] == {
+        "annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "runAsUser": "auto", "imageRegistry": "", "imagePullSecrets": [],
+        "defaults": {}, "limits": {}, "profiles": {},
+    }
 
 
 def test_the_default_config_and_the_commented_profile_example_load_in_the_webhook() -> None:
@@ -670,6 +673,17 @@ def test_the_default_config_and_the_commented_profile_example_load_in_the_webhoo
     example_yaml = "\n".join(line.removeprefix("  # ") for line in example.splitlines())
     settings = build_settings({"profiles": yaml.safe_load(example_yaml)["profiles"]})
     assert settings.profile("adapter", "json-exporter") is not None
+
+
+def test_a_mirror_and_its_pull_secret_reach_the_webhook_through_the_config_map() -> None:
+    from webhook.engine.settings import build_settings
+
+    mirror = {"config": {"imageRegistry": "registry.corp.example:5000/mirror", "imagePullSecrets": ["mirror-pull"]}}
+    settings = build_settings(yaml.safe_load(one(render(mirror), "ConfigMap")["data"]["config.yaml"]))
+    wait = settings.profile("waitFor", "curl")
+    assert wait is not None and wait.image == "registry.corp.example:5000/mirror/curlimages/curl:8.11.1"
+    assert wait.image_pull_secrets == ("mirror-pull",)
+    assert "imageRegistry" in template_error({"config": {"imageRegistry": "https://registry.corp.example"}})
 
 
 def test_every_value_in_values_yaml_is_commented() -> None:

@@ -352,7 +352,7 @@ def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: S
     pod["spec"]["initContainers"] = [{"name": "init-myservice", "image": "busybox:1.28"}]
     injection = inject_checked(pod, settings)
     assert containers(injection.pod, "initContainers") == ["entourage-wait-my-db-service", "init-myservice"]
-    assert find(injection.pod, "entourage-wait-my-db-service")["args"] == ["dns", "my-db-service", "90"]
+    assert find(injection.pod, "entourage-wait-my-db-service")["args"] == ["dns", "my-db-service", "90", "system", "false"]
     assert [op["path"] for op in injection.patch if op["path"].startswith("/spec")] == ["/spec/initContainers/0"]
 
 

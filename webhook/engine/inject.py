@@ -135,7 +135,7 @@ def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
             raise PodDenied([f"metadata.annotations[{shown!r}]: expected a string value, got {json_type(value)}"])
 
 
-_GROWN = frozenset({"containers", "initContainers", "volumes"})
+_GROWN = frozenset({"containers", "initContainers", "volumes", "imagePullSecrets"})
 """The spec lists injection adds to; every other spec field is passed through as it is."""
 
 Overrides = tuple[tuple[tuple[str, str], str], ...]
@@ -175,6 +175,10 @@ class _Builder:
         """Index of the user container that build() gave new log volume mounts."""
         self.profile_of: dict[str, Profile] = {}
         """Injected container name → the profile it was rendered from."""
+        self.used: list[Profile] = []
+        """Each profile a container was built from, in order: their imagePullSecrets go to the pod."""
+        self.ca_volume: str | None = None
+        """The wait-for CA bundle's volume, added once for all https targets."""
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -211,6 +215,10 @@ class _Builder:
             "volumes": [v["name"] for v in new_volumes],
         }
         spec = dict(self.spec)
+        pull_secrets = self._pull_secrets()
+        if pull_secrets:
+            spec["imagePullSecrets"] = [*(self.spec.get("imagePullSecrets") or []), *({"name": name} for name in pull_secrets)]
+            sections["imagePullSecrets"] = pull_secrets
         spec["containers"] = containers
         if len(init_containers) != len(self.init_containers):
             spec["initContainers"] = init_containers
@@ -272,6 +280,7 @@ class _Builder:
     def _profile(self, kind: str, name: str) -> Profile:
         profile = self.settings.profile(kind, name)
         assert profile is not None, f"{kind} profile {name} was validated by parse_annotations or the config"
+        self.used.append(profile)
         return profile
 
     def _claim(self, base: str, profile: Profile) -> str:
@@ -279,6 +288,17 @@ class _Builder:
         name = self.names.claim(base)
         self.profile_of[name] = profile
         return name
+    def _pull_secrets(self) -> list[str]:
+        """The used profiles' imagePullSecrets the pod does not list yet, each once; the pod's own
+        are kept as they are."""
+        wanted = dict.fromkeys(name for profile in self.used for name in profile.image_pull_secrets)
+        if not wanted:
+            return []
+        own = self.spec.get("imagePullSecrets")
+        if own is not None and not _object_list(own):
+            raise PodDenied(["spec.imagePullSecrets: expected a list of objects with names"])
+        present = {secret.get("name") for secret in own or ()}
+        return [name for name in wanted if name not in present]
 
     def _resources(self, kind: str, profile: Profile) -> tuple[Mapping[str, Mapping[str, str]], Overrides]:
         """The container's resources, and the overrides they come from (part of its shared key)."""
@@ -320,9 +340,17 @@ class _Builder:
         resources, overrides = self._resources("waitFor", profile)
         timeout = self.request.wait_for_timeout
         params = self._params("waitFor", profile)
+        ca_volume = None
+        if waitfor.needs_ca_bundle(profile, target):
+            if self.ca_volume is None:
+                self.ca_volume = self.volume_names.claim("entourage-wait-for-ca")
+                self.volumes.append(waitfor.ca_volume(profile, self.ca_volume))
+            ca_volume = self.ca_volume
         return shared(
-            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides),
-            lambda: waitfor.build(profile, name=name, target=target, timeout=timeout, params=params, resources=resources),
+            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides, ca_volume),
+            lambda: waitfor.build(
+                profile, name=name, target=target, timeout=timeout, params=params, resources=resources, ca_volume=ca_volume
+            ),
         )
 
     def _ambassador(self, route: Route) -> dict[str, Any]:
