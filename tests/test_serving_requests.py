@@ -92,9 +92,9 @@ def test_metrics_count_outcomes_components_and_latency(webhook: Webhook) -> None
     assert delta('entourage_admissions_total{outcome="skipped",reason="no_annotation"}') == 1
     assert delta('entourage_admissions_total{outcome="denied",reason="invalid"}') == 1
     settings = load_settings(None, environ={})
-    tail, busybox = (status.profile_version(settings.profiles[kind][name]) for kind, name in (("logging", "tail"), ("waitFor", "busybox")))
+    tail, waiter = (status.profile_version(settings.profiles[kind][name]) for kind, name in (("logging", "tail"), ("waitFor", settings.defaults.wait_for)))
     assert delta(f'entourage_injected_components_total{{component_kind="logging",profile="tail",profile_version="{tail}"}}') == 2
-    assert delta(f'entourage_injected_components_total{{component_kind="waitFor",profile="busybox",profile_version="{busybox}"}}') == 2
+    assert delta(f'entourage_injected_components_total{{component_kind="waitFor",profile="{settings.defaults.wait_for}",profile_version="{waiter}"}}') == 2
     assert delta("entourage_admission_duration_seconds_count") == 4
     assert after["entourage_certificate_expiry_timestamp_seconds"] > time.time() + 300 * 86400
     assert "entourage_config_reload_failures_total" in after

@@ -179,6 +179,8 @@ class _Builder:
         """Each profile a container was built from, in order: their imagePullSecrets go to the pod."""
         self.ca_volume: str | None = None
         """The wait-for CA bundle's volume, added once for all https targets."""
+        self.object_volumes: dict[tuple[str, str], str] = {}
+        """(configMap or secret, object name) → the pod volume a profile's volumes mount it from."""
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -346,10 +348,12 @@ class _Builder:
                 self.ca_volume = self.volume_names.claim("entourage-wait-for-ca")
                 self.volumes.append(waitfor.ca_volume(profile, self.ca_volume))
             ca_volume = self.ca_volume
+        mounts = self._profile_volumes(profile, params)
         return shared(
-            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides, ca_volume),
-            lambda: waitfor.build(
-                profile, name=name, target=target, timeout=timeout, params=params, resources=resources, ca_volume=ca_volume
+            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides, ca_volume, mounts),
+            lambda: _mounted(
+                waitfor.build(profile, name=name, target=target, timeout=timeout, params=params, resources=resources, ca_volume=ca_volume),
+                mounts,
             ),
         )
 
@@ -360,10 +364,11 @@ class _Builder:
         params = self._params("ambassador", profile)
         resources, overrides = self._resources("ambassador", profile)
         native = self.native
+        mounts = self._profile_volumes(profile, params)
         return shared(
-            ("ambassador", profile, name, route, tuple(params.items()), overrides, native),
+            ("ambassador", profile, name, route, tuple(params.items()), overrides, native, mounts),
             lambda: _sidecar(
-                ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), native
+                _mounted(ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), mounts), native
             ),
         )
 
@@ -375,9 +380,10 @@ class _Builder:
         name = self._claim(f"entourage-adapter-{profile_name}", profile)
         resources, overrides = self._resources("adapter", profile)
         native = self.native
+        mounts = self._profile_volumes(profile, params)
         return shared(
-            ("adapter", profile, name, tuple(params.items()), overrides, native),
-            lambda: _sidecar(adapter.build(profile, name=name, params=params, resources=resources), native),
+            ("adapter", profile, name, tuple(params.items()), overrides, native, mounts),
+            lambda: _sidecar(_mounted(adapter.build(profile, name=name, params=params, resources=resources), mounts), native),
         )
 
     def _logging(self) -> dict[str, Any]:
@@ -412,12 +418,30 @@ class _Builder:
         params = self._params("logging", profile)
         resources, overrides = self._resources("logging", profile)
         native = self.native
+        mounts = self._profile_volumes(profile, params)
         return shared(
-            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native),
+            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native, mounts),
             lambda: _sidecar(
-                logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), native
+                _mounted(logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), mounts),
+                native,
             ),
         )
+
+    def _profile_volumes(self, profile: Profile, params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """(pod volume, mount path) of each of the profile's volumes: one pod volume per object,
+        shared by every component that mounts it."""
+        if not profile.volumes:
+            return ()
+        values = profile.values(params)
+        mounts = []
+        for volume in profile.volumes:
+            key = (volume.source, volume.object_name(values))
+            pod_volume = self.object_volumes.get(key)
+            if pod_volume is None:
+                pod_volume = self.object_volumes[key] = self.volume_names.claim(f"entourage-{profile.name}-{volume.name}")
+                self.volumes.append(volume.volume(pod_volume, key[1]))
+            mounts.append((pod_volume, volume.mount_path))
+        return tuple(mounts)
 
     def _logging_target(self) -> int | None:
         names = [c["name"] for c in self.containers]
@@ -440,6 +464,14 @@ class _Builder:
             self.warnings.append(
                 f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"'
             )
+
+
+def _mounted(container: dict[str, Any], mounts: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The container with the profile's volumes mounted read-only after its own mounts."""
+    if mounts:
+        own = container.get("volumeMounts") or []
+        container["volumeMounts"] = [*own, *({"name": name, "mountPath": path, "readOnly": True} for name, path in mounts)]
+    return container
 
 
 _uidless = caches.cache("uidless-containers", max_entries=256, max_bytes=4 * 1024 * 1024, on_evict=lambda kept: patch.forget(kept[1]))

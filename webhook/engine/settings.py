@@ -131,6 +131,35 @@ class CaBundle:
         return {"name": name, "configMap": {"name": self.name, "items": items, "defaultMode": 0o444}}
 
 
+@dataclass(frozen=True)
+class ProfileVolume:
+    """A ConfigMap or Secret of the pod's own namespace, mounted read-only in the companion: its
+    configuration or credentials, the platform way.
+
+    The object's name is fixed in the profile or comes from a parameter of type ``name`` (a DNS
+    label a pod may set): a pod can choose which object of its own namespace, never another
+    namespace's (configMap and secret volumes have none) nor a host path."""
+
+    name: str
+    """Part of the pod volume's name, unique in the profile."""
+    source: str
+    """``configMap`` or ``secret``."""
+    ref: str
+    """The object's name, or ``{param}``."""
+    mount_path: str
+    optional: bool = False
+
+    def object_name(self, values: Mapping[str, str]) -> str:
+        return render_text(self.ref, values)
+
+    def volume(self, name: str, object_name: str) -> dict[str, Any]:
+        if self.source == "secret":
+            # 0444: the companion runs as a non-root UID that owns nothing in the volume, and only
+            # its own container mounts it.
+            return {"name": name, "secret": {"secretName": object_name, "defaultMode": 0o444, "optional": self.optional}}
+        return {"name": name, "configMap": {"name": object_name, "defaultMode": 0o444, "optional": self.optional}}
+
+
 @dataclass(frozen=True, eq=False)
 class Profile:
     """One injectable container: image, command, resources; chosen by name, never built by a pod.
@@ -162,6 +191,8 @@ class Profile:
     """Secrets (of the pod's namespace) the image needs: added to the pod's imagePullSecrets."""
     ca_bundle: CaBundle | None = None
     """Wait-for only: the CA bundle that verifies https targets instead of the image's roots."""
+    volumes: tuple[ProfileVolume, ...] = ()
+    """ConfigMaps and Secrets of the pod's namespace mounted read-only in the container."""
 
     def values(self, params: Mapping[str, str]) -> dict[str, str]:
         """Every declared parameter's value: the pod's (validated) annotation over the default."""
@@ -356,7 +387,7 @@ def _params(where: str, value: Any) -> dict[str, Param]:
 
 _PROFILE_KEYS = (
     "description", "image", "imagePullPolicy", "imagePullSecrets", "command", "args", "tlsArgs", "readyCommand", "env",
-    "ports", "resources", "securityContext", "params", "caBundle",
+    "ports", "resources", "securityContext", "params", "caBundle", "volumes",
 )
 
 
@@ -408,6 +439,7 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
         image_pull_policy=pull_policy,
         image_pull_secrets=_secret_names(f"{where}.imagePullSecrets", data.get("imagePullSecrets")),
         ca_bundle=_ca_bundle(f"{where}.caBundle", data.get("caBundle")) if "caBundle" in data else None,
+        volumes=_volumes(f"{where}.volumes", data.get("volumes"), params),
     )
     if kind != "waitFor" and profile.ca_bundle is not None:
         raise ConfigError(f"{where}.caBundle: only wait-for profiles have a CA bundle (ambassadors take a ca-file parameter)")
@@ -432,6 +464,51 @@ def _secret_names(where: str, value: Any) -> tuple[str, ...]:
         if len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
             raise ConfigError(f"{where}: {name!r}: expected a Secret name (a DNS subdomain: lower-case letters, digits, '-' and '.')")
     return tuple(dict.fromkeys(names))
+
+
+_RESERVED_MOUNTS = ("/var/run/entourage", "/etc/entourage", "/proc", "/sys", "/dev")
+"""Paths the engine mounts its own volumes under, or the runtime owns."""
+
+
+def _volumes(where: str, value: Any, params: Mapping[str, Param]) -> tuple[ProfileVolume, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of volumes")
+    volumes: list[ProfileVolume] = []
+    for index, item in enumerate(value):
+        here = f"{where}[{index}]"
+        data = _mapping(here, item)
+        _check_keys(here, data, ("name", "configMap", "secret", "mountPath", "optional"))
+        name = data.get("name")
+        if not isinstance(name, str) or not grammar.DNS_LABEL.fullmatch(name) or len(name) > 20:
+            raise ConfigError(f"{here}.name: expected a DNS label of at most 20 characters, got {name!r}")
+        sources = [source for source in ("configMap", "secret") if source in data]
+        if len(sources) != 1:
+            raise ConfigError(f"{here}: expected exactly one of configMap or secret (an object of the pod's namespace), got {sorted(data)}")
+        source, ref = sources[0], data[sources[0]]
+        bound = PLACEHOLDER.fullmatch(ref) if isinstance(ref, str) else None
+        if bound:
+            param = params.get(bound[1])
+            if param is None or param.type != "name":
+                raise ConfigError(f"{here}.{source}: {ref!r}: a placeholder here names a parameter of type name (a DNS label a pod may set)")
+        elif not isinstance(ref, str) or len(ref) > 253 or not _OBJECT_NAME.fullmatch(ref):
+            raise ConfigError(f"{here}.{source}: {ref!r}: expected the name of a {source} in the pod's namespace, or {{param}}")
+        path = data.get("mountPath")
+        if not isinstance(path, str) or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path) or "/../" in path + "/" or "/./" in path + "/":
+            raise ConfigError(f"{here}.mountPath: expected an absolute, normalised path, got {path!r}")
+        if any(path == reserved or path.startswith(reserved + "/") for reserved in _RESERVED_MOUNTS):
+            raise ConfigError(f"{here}.mountPath: {path}: {', '.join(_RESERVED_MOUNTS)} are reserved")
+        optional = data.get("optional", False)
+        if not isinstance(optional, bool):
+            raise ConfigError(f"{here}.optional: expected true or false")
+        for other in volumes:
+            if other.name == name:
+                raise ConfigError(f"{here}.name: {name!r} is used twice")
+            if path == other.mount_path or path.startswith(other.mount_path + "/") or other.mount_path.startswith(path + "/"):
+                raise ConfigError(f"{here}.mountPath: {path} overlaps {other.mount_path}")
+        volumes.append(ProfileVolume(name=name, source=source, ref=ref, mount_path=path, optional=optional))
+    return tuple(volumes)
 
 
 def _ca_bundle(where: str, value: Any) -> CaBundle:

@@ -10,6 +10,7 @@ image and a fingerprint of the rendered container (a digest of its JSON).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -56,8 +57,11 @@ def digest(data: bytes) -> str:
 
 @functools.lru_cache(maxsize=256)
 def profile_version(profile: Profile) -> str:
-    """A digest of everything the profile defines (profiles hash by identity: one per load)."""
-    return digest(orjson.dumps(profile, option=orjson.OPT_SORT_KEYS))
+    """A digest of everything the profile defines (profiles hash by identity: one per load).
+    Unset fields are left out, so that a new optional profile field in a later release does not
+    change the version of every existing profile."""
+    defined = {field.name: getattr(profile, field.name) for field in dataclasses.fields(profile)}
+    return digest(orjson.dumps({name: value for name, value in defined.items() if value not in ((), {}, None, "")}, option=orjson.OPT_SORT_KEYS))
 
 
 _fingerprints = caches.cache("fingerprints", max_entries=1024, max_bytes=256 * 1024)
