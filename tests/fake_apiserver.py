@@ -8,6 +8,9 @@ real apiserver answers them (no cluster runs in tests).
   ``timeoutSeconds``
 - ``GET /api/v1/namespaces/{ns}``, ``GET /api/v1/pods``, ``GET /api/v1/namespaces/{ns}/pods``
 - ``GET /api/v1/nodes``                              NodeList with ``status.nodeInfo.kubeletVersion``
+- ``GET`` of one workload object: ``/apis/apps/v1/namespaces/{ns}/{replicasets,deployments,
+  statefulsets,daemonsets}/{name}``, ``/apis/batch/v1/namespaces/{ns}/{jobs,cronjobs}/{name}``,
+  ``/api/v1/namespaces/{ns}/replicationcontrollers/{name}`` (404 NotFound unless ``put_object``)
 - ``POST /api/v1/namespaces/{ns}/events``            201 with the created Event (name from generateName)
 - ``GET``/``PATCH`` (``application/json-patch+json``) of
   ``/apis/admissionregistration.k8s.io/v1/{mutating,validating}webhookconfigurations/{name}``, and
@@ -42,6 +45,16 @@ import yaml
 from webhook import certs
 
 TOKEN = "fake-token"
+RESOURCES = {
+    "ReplicaSet": ("apps/v1", "replicasets"),
+    "Deployment": ("apps/v1", "deployments"),
+    "StatefulSet": ("apps/v1", "statefulsets"),
+    "DaemonSet": ("apps/v1", "daemonsets"),
+    "Job": ("batch/v1", "jobs"),
+    "CronJob": ("batch/v1", "cronjobs"),
+    "ReplicationController": ("v1", "replicationcontrollers"),
+}
+"""kind → (apiVersion, resource) of the workload objects the fake serves one by one."""
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -60,6 +73,8 @@ class FakeApiServer:
         self.oldest_watchable = 0
         self.nodes: dict[str, dict[str, Any]] = {}
         self.pods: list[dict[str, Any]] = []
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        """(apiVersion, resource, namespace, name) → a workload object (ReplicaSet, Job, …)."""
         self.events: list[dict[str, Any]] = []
         self.webhook_configurations: dict[str, dict[str, Any]] = {}
         self.validating_configurations: dict[str, dict[str, Any]] = {}
@@ -109,6 +124,15 @@ class FakeApiServer:
         with self.lock:
             self.oldest_watchable = int(self._bump())
             self.history.clear()
+
+    def put_object(self, kind: str, namespace: str, name: str, uid: str | None = None) -> str:
+        """Create a workload object (as its controller would); its uid."""
+        api_version, resource = RESOURCES[kind]
+        uid = uid or str(uuid.uuid4())
+        with self.lock:
+            metadata = {"name": name, "namespace": namespace, "uid": uid, "resourceVersion": self._bump(), "generation": 1, "creationTimestamp": "2025-11-25T10:00:00Z"}
+            self.objects[(api_version, resource, namespace, name)] = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": {}, "status": {}}
+        return uid
 
     def set_nodes(self, *kubelet_versions: str) -> None:
         with self.lock:
@@ -209,6 +233,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm holds the body
+        # until the client's delayed ACK of the headers, 40 ms a request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.api.connections.add(self.connection)
 
     def finish(self) -> None:
@@ -260,6 +287,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/api/v1/nodes":
             with api.lock:
                 self._list("NodeList", list(api.nodes.values()))
+        elif (m := re.fullmatch(r"/(?:api/(v1)|apis/((?:apps|batch)/v1))/namespaces/([^/]+)/([a-z]+)/([^/]+)", path)) and (m[1] or m[2], m[4]) in RESOURCES.values():
+            api_version, namespace, resource, name = m[1] or m[2], m[3], m[4], m[5]
+            with api.lock:
+                found = api.objects.get((api_version, resource, namespace, name))
+            if found is None:
+                group = api_version.rpartition("/")[0]
+                self._send(404, _status(404, "NotFound", f'{resource}{"." + group if group else ""} "{name}" not found'))
+            else:
+                self._send(200, found)
         elif path == "/api/v1/pods" or (m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)):
             namespace = None if path == "/api/v1/pods" else m[1]  # type: ignore[index]
             self._list("PodList", [pod for pod in api.pods if namespace in (None, pod["metadata"]["namespace"])])

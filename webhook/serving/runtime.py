@@ -145,6 +145,8 @@ class Runtime:
             version_every=options.version_check_seconds,
             watch_seconds=options.watch_seconds,
             events=options.events,
+            owner_seconds=options.event_owner_seconds,
+            lookups_per_second=options.event_lookups_per_second,
         )
         metrics.NAMESPACE_CACHE_SYNCED.set(0)
         self.update(namespace_annotations=self.cluster.namespaces.get)
