@@ -99,6 +99,15 @@ class Api:
             raise ApiError(f"{method} {path}: expected a JSON object")
         return decoded
 
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None while it does not exist (404)."""
+        try:
+            return self.request("GET", path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
     def list_all(self, path: str, *, limit: int = 500) -> tuple[list[dict[str, Any]], str]:
         """Every item of a list (following ``continue``) and the list's resourceVersion."""
         items: list[dict[str, Any]] = []
