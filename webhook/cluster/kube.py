@@ -414,13 +414,8 @@ class EventRecorder(_Loop):
             api_version, resource = OWNERS[(_group(involved["apiVersion"]), involved["kind"])]
             base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
             path = f"{base}/namespaces/{involved['namespace']}/{resource}/{involved['name']}"
-        try:
-            found = self.api.request("GET", path, timeout=(5.0, 10.0))
-        except ApiError as error:
-            if error.status == 404:
-                return ""
-            raise
-        uid = (found.get("metadata") or {}).get("uid")
+        found = self.api.get(path)
+        uid = ((found or {}).get("metadata") or {}).get("uid")
         return uid if isinstance(uid, str) and _UID.fullmatch(uid) else ""
 
 
