@@ -8,12 +8,14 @@ real apiserver answers them (no cluster runs in tests).
   ``timeoutSeconds``
 - ``GET /api/v1/namespaces/{ns}``, ``GET /api/v1/pods``, ``GET /api/v1/namespaces/{ns}/pods``
 - ``GET /api/v1/nodes``                              NodeList with ``status.nodeInfo.kubeletVersion``
+- ``GET`` of one workload object: ``/apis/apps/v1/namespaces/{ns}/{replicasets,deployments,
+  statefulsets,daemonsets}/{name}``, ``/apis/batch/v1/namespaces/{ns}/{jobs,cronjobs}/{name}``,
+  ``/api/v1/namespaces/{ns}/replicationcontrollers/{name}`` (404 NotFound unless ``put_object``)
 - ``POST /api/v1/namespaces/{ns}/events``            201 with the created Event (name from generateName)
 - ``GET``/``PATCH`` (``application/json-patch+json``) of
   ``/apis/admissionregistration.k8s.io/v1/{mutating,validating}webhookconfigurations/{name}``, and
   their watch (``?watch=true&fieldSelector=metadata.name=NAME``)
-- ``GET`` ``/apis/{apps,batch}/v1/namespaces/{ns}/{plural}/{name}`` of the workloads in ``workloads``,
-  and ``PATCH`` (``application/strategic-merge-patch+json``, applied as a JSON merge patch, which
+- ``PATCH`` (``application/strategic-merge-patch+json``, applied as a JSON merge patch, which
   is the same for the maps ``rollout restart`` writes) of Deployments, StatefulSets and DaemonSets
 - ``POST /api/v1/namespaces/{ns}/pods?dryRun=All``: admission as the apiserver runs it for the
   mutating webhooks configured with ``clientConfig.url`` (``namespaceSelector``,
@@ -50,6 +52,16 @@ import yaml
 from webhook import certs
 
 TOKEN = "fake-token"
+RESOURCES = {
+    "ReplicaSet": ("apps/v1", "replicasets"),
+    "Deployment": ("apps/v1", "deployments"),
+    "StatefulSet": ("apps/v1", "statefulsets"),
+    "DaemonSet": ("apps/v1", "daemonsets"),
+    "Job": ("batch/v1", "jobs"),
+    "CronJob": ("batch/v1", "cronjobs"),
+    "ReplicationController": ("v1", "replicationcontrollers"),
+}
+"""kind → (apiVersion, resource) of the workload objects the fake serves one by one."""
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -68,6 +80,8 @@ class FakeApiServer:
         self.oldest_watchable = 0
         self.nodes: dict[str, dict[str, Any]] = {}
         self.pods: list[dict[str, Any]] = []
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        """(apiVersion, resource, namespace, name) → a workload object (ReplicaSet, Job, …)."""
         self.events: list[dict[str, Any]] = []
         self.webhook_configurations: dict[str, dict[str, Any]] = {}
         self.validating_configurations: dict[str, dict[str, Any]] = {}
@@ -79,8 +93,6 @@ class FakeApiServer:
         self.patches: list[list[dict[str, Any]]] = []
         self.dry_run_pods: list[dict[str, Any]] = []
         """Every pod a dry-run create admitted, as admission left it."""
-        self.workloads: dict[tuple[str, str, str], dict[str, Any]] = {}
-        """(plural, namespace, name) → object, for the apps/v1 and batch/v1 kinds."""
         self.workload_patches: list[tuple[str, str, str, dict[str, Any]]] = []
         """(plural, namespace, name, body) of every PATCH of a workload."""
         self.requests: list[str] = []
@@ -125,6 +137,15 @@ class FakeApiServer:
         with self.lock:
             self.oldest_watchable = int(self._bump())
             self.history.clear()
+
+    def put_object(self, kind: str, namespace: str, name: str, uid: str | None = None) -> str:
+        """Create a workload object (as its controller would); its uid."""
+        api_version, resource = RESOURCES[kind]
+        uid = uid or str(uuid.uuid4())
+        with self.lock:
+            metadata = {"name": name, "namespace": namespace, "uid": uid, "resourceVersion": self._bump(), "generation": 1, "creationTimestamp": "2025-11-25T10:00:00Z"}
+            self.objects[(api_version, resource, namespace, name)] = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": {}, "status": {}}
+        return uid
 
     def set_nodes(self, *kubelet_versions: str) -> None:
         with self.lock:
@@ -177,15 +198,14 @@ class FakeApiServer:
 
     def put_workload(self, kind: str, namespace: str, name: str, owner: tuple[str, str] | None = None) -> dict[str, Any]:
         """A workload (``owner``: its controller's kind and name), as a controller would create it."""
-        group = "batch/v1" if kind in ("Job", "CronJob") else "apps/v1"
+        api_version, resource = RESOURCES[kind]
         metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())}
         if owner is not None:
-            owner_group = "batch/v1" if owner[0] in ("Job", "CronJob") else "apps/v1"
-            metadata["ownerReferences"] = [{"apiVersion": owner_group, "kind": owner[0], "name": owner[1], "uid": str(uuid.uuid4()), "controller": True}]
+            metadata["ownerReferences"] = [{"apiVersion": RESOURCES[owner[0]][0], "kind": owner[0], "name": owner[1], "uid": str(uuid.uuid4()), "controller": True}]
         with self.lock:
             metadata["resourceVersion"] = self._bump()
-            workload = {"apiVersion": group, "kind": kind, "metadata": metadata, "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}}
-            self.workloads[(kind.lower() + "s", namespace, name)] = workload
+            workload = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}}
+            self.objects[(api_version, resource, namespace, name)] = workload
         return workload
 
     def delete_secret(self, namespace: str, name: str) -> None:
@@ -243,6 +263,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm holds the body
+        # until the client's delayed ACK of the headers, 40 ms a request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.api.connections.add(self.connection)
 
     def finish(self) -> None:
@@ -295,6 +318,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/api/v1/nodes":
             with api.lock:
                 self._list("NodeList", list(api.nodes.values()))
+        elif (m := re.fullmatch(r"/(?:api/(v1)|apis/((?:apps|batch)/v1))/namespaces/([^/]+)/([a-z]+)/([^/]+)", path)) and (m[1] or m[2], m[4]) in RESOURCES.values():
+            api_version, namespace, resource, name = m[1] or m[2], m[3], m[4], m[5]
+            with api.lock:
+                found = api.objects.get((api_version, resource, namespace, name))
+            if found is None:
+                group = api_version.rpartition("/")[0]
+                self._send(404, _status(404, "NotFound", f'{resource}{"." + group if group else ""} "{name}" not found'))
+            else:
+                self._send(200, found)
         elif path == "/api/v1/pods" or (m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)):
             namespace = None if path == "/api/v1/pods" else m[1]  # type: ignore[index]
             self._list("PodList", [pod for pod in api.pods if namespace in (None, pod["metadata"]["namespace"])])
@@ -307,13 +339,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(200, found)
         elif (m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)) and query.get("watch") in ("true", "1"):
             self._watch_configurations(m[1], query)
-        elif m := re.fullmatch(r"/apis/(?:apps|batch)/v1/namespaces/([^/]+)/([a-z]+)/([^/]+)", path):
-            with api.lock:
-                workload = api.workloads.get((m[2], m[1], m[3]))
-            if workload is None:
-                self._send(404, _status(404, "NotFound", f'{m[2]} "{m[3]}" not found'))
-            else:
-                self._send(200, workload)
         elif m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", path):
             with api.lock:
                 secret = api.secrets.get((m[1], m[2]))
@@ -485,7 +510,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         body = self._body()
         with api.lock:
-            workload = api.workloads.get((plural, namespace, name))
+            workload = api.objects.get(("apps/v1", plural, namespace, name))
             if workload is None:
                 self._send(404, _status(404, "NotFound", f'{plural} "{name}" not found'))
                 return

@@ -205,7 +205,7 @@ def test_restart_with_yes_patches_each_workload_template_once(api: FakeApiServer
     for _, _, _, body in api.workload_patches:
         stamp = body["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
         assert len(stamp) == 20 and stamp.endswith("Z")
-    assert api.workloads[("deployments", "shop", "web")]["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+    assert api.objects[("apps/v1", "deployments", "shop", "web")]["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
     assert all(request.startswith(("GET", "PATCH /apis/apps/v1/namespaces/shop/")) for request in api.requests)
 
 
@@ -224,7 +224,7 @@ def test_restart_also_serves_the_pods_that_missed_injection(api: FakeApiServer, 
 
 def test_a_failed_restart_is_reported_and_makes_the_exit_code_1(api: FakeApiServer, tmp_path: Path) -> None:
     outdated_cluster(api, tmp_path)
-    del api.workloads[("statefulsets", "shop", "db")]
+    del api.objects[("apps/v1", "statefulsets", "shop", "db")]
     result = run_audit(api, tmp_path, "--outdated", "--restart", "--yes", "--pause", "0")
     assert result.returncode == 1
     assert "failed to restart shop/StatefulSet/db: PATCH /apis/apps/v1/namespaces/shop/statefulsets/db: HTTP 404" in result.stderr

@@ -30,6 +30,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from webhook.cluster import kube
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "entourage"
 GOLDEN = REPO / "tests" / "testdata" / "chart" / "default.yaml"
@@ -512,15 +514,25 @@ BASE_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets", "statefulsets", "daemonsets", "deployments"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
 ]
 
 
 @pytest.mark.parametrize("cert_mode", sorted(CERT_MODES))
-def test_rbac_grants_exactly_namespaces_nodes_and_events_without_self_patching(cert_mode: str) -> None:
+def test_rbac_grants_exactly_namespaces_nodes_events_and_getting_event_owners_without_self_patching(cert_mode: str) -> None:
     docs = render(CERT_MODES[cert_mode])
     assert one(docs, "ClusterRole")["rules"] == BASE_RULES
     assert "--patch-ca-bundle" not in container(docs)["args"]
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_the_cluster_role_lets_the_event_recorder_get_every_owner_kind_it_looks_up() -> None:
+    rules = one(render(), "ClusterRole")["rules"]
+    granted = {(group, resource) for rule in rules if "get" in rule["verbs"] and "resourceNames" not in rule for group in rule["apiGroups"] for resource in rule["resources"]}
+    looked_up = {(api_version.rpartition("/")[0], resource) for api_version, resource in kube.OWNERS.values()} | {("", "namespaces")}
+    assert looked_up <= granted
 
 
 @pytest.mark.parametrize("cert_mode", ["helm", "secret"])

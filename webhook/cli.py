@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--self-test-configuration", metavar="NAME", help="the MutatingWebhookConfiguration whose namespaceSelector chooses the probed namespaces (default: the first --mutating-webhook-configuration, else entourage)")
     cluster.add_argument("--self-test-namespace", metavar="NS", action="append", default=[], help="probe this namespace instead of the selected ones (repeatable)")
     cluster.add_argument("--self-test-image", default="registry.k8s.io/pause:3.10", help="the probe pod's image (a dry run pulls nothing)")
+    cluster.add_argument("--event-owner-cache-seconds", type=_seconds, default=60.0, help="how long an Event owner's lookup (found or not) is remembered (default 60)")
+    cluster.add_argument("--event-lookups-per-second", type=_rate, default=10.0, help="owner lookups the Events worker may make a second; Events needing more are dropped (default 10)")
     managed = serve.add_argument_group("certificates managed by the webhook (webhook/cluster/certificates.py; needs API access)")
     managed.add_argument("--certificates-secret", metavar="NAME", help="self-managed mode: read or create this Secret with the CA and serving pair, serve from it, renew and rotate it")
     managed.add_argument("--service", default="entourage", help="the webhook's Service: the serving certificate's DNS names (default entourage)")
@@ -136,6 +138,13 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected a rate above 0 and at most 10000 a second, got {text!r}")
     return value
 
 
@@ -225,6 +234,8 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         sync_timeout=args.sync_timeout,
         version_check_seconds=args.version_check_seconds,
         events=not args.no_events,
+        event_owner_seconds=args.event_owner_cache_seconds,
+        event_lookups_per_second=args.event_lookups_per_second,
         certificates=certificates,
         self_test_seconds=args.self_test_seconds,
         self_test_configuration=args.self_test_configuration or next(iter(args.mutating_webhook_configuration), "entourage"),

@@ -94,7 +94,12 @@ SELFTEST_LAST_RUN = Gauge(
     multiprocess_mode="livemax",
 )
 KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API calls, by operation.", ["operation"])
-EVENTS = Counter("entourage_events_total", "Kubernetes Events, by result (sent, dropped, failed).", ["result"])
+EVENTS = Counter(
+    "entourage_events_total",
+    "Kubernetes Events, by result: sent, failed, dropped (queue full), rate_limited, invalid (a name Kubernetes would not accept), "
+    "unverified (the owner is not in the API as named), lookup_limited (no owner lookup left this second).",
+    ["result"],
+)
 BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")
 BUILD_INFO.labels(__version__).set(1)
 

@@ -230,6 +230,7 @@ for _kind in ANNOTATION_KINDS.values():
         )
 
 
+# Keyed by the Settings object (one per loaded configuration), never by a request.
 @functools.lru_cache(maxsize=8)
 def _known_keys(settings: Settings) -> list[str]:
     keys = set(KEYS)

@@ -191,9 +191,6 @@ class _Builder:
         adapters = [self._adapter(name) for name in self.request.adapters]
         if self.problems:
             raise PodDenied(self.problems)
-        if self.assigned_uid:
-            waits, ambassadors, adapters = list(map(_without_uid, waits)), list(map(_without_uid, ambassadors)), list(map(_without_uid, adapters))
-            agent = _without_uid(agent) if agent else None
         if ambassadors and self.spec.get("hostNetwork") is True:
             ports = ", ".join(str(route.local_port) for route in self.request.routes)
             self.warnings.append(f"hostNetwork pod: ambassador ports {ports} are bound on the node's loopback")
@@ -348,12 +345,13 @@ class _Builder:
                 self.ca_volume = self.volume_names.claim("entourage-wait-for-ca")
                 self.volumes.append(waitfor.ca_volume(profile, self.ca_volume))
             ca_volume = self.ca_volume
-        mounts = self._profile_volumes(profile, params)
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides, ca_volume, mounts),
-            lambda: _mounted(
+            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides, ca_volume, mounts, uidless),
+            lambda: _adjusted(
                 waitfor.build(profile, name=name, target=target, timeout=timeout, params=params, resources=resources, ca_volume=ca_volume),
                 mounts,
+                uidless,
             ),
         )
 
@@ -364,11 +362,11 @@ class _Builder:
         params = self._params("ambassador", profile)
         resources, overrides = self._resources("ambassador", profile)
         native = self.native
-        mounts = self._profile_volumes(profile, params)
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("ambassador", profile, name, route, tuple(params.items()), overrides, native, mounts),
+            ("ambassador", profile, name, route, tuple(params.items()), overrides, native, mounts, uidless),
             lambda: _sidecar(
-                _mounted(ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), mounts), native
+                _adjusted(ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), mounts, uidless), native
             ),
         )
 
@@ -380,10 +378,10 @@ class _Builder:
         name = self._claim(f"entourage-adapter-{profile_name}", profile)
         resources, overrides = self._resources("adapter", profile)
         native = self.native
-        mounts = self._profile_volumes(profile, params)
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("adapter", profile, name, tuple(params.items()), overrides, native, mounts),
-            lambda: _sidecar(_mounted(adapter.build(profile, name=name, params=params, resources=resources), mounts), native),
+            ("adapter", profile, name, tuple(params.items()), overrides, native, mounts, uidless),
+            lambda: _sidecar(_adjusted(adapter.build(profile, name=name, params=params, resources=resources), mounts, uidless), native),
         )
 
     def _logging(self) -> dict[str, Any]:
@@ -418,11 +416,11 @@ class _Builder:
         params = self._params("logging", profile)
         resources, overrides = self._resources("logging", profile)
         native = self.native
-        mounts = self._profile_volumes(profile, params)
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native, mounts),
+            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native, mounts, uidless),
             lambda: _sidecar(
-                _mounted(logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), mounts),
+                _adjusted(logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), mounts, uidless),
                 native,
             ),
         )
@@ -466,30 +464,15 @@ class _Builder:
             )
 
 
-def _mounted(container: dict[str, Any], mounts: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    """The container with the profile's volumes mounted read-only after its own mounts."""
+def _adjusted(container: dict[str, Any], mounts: tuple[tuple[str, str], ...], uidless: bool) -> dict[str, Any]:
+    """The built container with the profile's volumes mounted read-only after its own mounts,
+    and, where the namespace assigns UIDs, without runAsUser and runAsGroup (runAsNonRoot stays)."""
     if mounts:
         own = container.get("volumeMounts") or []
         container["volumeMounts"] = [*own, *({"name": name, "mountPath": path, "readOnly": True} for name, path in mounts)]
+    if uidless:
+        container["securityContext"] = {k: v for k, v in container["securityContext"].items() if k not in ("runAsUser", "runAsGroup")}
     return container
-
-
-_uidless = caches.cache("uidless-containers", max_entries=256, max_bytes=4 * 1024 * 1024, on_evict=lambda kept: patch.forget(kept[1]))
-
-
-def _without_uid(container: dict[str, Any]) -> dict[str, Any]:
-    """The shared container without runAsUser and runAsGroup (runAsNonRoot stays), itself shared:
-    kept by the original's id, with the original, so that id cannot be reused meanwhile."""
-    known = _uidless.get(id(container))
-    if known is not None and known[0] is container:
-        return known[1]  # type: ignore[no-any-return]
-    security = {k: v for k, v in container["securityContext"].items() if k not in ("runAsUser", "runAsGroup")}
-    uidless = caches.freeze({**container, "securityContext": security})
-    size = patch.remember(uidless)
-    _uidless.put(id(container), (container, uidless), 2 * size + 100)
-    if id(container) not in _uidless.entries:
-        patch.forget(uidless)
-    return uidless  # type: ignore[no-any-return]
 
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")

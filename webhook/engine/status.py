@@ -64,19 +64,14 @@ def profile_version(profile: Profile) -> str:
     return digest(orjson.dumps({name: value for name, value in defined.items() if value not in ((), {}, None, "")}, option=orjson.OPT_SORT_KEYS))
 
 
-_fingerprints = caches.cache("fingerprints", max_entries=1024, max_bytes=256 * 1024)
-"""id(container) → (container, fingerprint): injected containers are shared between pods
-(``profiles.common.shared``), so each is digested once. The entry holds the container, so its id
-cannot be reused while the entry lives."""
-
-
 def fingerprint(container: Mapping[str, Any]) -> str:
-    known = _fingerprints.get(id(container))
-    if known is not None and known[0] is container:
-        return known[1]  # type: ignore[no-any-return]
-    found = digest(orjson.dumps(container, option=orjson.OPT_SORT_KEYS))
-    _fingerprints.put(id(container), (container, found), 160)
-    return found
+    """A digest of the rendered container; kept on a shared (frozen) container, which pods reuse."""
+    known = container.digest if isinstance(container, caches.FrozenDict) else None
+    if known is None:
+        known = digest(orjson.dumps(container, option=orjson.OPT_SORT_KEYS))
+        if isinstance(container, caches.FrozenDict):
+            container.digest = known
+    return known
 
 
 def encode(sections: Mapping[str, list[str]], components: tuple[Component, ...]) -> str:

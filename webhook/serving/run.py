@@ -65,6 +65,11 @@ class ServeOptions:
     version_check_seconds: float = 600.0
     watch_seconds: int = 300
     events: bool = True
+    event_owner_seconds: float = 60.0
+    """How long the answer to "does this Event's owner exist?" is remembered, found or not."""
+    event_lookups_per_second: float = 10.0
+    """Owner lookups (GETs) the Events worker may make a second; Events that would need more are
+    dropped, so forged requests naming unknown owners cost the API server at most this."""
     certificates: CertificateOptions | None = None
     """Self-managed certificates (a Secret) and the caBundles to keep; needs ``cluster``."""
     self_test_seconds: float = 60.0

@@ -145,6 +145,8 @@ class Runtime:
             version_every=options.version_check_seconds,
             watch_seconds=options.watch_seconds,
             events=options.events,
+            owner_seconds=options.event_owner_seconds,
+            lookups_per_second=options.event_lookups_per_second,
         )
         if options.self_test_seconds > 0:
             from webhook.cluster.selftest import SelfTest
