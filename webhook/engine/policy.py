@@ -167,7 +167,7 @@ def _target_allowed(endpoint: Endpoint, target: WaitTarget) -> bool:
     hostport, slash, path = rest.partition("/")
     port = None
     if target.kind != "dns":
-        host_part, colon, port_text = hostport.rpartition(":")
+        _, colon, port_text = hostport.rpartition(":")
         if colon and not port_text.endswith("]"):
             port = int(port_text)
     return endpoint.allows(target.kind, target.host, port, slash + path)
