@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from webhook.engine import grammar
+from webhook.engine import grammar, policy
+from webhook.engine.policy import Policy
 from webhook.engine.quantity import parse_quantity
 from webhook.errors import ConfigError
 
@@ -263,6 +264,8 @@ class Settings:
     profiles: Mapping[str, Mapping[str, Profile]] = field(default_factory=dict)
     image_registry: str | None = None
     """Where every profile's image is pulled from instead of its own registry (``rehome``)."""
+    policies: tuple[Policy, ...] = ()
+    """Who may use what, by namespace labels (webhook/engine/policy.py)."""
 
     def profile(self, kind: str, name: str) -> Profile | None:
         return self.profiles.get(kind, {}).get(name)
@@ -669,7 +672,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     _check_keys(
         "configuration",
         data,
-        ("annotationPrefix", "nativeSidecars", "onError", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles"),
+        ("annotationPrefix", "nativeSidecars", "onError", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles", "policies"),
     )
     prefix = data.get("annotationPrefix", "entourage.dev")
     if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.fullmatch(part) for part in prefix.split(".")) or len(prefix) > 200:
@@ -709,6 +712,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
         limits=_limits(_mapping("limits", data.get("limits"))),
         profiles=profiles,
         image_registry=registry,
+        policies=policy.load("policies", data.get("policies"), {kind: tuple(declared) for kind, declared in profiles.items()}),
     )
     for kind, name in (("logging", settings.defaults.logging), ("ambassador", settings.defaults.ambassador), ("waitFor", settings.defaults.wait_for)):
         if settings.profile(kind, name) is None:
