@@ -187,6 +187,11 @@ class Settings:
     """``true``, ``false`` or ``auto`` (native only when the cluster is known to support it)."""
     on_error: str = "deny"
     """What an unexpected engine failure answers: ``deny`` (with a message) or ``allow`` unchanged."""
+    validation: str = "deny"
+    """What ``POST /validate`` does with invalid annotations on workloads and Namespaces and with
+    changes to injected containers: ``deny`` (a workload UPDATE that leaves our annotations as
+    they were is only warned about, so an unrelated edit of an old workload is never blocked),
+    ``warn`` (admit with warnings) or ``off`` (admit without looking)."""
     defaults: Defaults = field(default_factory=Defaults)
     limits: Limits = field(default_factory=Limits)
     profiles: Mapping[str, Mapping[str, Profile]] = field(default_factory=dict)
@@ -499,7 +504,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     from webhook.engine.profiles.catalog import BUILTIN_PROFILES
 
     data = _mapping("configuration", data)
-    _check_keys("configuration", data, ("annotationPrefix", "nativeSidecars", "onError", "defaults", "limits", "profiles"))
+    _check_keys("configuration", data, ("annotationPrefix", "nativeSidecars", "onError", "validation", "defaults", "limits", "profiles"))
     prefix = data.get("annotationPrefix", "entourage.dev")
     if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.fullmatch(part) for part in prefix.split(".")) or len(prefix) > 200:
         raise ConfigError(f"annotationPrefix: expected a DNS subdomain such as entourage.dev, got {prefix!r}")
@@ -509,6 +514,9 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     on_error = data.get("onError", "deny")
     if on_error not in ("deny", "allow"):
         raise ConfigError(f"onError: expected deny or allow, got {on_error!r}")
+    validation = data.get("validation", "deny")
+    if validation not in ("deny", "warn", "off"):
+        raise ConfigError(f"validation: expected deny, warn or off, got {validation!r}")
 
     raw_profiles = _mapping("profiles", data.get("profiles"))
     _check_keys("profiles", raw_profiles, KINDS)
@@ -524,6 +532,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
         annotation_prefix=prefix,
         native_sidecars=native,
         on_error=on_error,
+        validation=validation,
         defaults=_defaults(_mapping("defaults", data.get("defaults"))),
         limits=_limits(_mapping("limits", data.get("limits"))),
         profiles=profiles,
