@@ -515,6 +515,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     if on_error not in ("deny", "allow"):
         raise ConfigError(f"onError: expected deny or allow, got {on_error!r}")
     validation = data.get("validation", "deny")
+    validation = "off" if validation is False else validation  # YAML 1.1: an unquoted off is false
     if validation not in ("deny", "warn", "off"):
         raise ConfigError(f"validation: expected deny, warn or off, got {validation!r}")
 
