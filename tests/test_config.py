@@ -57,6 +57,7 @@ def test_a_built_in_profile_can_be_pointed_at_a_mirror() -> None:
     [
         ("nativeSidecar: true", "unknown key 'nativeSidecar' (did you mean 'nativeSidecars'?)"),
         ("onError: maybe", "onError: expected deny or allow"),
+        ("validation: strict", "validation: expected deny, warn or off, got 'strict'"),
         ("annotationPrefix: 'Not A Prefix'", "annotationPrefix: expected a DNS subdomain"),
         ("limits: {maxAmbassadorRoutes: 1000}", "limits.maxAmbassadorRoutes: expected a whole number from 1 to 64"),
         ("limits: {maxMemory: lots}", "limits.maxMemory: 'lots' is not a Kubernetes quantity"),
@@ -106,3 +107,8 @@ def test_a_profile_security_context_starts_restricted_and_may_only_tighten() -> 
 def test_an_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
         load_settings(str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize(("text", "mode"), [("{}", "deny"), ("validation: warn", "warn"), ("validation: 'off'", "off"), ("validation: off", "off")])
+def test_validation_defaults_to_deny_and_an_unquoted_off_means_off(text: str, mode: str) -> None:
+    assert parse_settings(text).validation == mode  # YAML 1.1 reads a bare off as false
