@@ -9,17 +9,25 @@ and ``broken`` (annotations set before the webhook was installed: a typo and an 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.fake_apiserver import FakeApiServer
 from tests.webhook_process import Webhook, review, running, start
+from webhook.admission.validate import MAX_LISTED, locate, validate
+from webhook.engine.inject import ClusterFacts
+from webhook.engine.settings import Settings
+from webhook.serving import validation
+from webhook.serving.validation import ValidateEndpoint
 
 CASES = Path(__file__).parent / "testdata" / "validate"
 REFRESH = os.environ.get("REFRESH_GOLDEN") == "1"
@@ -158,7 +166,9 @@ def test_changing_an_injected_container_is_denied_naming_it(webhook: Webhook) ->
     assert "the volume entourage-logs-var-log-app was injected by Entourage and cannot be removed" in removed
 
 
-def test_a_pod_in_a_namespace_with_invalid_annotations_is_denied_naming_the_fix_and_the_namespace_gets_an_event(api: FakeApiServer, webhook: Webhook) -> None:
+def test_a_pod_in_a_namespace_with_invalid_annotations_is_denied_naming_the_fix_and_the_namespace_gets_an_event(
+    api: FakeApiServer, webhook: Webhook
+) -> None:
     response = post(webhook, review(namespace="broken"), "/mutate").json()["response"]
     assert response["allowed"] is False
     text = response["status"]["message"]
@@ -168,8 +178,13 @@ def test_a_pod_in_a_namespace_with_invalid_annotations_is_denied_naming_the_fix_
     )
     assert "kubectl annotate namespace broken entourage.dev/wait-for-" in text
     # The pod's own annotation wins, and a problem of its own stays the pod's.
-    own = post(webhook, review({"entourage.dev/loging": "false", "entourage.dev/wait-for": "db:5432"}, namespace="broken"), "/mutate").json()["response"]
-    assert own["status"]["message"] == "Entourage cannot inject this pod: entourage.dev/loging: 'false': unknown annotation; did you mean entourage.dev/logging?"
+    own = post(
+        webhook, review({"entourage.dev/loging": "false", "entourage.dev/wait-for": "db:5432"}, namespace="broken"), "/mutate"
+    ).json()["response"]
+    assert (
+        own["status"]["message"]
+        == "Entourage cannot inject this pod: entourage.dev/loging: 'false': unknown annotation; did you mean entourage.dev/logging?"
+    )
     webhook.wait_for(lambda: [e for e in api.events if e["reason"] == "InvalidNamespaceAnnotations"], what="the Namespace event")
     event = next(e for e in api.events if e["reason"] == "InvalidNamespaceAnnotations")
     assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Namespace", "name": "broken"}
@@ -189,7 +204,9 @@ def test_a_pod_in_a_namespace_with_invalid_annotations_is_denied_naming_the_fix_
         ("POST", "application/json", b'{"apiVersion": "v1", "kind": "Pod"}', 400),
     ],
 )
-def test_requests_that_are_not_admission_reviews_get_a_4xx_status(webhook: Webhook, method: str, content_type: str | None, body: bytes | None, status: int) -> None:
+def test_requests_that_are_not_admission_reviews_get_a_4xx_status(
+    webhook: Webhook, method: str, content_type: str | None, body: bytes | None, status: int
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     with webhook.client() as client:
         response = client.request(method, "/validate", content=body, headers=headers)
@@ -231,3 +248,75 @@ def test_the_modes_warn_and_off_never_deny(tmp_path: Path) -> None:
         webhook.config.swap({"config.yaml": b"validation: 'off'\n"})
         webhook.wait_for(lambda: "warnings" not in post(webhook, typo).json()["response"], what="the reload")
         assert post(webhook, injected).json()["response"] == {"uid": injected["request"]["uid"], "allowed": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# in process: the catch-all, and what the HTTPS cases cannot show cheaply
+
+
+def call(endpoint: ValidateEndpoint, body: bytes) -> tuple[int, dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/validate", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(endpoint(scope, receive, send))
+    return sent[0]["status"], orjson.loads(sent[1]["body"])
+
+
+def test_a_fault_in_validation_admits_with_a_warning_never_a_500(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug below the endpoint")
+
+    monkeypatch.setattr(validation, "validate", broken)
+    state = SimpleNamespace(settings=settings, cluster=ClusterFacts(), namespace_annotations=None)
+    status, answer = call(ValidateEndpoint(lambda: state), (CASES / "deployment-create-typo.json").read_bytes())  # type: ignore[arg-type, return-value]
+    assert status == 200
+    assert answer["response"] == {
+        "uid": "00000000-0000-4000-8000-000000000002",
+        "allowed": True,
+        "warnings": ["Entourage could not validate this object (internal error: RuntimeError); see the webhook's logs"],
+    }
+
+
+def test_an_unrelated_update_in_a_namespace_with_invalid_annotations_is_warned_not_denied(settings: Settings) -> None:
+    document = json.loads((CASES / "deployment-update-typo-fixed.json").read_text())
+    document["request"]["oldObject"] = document["request"]["object"]
+    verdict = validate(document, settings, namespace_annotations=lambda name: BROKEN)
+    response = verdict.review["response"]
+    assert (verdict.outcome, verdict.reason, response["allowed"]) == ("warned", "invalid_unchanged", True)
+    assert response["warnings"][0].startswith('Namespace plain annotations["entourage.dev/loging"]: unknown annotation')
+
+
+def test_a_forged_status_annotation_listing_many_names_is_read_only_up_to_a_bound(settings: Settings) -> None:
+    document = json.loads((CASES / "pod-update-injected-removed.json").read_text())
+    old = document["request"]["oldObject"]
+    names = [f"c{index}" for index in range(100_000)]
+    old["metadata"]["annotations"]["entourage.dev/status"] = json.dumps({"containers": names})
+    old["spec"]["containers"] += [{"name": name} for name in names[:100]]
+    verdict = validate(document, settings)
+    assert verdict.outcome == "allowed"  # a status this long is not one injection wrote: not ours to judge
+    old["metadata"]["annotations"]["entourage.dev/status"] = json.dumps({"containers": names[:1000]})
+    problems = validate(document, settings).review["response"]["status"]["message"].split("; spec.")
+    assert len(problems) == MAX_LISTED
+
+
+@pytest.mark.parametrize(
+    ("problem", "at", "located"),
+    [
+        ("entourage.dev/loging: 'true': unknown annotation; did you mean entourage.dev/logging?", "spec.template",
+         'spec.template.metadata.annotations["entourage.dev/loging"]: unknown annotation; did you mean entourage.dev/logging?'),
+        ("entourage.dev/inject: annotation values are strings, got a number", "", 'metadata.annotations["entourage.dev/inject"]: annotation values are strings, got a number'),
+        ("spec.containers: a pod needs at least one container with a name", "spec.jobTemplate.spec.template",
+         "spec.jobTemplate.spec.template.spec.containers: a pod needs at least one container with a name"),
+        ("70 annotations under entourage.dev/ (the pod's and its namespace's); at most 64 are allowed (limits.maxAnnotationKeys)", "spec.template",
+         "spec.template: 70 annotations under entourage.dev/ (the pod's and its namespace's); at most 64 are allowed (limits.maxAnnotationKeys)"),
+    ],
+)  # fmt: skip
+def test_each_shape_of_engine_message_is_located(settings: Settings, problem: str, at: str, located: str) -> None:
+    own = {"entourage.dev/loging": "true"}
+    assert locate(problem, settings, own=own, inherited={}, at=at, namespace="shop") == located

@@ -110,7 +110,9 @@ def validate(
         new, old = request.get("object"), request.get("oldObject")
         if not isinstance(new, dict) or (operation == "UPDATE" and not isinstance(old, dict)):
             both = " and request.oldObject" if operation == "UPDATE" else ""
-            raise ReviewError(f"request.object{both} must be the {target if target in ('Pod', 'Namespace') else 'workload'} of the {operation}")
+            raise ReviewError(
+                f"request.object{both} must be the {target if target in ('Pod', 'Namespace') else 'workload'} of the {operation}"
+            )
         verdict.kind = str(group_kind[1])
         old = old if operation == "UPDATE" else None
         if target == "Pod":
@@ -150,7 +152,9 @@ def _target(group_kind: tuple[Any, Any], operation: Any) -> str | None:
     return ".".join(path) if path else None
 
 
-def _judge(verdict: Verdict, settings: Settings, problems: list[str], changed: bool, advice: tuple[str, ...], reason: str, lead: str) -> None:
+def _judge(
+    verdict: Verdict, settings: Settings, problems: list[str], changed: bool, advice: tuple[str, ...], reason: str, lead: str
+) -> None:
     """Problems deny when the mode is ``deny`` and the request set them; otherwise they warn."""
     uid = verdict.uid
     if not problems:

@@ -31,7 +31,9 @@ _TOO_LARGE = orjson.dumps(bad_request(f"the body is larger than {MAX_BODY} bytes
 class ValidateEndpoint:
     """The ASGI app for ``POST /validate``."""
 
-    def __init__(self, state: Callable[[], AdmissionState], observe: Callable[[Verdict], None] | None = None, *, body_timeout: float | None = None) -> None:
+    def __init__(
+        self, state: Callable[[], AdmissionState], observe: Callable[[Verdict], None] | None = None, *, body_timeout: float | None = None
+    ) -> None:
         self.state = state
         self.observe = observe
         self.body_timeout = body_timeout
@@ -56,14 +58,14 @@ class ValidateEndpoint:
         except ReviewError as error:  # e.g. an UPDATE without its oldObject
             await _answer(send, 400, orjson.dumps(bad_request(str(error))))
             return
-        except Exception as error:  # noqa: BLE001 - THE catch-all: admitted with a warning, never a 500
+        except Exception as error:  # THE catch-all: admitted with a warning, never a 500
             log.exception("validation failed unexpectedly (uid %s)", review["request"]["uid"])
             verdict = failed(review, error)
         await _answer(send, 200, orjson.dumps(verdict.review))
         if self.observe is not None:
             try:
                 self.observe(verdict)
-            except Exception:  # noqa: BLE001 - the answer is sent; a metrics or log failure must not surface
+            except Exception:  # the answer is sent; a metrics or log failure must not surface
                 log.exception("recording a validation failed")
 
     async def _body(self, receive: Receive, send: Send) -> bytes | None:
