@@ -259,6 +259,11 @@ class Settings:
     annotation), injected containers carry no runAsUser/runAsGroup, which the platform rejects
     outside the namespace's range, and keep runAsNonRoot; elsewhere the profile's. ``profile``:
     always the profile's."""
+    validation: str = "deny"
+    """What ``POST /validate`` does with invalid annotations on workloads and Namespaces and with
+    changes to injected containers: ``deny`` (a workload UPDATE that leaves our annotations as
+    they were is only warned about, so an unrelated edit of an old workload is never blocked),
+    ``warn`` (admit with warnings) or ``off`` (admit without looking)."""
     defaults: Defaults = field(default_factory=Defaults)
     limits: Limits = field(default_factory=Limits)
     profiles: Mapping[str, Mapping[str, Profile]] = field(default_factory=dict)
@@ -672,7 +677,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     _check_keys(
         "configuration",
         data,
-        ("annotationPrefix", "nativeSidecars", "onError", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles", "policies"),
+        ("annotationPrefix", "nativeSidecars", "onError", "validation", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles", "policies"),
     )
     prefix = data.get("annotationPrefix", "entourage.dev")
     if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.fullmatch(part) for part in prefix.split(".")) or len(prefix) > 200:
@@ -686,6 +691,10 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     run_as_user = data.get("runAsUser", "auto")
     if run_as_user not in ("auto", "profile"):
         raise ConfigError(f"runAsUser: expected auto or profile, got {run_as_user!r}")
+    validation = data.get("validation", "deny")
+    validation = "off" if validation is False else validation  # YAML 1.1: an unquoted off is false
+    if validation not in ("deny", "warn", "off"):
+        raise ConfigError(f"validation: expected deny, warn or off, got {validation!r}")
 
     raw_profiles = _mapping("profiles", data.get("profiles"))
     _check_keys("profiles", raw_profiles, KINDS)
@@ -708,6 +717,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
         native_sidecars=native,
         on_error=on_error,
         run_as_user=run_as_user,
+        validation=validation,
         defaults=_defaults(_mapping("defaults", data.get("defaults"))),
         limits=_limits(_mapping("limits", data.get("limits"))),
         profiles=profiles,
