@@ -81,6 +81,20 @@ CERTIFICATE_ROTATIONS = Counter(
     "entourage_certificate_secret_updates_total",
     "Self-managed certificates: writes of the certificate Secret (renewals and CA rotation steps) by this replica.",
 )
+CONNECTIONS_OPEN = Gauge(
+    "entourage_connections_open",
+    "Client connections held (established or in their TLS handshake), summed over workers.",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_CLOSED = Counter(
+    "entourage_connections_closed_total",
+    "Connections closed by a listener limit, by reason (tls_handshake: failed or too slow, header_too_large, head_timeout).",
+    ["reason"],
+)
+ACCEPT_PAUSES = Counter(
+    "entourage_accept_pauses_total",
+    "Times the listener stopped accepting because --max-connections were held (established or in their TLS handshake).",
+)
 KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API calls, by operation.", ["operation"])
 EVENTS = Counter("entourage_events_total", "Kubernetes Events, by result (sent, dropped, failed).", ["result"])
 BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")

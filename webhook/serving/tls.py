@@ -7,6 +7,11 @@ mismatched pair never reaches a handshake, a failed reload keeps the old certifi
 connections already established keep theirs. TLS 1.2 is the minimum on both contexts. With a
 client CA (``--client-ca-file``) both contexts require a client certificate from it; the CA file
 is read again whenever the serving pair is reloaded.
+
+OpenSSL takes the *mode* (client certificate required or not) from the front context, where the
+connection began, and the trusted CAs from the context the callback switched to. So a second
+front context without the requirement (``open_context``) serves the metrics port, which the
+kubelet's probes and Prometheus use, with the same, equally reloaded certificate.
 """
 
 from __future__ import annotations
@@ -71,10 +76,16 @@ class ServingTLS:
         self.cert_file, self.key_file, self.client_ca_file = cert_file, key_file, client_ca_file
         self.current = self._load()
         self._failed: str | None = None
-        self.context = _context(client_ca_file)
+        self.context = self._front(client_ca_file)
+        self.open_context = self._front(None)
+        """The same certificate, asking for no client certificate (the metrics and health port)."""
+
+    def _front(self, client_ca_file: str | None) -> ssl.SSLContext:
+        context = _context(client_ca_file)
         # The front context holds a certificate too, so a handshake never depends on the callback alone.
-        self.context.load_cert_chain(cert_file, key_file)
-        self.context.sni_callback = self._select
+        context.load_cert_chain(self.cert_file, self.key_file)
+        context.sni_callback = self._select
+        return context
 
     def _select(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
         connection.context = self.current.context
