@@ -196,3 +196,11 @@ def test_inject_refuses_yaml_aliases_at_once(tmp_path) -> None:
     assert time.perf_counter() - started < 1.0
     assert code != 0 and stdout.getvalue() == ""
     assert "aliases" in stderr.getvalue() and "*a" in stderr.getvalue()
+
+
+def test_serve_refuses_a_metrics_port_equal_to_the_webhook_port_or_out_of_range(tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    code = main(["serve", "--tls-cert-file", "c", "--tls-private-key-file", "k", "--standalone", "--port", "8443", "--metrics-port", "8443"], stderr=stderr)
+    assert code == 2 and "--metrics-port must differ from --port (8443)" in stderr.getvalue()
+    completed = subprocess.run([sys.executable, "-m", "webhook", "serve", "--metrics-port", "70000"], capture_output=True, text=True, check=False)
+    assert completed.returncode == 2 and "expected a port from 1 to 65535, got '70000'" in completed.stderr

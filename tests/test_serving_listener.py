@@ -143,3 +143,11 @@ def test_the_listener_runs_on_uvloop_and_httptools() -> None:
     finally:
         loop.close()
     assert issubclass(config.http, HttpToolsProtocol)  # type: ignore[arg-type]
+
+
+def test_the_soak_part_floods_a_real_server_with_10_mib_headers_and_finds_nothing_wrong() -> None:
+    from soak import listener
+
+    (result,) = listener.floods(["huge-headers"])
+    assert result.problems == [], result.report()
+    assert result.handshaken == 50 and result.probe.established_ok >= 1
