@@ -5,8 +5,8 @@ it for every handshake, with or without SNI) switches the connection to the *cur
 reload builds a complete new context off to the side and swaps one reference, so a half-written or
 mismatched pair never reaches a handshake, a failed reload keeps the old certificate, and
 connections already established keep theirs. TLS 1.2 is the minimum on both contexts. With a
-client CA (``--client-ca-file``) both contexts require a client certificate from it; the CA file
-is read again whenever the serving pair is reloaded.
+client CA (``--client-ca-file``) both contexts require a client certificate from it; a change of
+the CA file is a reload like a change of the pair (a CA that does not load keeps the old one).
 
 OpenSSL takes the *mode* (client certificate required or not) from the front context, where the
 connection began, and the trusted CAs from the context the callback switched to. So a second
@@ -58,15 +58,15 @@ def _context(client_ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def _read(cert_file: str, key_file: str) -> tuple[bytes, bytes]:
+def _read(*files: str | None) -> tuple[bytes, ...]:
     try:
-        return Path(cert_file).read_bytes(), Path(key_file).read_bytes()
+        return tuple(Path(name).read_bytes() if name else b"" for name in files)
     except OSError as error:
         raise CertificateError(f"cannot read {error.filename}: {error.strerror}") from None
 
 
-def _fingerprint(cert: bytes, key: bytes) -> str:
-    return hashlib.sha256(cert + b"\0" + key).hexdigest()
+def _fingerprint(contents: tuple[bytes, ...]) -> str:
+    return hashlib.sha256(b"\0".join(contents)).hexdigest()
 
 
 class ServingTLS:
@@ -90,8 +90,12 @@ class ServingTLS:
     def _select(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
         connection.context = self.current.context
 
+    def _files(self) -> tuple[bytes, ...]:
+        """The certificate, the key and the client CA (empty without one): a change of any is a reload."""
+        return _read(self.cert_file, self.key_file, self.client_ca_file)
+
     def _load(self) -> Loaded:
-        cert, key = _read(self.cert_file, self.key_file)
+        contents = self._files()
         context = _context(self.client_ca_file)
         try:
             context.load_cert_chain(self.cert_file, self.key_file)
@@ -99,13 +103,13 @@ class ServingTLS:
             raise CertificateError(f"{self.cert_file} and {self.key_file} are not a usable certificate and key: {error}") from None
         # kubelet swaps the `..data` symlink between our two reads? Then the pair we loaded may not be
         # the pair we hashed: report no change and look again at the next poll.
-        if _read(self.cert_file, self.key_file) != (cert, key):
+        if self._files() != contents:
             raise _Moving()
         try:
-            parsed = x509.load_pem_x509_certificate(cert)
+            parsed = x509.load_pem_x509_certificate(contents[0])
         except ValueError as error:
             raise CertificateError(f"{self.cert_file}: not a PEM certificate: {error}") from None
-        return Loaded(context, _fingerprint(cert, key), parsed.serial_number, parsed.not_valid_after_utc)
+        return Loaded(context, _fingerprint(contents), parsed.serial_number, parsed.not_valid_after_utc)
 
     def reload(self) -> bool:
         """Load the files again if they changed; True when a new certificate is now served.
@@ -113,13 +117,13 @@ class ServingTLS:
         Raises CertificateError once per bad content (the old certificate stays in use).
         """
         try:
-            cert, key = _read(self.cert_file, self.key_file)
+            contents = self._files()
         except CertificateError:
             if self._failed == "unreadable":
                 return False
             self._failed = "unreadable"
             raise
-        fingerprint = _fingerprint(cert, key)
+        fingerprint = _fingerprint(contents)
         if fingerprint in (self.current.fingerprint, self._failed):
             return False
         try:
