@@ -46,8 +46,7 @@ from webhook import metrics
 log = logging.getLogger("entourage.listener")
 
 _431 = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n%s"
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
 
 
@@ -113,7 +112,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         self._refused = True
-        body = b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":431,"reason":"RequestHeaderFieldsTooLarge","message":"the request head is larger than %d bytes"}' % self.max_head_bytes
+        body = (
+            b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":431,"reason":"RequestHeaderFieldsTooLarge","message":"the request head is larger than %d bytes"}'
+            % self.max_head_bytes
+        )
         self.transport.write(_431 % (len(body), body))
         self.transport.close()
         metrics.CONNECTIONS_CLOSED.labels("header_too_large").inc()
