@@ -82,13 +82,12 @@ def admit(
     started = time.perf_counter()
     request = review["request"]
     uid = request["uid"]
-    namespace = request.get("namespace") or ""
+    namespace = namespace_of(request)
     pod = request.get("object")
     metadata = pod.get("metadata") if isinstance(pod, dict) else None
     pod_name = ""
     if isinstance(metadata, dict):
         pod_name = _valid(metadata.get("name"), _SUBDOMAIN) or _valid(metadata.get("generateName"), _GENERATE_NAME)
-    namespace = _valid(namespace, _LABEL, 63)
     decision = Decision(OUTCOME_SKIPPED, "", answer(uid, allowed=True), uid, namespace, pod_name, dry_run=request.get("dryRun") is True)
 
     kind = request.get("kind") or {}
@@ -119,6 +118,12 @@ def failed(review: AdmissionReview, settings: Settings, error: BaseException, *,
         message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
         decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
     return decision
+def namespace_of(request: Mapping[str, Any]) -> str:
+    """The request's namespace when it is a valid one (a DNS label), else "": only valid names are
+    looked up, logged or counted."""
+    return _valid(request.get("namespace"), _LABEL, 63)
+
+
 def _valid(value: Any, pattern: re.Pattern[str], longest: int = 253) -> str:
     """``value`` when it is a string of at most ``longest`` characters matching ``pattern``, else "".
 
