@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-sample", type=int, default=2_000, help="fuzz inputs also sent to the real server over TLS")
     parser.add_argument("--schemathesis-examples", type=int, default=100)
     parser.add_argument("--schemathesis-seconds", type=int, default=30)
+    parser.add_argument("--adversarial-cases", default="", help="comma-separated adversarial bodies (default: all of soak/adversarial.py's CASES)")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000, help="mutation and hypothesis seed (printed, to replay)")
     options = parser.parse_args(argv)
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         from soak import adversarial
 
         heading("adversarial bodies at 1.5 MB and 3 MiB: server CPU per request, a normal admission alongside")
-        _, problems = adversarial.run()
+        _, problems = adversarial.run(cases=[name.strip() for name in options.adversarial_cases.split(",") if name.strip()] or None)
         print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
         failed += ["adversarial"] if problems else []
 
