@@ -213,10 +213,18 @@ def _within_limits(size: int) -> bytes:
     review = _review(ASKS)
     spec = _pod(review)["spec"]
     app = spec["containers"][0]
-    per_container = len(json.dumps({"name": "c000", "ports": [{"containerPort": 10000}] * 256, "volumeMounts": [{"name": "tmp", "mountPath": "/m/000"}] * 512}))
+    per_container = len(
+        json.dumps(
+            {"name": "c000", "ports": [{"containerPort": 10000}] * 256, "volumeMounts": [{"name": "tmp", "mountPath": "/m/000"}] * 512}
+        )
+    )
     count = max(1, min(127, (size - len(json.dumps(review))) // per_container))
     extra = [
-        {"name": f"c{i}", "ports": [{"containerPort": 10000 + 256 * i + p} for p in range(256)], "volumeMounts": [{"name": "tmp", "mountPath": f"/m/{i}/{m}"} for m in range(512)]}
+        {
+            "name": f"c{i}",
+            "ports": [{"containerPort": 10000 + 256 * i + p} for p in range(256)],
+            "volumeMounts": [{"name": "tmp", "mountPath": f"/m/{i}/{m}"} for m in range(512)],
+        }
         for i in range(count)
     ]
     spec["containers"] = [app, *extra]
@@ -244,7 +252,9 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "empty-containers": _containers("containers", lambda i: {}),
     "nested-containers": _containers("containers", lambda i: []),
     "colliding-names": _containers("containers", lambda i: {"name": f"entourage-logging-{i + 2}", "image": "i"}),
-    "init-containers": _containers("initContainers", lambda i: {"name": f"i{i}", "image": "i", "restartPolicy": "Always", "ports": [{"containerPort": 1 + i % 60000}]}),
+    "init-containers": _containers(
+        "initContainers", lambda i: {"name": f"i{i}", "image": "i", "restartPolicy": "Always", "ports": [{"containerPort": 1 + i % 60000}]}
+    ),
     "empty-init-containers": _containers("initContainers", lambda i: {}),
     "empty-ephemeral": _spec_list("ephemeralContainers", lambda i: {}),
     "volumes": _containers("volumes", lambda i: {"name": f"entourage-logs-var-log-app-{i + 2}", "emptyDir": {}}),
@@ -259,7 +269,9 @@ CASES: dict[str, Callable[[int], bytes]] = {
     "labels": _metadata_map("labels", lambda i: (f"{i:x}", "")),
     "owner-references": lambda size: _fill(_review(ASKS), size, _owner, _owners),
     "empty-owner-references": lambda size: _fill(_review(ASKS), size, lambda i: {}, _owners),
-    "annotation-value-list": lambda size: _fill(_review(ASKS), size, lambda i: {}, _at(("object", "metadata", "annotations", P + "logging"))),
+    "annotation-value-list": lambda size: _fill(
+        _review(ASKS), size, lambda i: {}, _at(("object", "metadata", "annotations", P + "logging"))
+    ),
     "annotations-list": lambda size: _fill(_review(ASKS), size, lambda i: {}, _at(("object", "metadata", "annotations"))),
     "uid-list": lambda size: _fill(_review(ASKS), size, lambda i: {}, _at(("uid",))),
 }
@@ -436,7 +448,9 @@ def run(repeats: int = 10, cases: list[str] | None = None) -> tuple[list[Figure]
         for cost in costs(size, 5, names):
             print(cost.line(), flush=True)
             if size == SMALL and cost.cpu > CPU_BUDGET:
-                problems.append(f"{cost.case}: {cost.cpu * 1000:.1f} ms of CPU in process at {cost.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)")
+                problems.append(
+                    f"{cost.case}: {cost.cpu * 1000:.1f} ms of CPU in process at {cost.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)"
+                )
     print("  real server (TLS, one worker): CPU per request from /proc, 3 MiB / 1.5 MB, slowest normal admission alongside", flush=True)
     with server() as webhook:
         for name in names:
@@ -451,11 +465,15 @@ def run(repeats: int = 10, cases: list[str] | None = None) -> tuple[list[Figure]
                 flush=True,
             )
             if small.cpu > CPU_BUDGET:
-                problems.append(f"{name}: {small.cpu * 1000:.1f} ms of server CPU at {small.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)")
+                problems.append(
+                    f"{name}: {small.cpu * 1000:.1f} ms of server CPU at {small.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)"
+                )
             if ratio > MAX_RATIO:
                 problems.append(f"{name}: 3 MiB costs {ratio:.2f}x 1.5 MB (at most {MAX_RATIO})")
             if max(small.neighbour, large.neighbour) > NEIGHBOUR_BUDGET:
-                problems.append(f"{name}: a normal admission waited {max(small.neighbour, large.neighbour) * 1000:.0f} ms (budget {NEIGHBOUR_BUDGET * 1000:.0f} ms)")
+                problems.append(
+                    f"{name}: a normal admission waited {max(small.neighbour, large.neighbour) * 1000:.0f} ms (budget {NEIGHBOUR_BUDGET * 1000:.0f} ms)"
+                )
             if small.status[:1] == "5" or large.status[:1] == "5":
                 problems.append(f"{name}: answered {small.status} / {large.status}")
     return figures, problems

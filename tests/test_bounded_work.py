@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import reference_review
 from soak import adversarial
+from tests.conftest import reference_review
 from tests.webhook_process import Webhook, start
 from webhook.admission import partial
 from webhook.admission.decide import admit
@@ -53,12 +53,17 @@ def counting_suggestions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_more_keys_than_the_limit_are_denied_before_any_key_is_looked_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = counting_suggestions(monkeypatch)
     message = denial(with_keys(10_000), settings)
-    assert "10001 annotations under entourage.dev/ (the pod's and its namespace's); at most 64 are allowed (limits.maxAnnotationKeys)" in message
+    assert (
+        "10001 annotations under entourage.dev/ (the pod's and its namespace's); at most 64 are allowed (limits.maxAnnotationKeys)"
+        in message
+    )
     assert calls == [] and len(message) < 300
 
 
 @pytest.mark.parametrize("asks", [True, False], ids=["asking", "not-asking"])
-def test_annotation_keys_beyond_the_kubernetes_limit_are_denied_before_the_engine(settings: Settings, monkeypatch: pytest.MonkeyPatch, asks: bool) -> None:
+def test_annotation_keys_beyond_the_kubernetes_limit_are_denied_before_the_engine(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, asks: bool
+) -> None:
     """The apiserver refuses more than 256 KiB of annotations after mutating admission; the keys
     are measured in one pass before anything looks at them one by one (even a pod that asks for
     nothing: the apiserver would refuse it anyway)."""
@@ -220,7 +225,10 @@ def test_the_server_denies_annotations_that_are_not_a_map(webhook: Webhook) -> N
     review["request"]["object"]["metadata"]["annotations"] = ["entourage.dev/logging"]
     with webhook.client() as client:
         answer = client.post("/mutate", content=orjson.dumps(review), headers={"Content-Type": "application/json"}).json()["response"]
-    assert answer["allowed"] is False and "metadata.annotations: expected a map of strings to strings, got a list" in answer["status"]["message"]
+    assert (
+        answer["allowed"] is False
+        and "metadata.annotations: expected a map of strings to strings, got a list" in answer["status"]["message"]
+    )
 
 
 MAX_COST_RATIO = 2.0
@@ -249,12 +257,16 @@ def test_no_adversarial_body_costs_more_than_twice_a_plain_json_decode(costs_100
     assert [cost.line() for cost in costs_100k if cost.status.startswith("5")] == []
 
 
-def test_the_cost_of_each_adversarial_body_grows_no_faster_than_the_body(costs_100k: list[adversarial.Cost], costs_400k: list[adversarial.Cost]) -> None:
+def test_the_cost_of_each_adversarial_body_grows_no_faster_than_the_body(
+    costs_100k: list[adversarial.Cost], costs_400k: list[adversarial.Cost]
+) -> None:
     too_fast = []
     for small, large in zip(costs_100k, costs_400k, strict=True):
         if large.cpu < 0.2 * large.reference:
             continue  # cheaper than a fifth of decoding an ordinary pod: timer noise, not growth
         growth, reference = large.cpu / small.cpu, large.reference / small.reference
         if growth > MAX_GROWTH * reference:
-            too_fast.append(f"{small.case}: x{growth:.1f} for x{large.size / small.size:.1f} the body (json.loads of an ordinary pod: x{reference:.1f})")
+            too_fast.append(
+                f"{small.case}: x{growth:.1f} for x{large.size / small.size:.1f} the body (json.loads of an ordinary pod: x{reference:.1f})"
+            )
     assert too_fast == []
