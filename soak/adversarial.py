@@ -285,8 +285,12 @@ def bodies(size: int) -> dict[str, bytes]:
 SMALL, LARGE = 1_500_000, 3 * 1024 * 1024
 CPU_BUDGET = 0.050
 """Server CPU seconds one request of up to 1.5 MB may cost."""
-MAX_RATIO = 2.5
-"""Cost at 3 MiB over cost at 1.5 MB: about 2 when the work grows with the body, not faster."""
+MAX_GROWTH = 1.35
+"""Cost per MB at 3 MiB over cost per MB at 1.5 MB: 1 when the work grows with the body. In process
+the figure is exact; on the server, fresh memory for twice the objects (page faults, system time)
+and the 10 ms ticks of /proc add noise, so growth is judged only above SERVER_NOISE."""
+SERVER_NOISE = 0.010
+"""Server CPU per request below which /proc's 10 ms ticks (over 10 requests) say little about growth."""
 NEIGHBOUR_BUDGET = 0.100
 """Seconds a normal admission sent at the same time may wait for its answer."""
 
@@ -444,35 +448,44 @@ def run(repeats: int = 10, cases: list[str] | None = None) -> tuple[list[Figure]
     problems: list[str] = []
     names = cases or list(CASES)
     print("  in process: MutateEndpoint.respond (decode, admit, answer) vs json.loads of the same body, best of 5", flush=True)
+    measured: dict[int, list[Cost]] = {}
     for size in (SMALL, LARGE):
-        for cost in costs(size, 5, names):
+        measured[size] = costs(size, 5, names)
+        for cost in measured[size]:
             print(cost.line(), flush=True)
             if size == SMALL and cost.cpu > CPU_BUDGET:
                 problems.append(
                     f"{cost.case}: {cost.cpu * 1000:.1f} ms of CPU in process at {cost.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)"
                 )
-    print("  real server (TLS, one worker): CPU per request from /proc, 3 MiB / 1.5 MB, slowest normal admission alongside", flush=True)
+    for small_cost, large_cost in zip(measured[SMALL], measured[LARGE], strict=True):
+        per_mb = (large_cost.cpu / large_cost.size) / (small_cost.cpu / small_cost.size)
+        if large_cost.cpu > 0.005 and per_mb > MAX_GROWTH:
+            problems.append(f"{small_cost.case}: 3 MiB costs {per_mb:.2f}x as much per MB as 1.5 MB in process (at most {MAX_GROWTH})")
+    print(
+        "  real server (TLS, one worker): CPU per request from /proc; per-MB growth from 1.5 MB to 3 MiB; slowest normal admission alongside",
+        flush=True,
+    )
     with server() as webhook:
         for name in names:
             build = CASES[name]
             small = measure(webhook, name, build(SMALL), repeats)
             large = measure(webhook, name, build(LARGE), repeats)
             figures += [small, large]
-            ratio = large.cpu / small.cpu if small.cpu > 0.002 else 1.0
+            growth = (large.cpu / large.size) / (small.cpu / small.size) if small.cpu >= SERVER_NOISE else 1.0
             print(
-                f"  {name:<20} {small.size / 1e6:4.2f} MB {small.cpu * 1000:6.1f} ms  {large.size / 1e6:4.2f} MB {large.cpu * 1000:6.1f} ms"
-                f"  ratio {ratio:4.2f}  neighbour max {max(small.neighbour, large.neighbour) * 1000:5.1f} ms  {small.status}",
+                f"  {name:<22} {small.size / 1e6:4.2f} MB {small.cpu * 1000:5.1f} ms  {large.size / 1e6:4.2f} MB {large.cpu * 1000:5.1f} ms"
+                f"  per MB x{growth:4.2f}  neighbour max {small.neighbour * 1000:5.1f} ms / {large.neighbour * 1000:5.1f} ms  {small.status}",
                 flush=True,
             )
             if small.cpu > CPU_BUDGET:
                 problems.append(
                     f"{name}: {small.cpu * 1000:.1f} ms of server CPU at {small.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)"
                 )
-            if ratio > MAX_RATIO:
-                problems.append(f"{name}: 3 MiB costs {ratio:.2f}x 1.5 MB (at most {MAX_RATIO})")
-            if max(small.neighbour, large.neighbour) > NEIGHBOUR_BUDGET:
+            if growth > MAX_GROWTH:
+                problems.append(f"{name}: 3 MiB costs {growth:.2f}x as much per MB as 1.5 MB on the server (at most {MAX_GROWTH})")
+            if small.neighbour > NEIGHBOUR_BUDGET:
                 problems.append(
-                    f"{name}: a normal admission waited {max(small.neighbour, large.neighbour) * 1000:.0f} ms (budget {NEIGHBOUR_BUDGET * 1000:.0f} ms)"
+                    f"{name}: a normal admission waited {small.neighbour * 1000:.0f} ms beside 1.5 MB bodies (budget {NEIGHBOUR_BUDGET * 1000:.0f} ms)"
                 )
             if small.status[:1] == "5" or large.status[:1] == "5":
                 problems.append(f"{name}: answered {small.status} / {large.status}")
