@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         from soak import adversarial
 
         heading("adversarial bodies at 1.5 MB and 3 MiB: server CPU per request, a normal admission alongside")
-        _, problems = adversarial.run(cases=[name.strip() for name in options.adversarial_cases.split(",") if name.strip()] or None)
+        chosen = [name.strip() for name in options.adversarial_cases.split(",") if name.strip()]
+        if set(chosen) - set(adversarial.CASES):
+            parser.error(f"--adversarial-cases: unknown {sorted(set(chosen) - set(adversarial.CASES))}; choose from {', '.join(adversarial.CASES)}")
+        _, problems = adversarial.run(cases=chosen or None)
         print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
         failed += ["adversarial"] if problems else []
 
