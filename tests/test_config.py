@@ -57,6 +57,7 @@ def test_a_built_in_profile_can_be_pointed_at_a_mirror() -> None:
     [
         ("nativeSidecar: true", "unknown key 'nativeSidecar' (did you mean 'nativeSidecars'?)"),
         ("onError: maybe", "onError: expected deny or allow"),
+        ("validation: strict", "validation: expected deny, warn or off, got 'strict'"),
         ("annotationPrefix: 'Not A Prefix'", "annotationPrefix: expected a DNS subdomain"),
         ("limits: {maxAmbassadorRoutes: 1000}", "limits.maxAmbassadorRoutes: expected a whole number from 1 to 64"),
         ("limits: {maxMemory: lots}", "limits.maxMemory: 'lots' is not a Kubernetes quantity"),
@@ -106,3 +107,50 @@ def test_a_profile_security_context_starts_restricted_and_may_only_tighten() -> 
 def test_an_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
         load_settings(str(tmp_path / "missing.yaml"))
+
+
+VOLUMES = ADAPTER + """      volumes:
+        - {name: config, configMap: exporter-config, mountPath: /etc/exporter}
+"""
+
+
+@pytest.mark.parametrize(
+    ("volumes", "message"),
+    [
+        ("[{name: config, configMap: exporter-config, secret: x, mountPath: /etc/exporter}]", "expected exactly one of configMap or secret"),
+        ("[{name: config, hostPath: /etc, mountPath: /etc/exporter}]", "unknown key 'hostPath'"),
+        ("[{name: config, configMap: 'kube-system/x', mountPath: /etc/exporter}]", "'kube-system/x': expected the name of a configMap in the pod's namespace, or {param}"),
+        ("[{name: config, secret: '{port}', mountPath: /etc/exporter}]", "a placeholder here names a parameter of type name"),
+        ("[{name: config, secret: '{nothing}', mountPath: /etc/exporter}]", "a placeholder here names a parameter of type name"),
+        ("[{name: config, configMap: c, mountPath: etc/exporter}]", "mountPath: expected an absolute, normalised path"),
+        ("[{name: config, configMap: c, mountPath: /etc/../root}]", "mountPath: expected an absolute, normalised path"),
+        ("[{name: config, configMap: c, mountPath: /var/run/entourage/logs}]", "/var/run/entourage/logs: /var/run/entourage, /etc/entourage, /proc, /sys, /dev are reserved"),
+        ("[{name: a, configMap: c, mountPath: /etc/x}, {name: a, configMap: d, mountPath: /etc/y}]", "volumes[1].name: 'a' is used twice"),
+        ("[{name: a, configMap: c, mountPath: /etc/x}, {name: b, configMap: d, mountPath: /etc/x/y}]", "volumes[1].mountPath: /etc/x/y overlaps /etc/x"),
+        ("[{name: Config, configMap: c, mountPath: /etc/x}]", "name: expected a DNS label of at most 20 characters"),
+        ("[{name: a, configMap: c, mountPath: /etc/x, optional: maybe}]", "optional: expected true or false"),
+        ("{name: a}", "volumes: expected a list of volumes"),
+    ],
+)
+def test_profile_volumes_come_only_from_the_pods_own_namespace_and_are_checked_at_load(volumes: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(ADAPTER + f"      volumes: {volumes}\n", source="config.yaml")
+    assert message in str(error.value), str(error.value)
+    assert str(error.value).startswith("config.yaml: profiles.adapter.my-exporter.volumes")
+
+
+def test_a_profile_volume_is_mounted_read_only_and_shared_by_the_components_that_mount_it() -> None:
+    from tests.conftest import reference_pod
+    from webhook.engine.inject import inject_pod
+
+    settings = parse_settings(VOLUMES)
+    pod = reference_pod({"entourage.dev/adapter": "my-exporter"})
+    injected = inject_pod(pod, settings).pod
+    [exporter] = [c for c in injected["spec"]["containers"] if c["name"] == "entourage-adapter-my-exporter"]
+    assert exporter["volumeMounts"] == [{"name": "entourage-my-exporter-config", "mountPath": "/etc/exporter", "readOnly": True}]
+    assert {"name": "entourage-my-exporter-config", "configMap": {"name": "exporter-config", "defaultMode": 0o444, "optional": False}} in injected["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(("text", "mode"), [("{}", "deny"), ("validation: warn", "warn"), ("validation: 'off'", "off"), ("validation: off", "off")])
+def test_validation_defaults_to_deny_and_an_unquoted_off_means_off(text: str, mode: str) -> None:
+    assert parse_settings(text).validation == mode  # YAML 1.1 reads a bare off as false

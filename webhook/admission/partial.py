@@ -101,6 +101,8 @@ class _Spec(TypedDict, total=False):
     ephemeralContainers: list[_Named | Scalar | Skipped] | _Object | Scalar
     restartPolicy: Value
     hostNetwork: Value
+    imagePullSecrets: list[_Named | Scalar | Skipped] | _Object | Scalar
+    """Read when a profile requires pull secrets (each secret's name)."""
 
 
 class _Metadata(TypedDict, total=False):

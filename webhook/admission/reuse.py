@@ -36,6 +36,7 @@ from webhook.admission.decide import (
 from webhook.admission.review import AdmissionReview
 from webhook.engine.caches import BoundedCache
 from webhook.engine.inject import ClusterFacts, requested_annotations
+from webhook.engine.policy import labels_of
 from webhook.engine.settings import Settings
 
 MAX_KEY = 32 * 1024
@@ -102,6 +103,8 @@ class AnswerCache:
         try:
             content = _encode({name: value for name, value in request.items() if name != "uid"})
             defaults = _encode(inherited) if inherited else b""
+            if settings.policies:  # which policies apply depends on the namespace's labels
+                defaults += _encode(labels_of(inherited))
         except (msgspec.EncodeError, TypeError, OverflowError):  # e.g. an integer beyond 64 bits
             return None
         if len(content) > MAX_KEY:
