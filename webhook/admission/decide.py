@@ -186,8 +186,8 @@ def _decide(
 ) -> None:
     uid = decision.uid
     try:
-        _check_annotation_size(pod)
         inherited = namespace_annotations(decision.namespace) if namespace_annotations and decision.namespace else None
+        _check_annotation_size(pod)
         injection = inject_pod(pod, settings, namespace_annotations=inherited, cluster=cluster)
     except PodDenied as denial:
         decision.outcome, decision.reason = OUTCOME_DENIED, INVALID
