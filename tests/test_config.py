@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import reference_pod
+from tests.podcheck import assert_valid_injected_pod
+from webhook.engine.inject import inject_pod
 from webhook.engine.settings import (
     RESTRICTED_SECURITY_CONTEXT,
     load_settings,
@@ -91,6 +94,35 @@ def test_a_profile_security_context_starts_restricted_and_may_only_tighten() -> 
     assert context["runAsUser"] == 1000 and context["readOnlyRootFilesystem"] is False
     for key in ("allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "seccompProfile", "privileged"):
         assert context[key] == RESTRICTED_SECURITY_CONTEXT[key]
+
+
+@pytest.mark.parametrize("capabilities", ["{add: [NET_BIND_SERVICE]}", "{add: []}", "{}"])
+def test_a_capabilities_override_still_drops_all(capabilities: str) -> None:
+    settings = parse_settings(ADAPTER + f"      securityContext: {{capabilities: {capabilities}}}\n")
+    context = settings.profiles["adapter"]["my-exporter"].security_context
+    added = ["NET_BIND_SERVICE"] if "NET_BIND_SERVICE" in capabilities else []
+    assert context["capabilities"] == {"drop": ["ALL"], **({"add": added} if added else {})}
+    pod = reference_pod({"entourage.dev/adapter": "my-exporter"})
+    injection = inject_pod(pod, settings)
+    assert_valid_injected_pod(injection.pod, injection.components)
+    (exporter,) = (c for c in injection.pod["spec"]["containers"] if c["name"] == "entourage-adapter-my-exporter")
+    assert exporter["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_a_built_in_profile_override_merges_its_params_by_name() -> None:
+    settings = parse_settings("profiles: {adapter: {nginx-prometheus: {params: {port: {type: port, default: '9200'}, scheme: {type: enum, values: [http, https], default: http}}}}}")
+    params = settings.profiles["adapter"]["nginx-prometheus"].params
+    assert {name: param.default for name, param in params.items()} == {"status-port": "8080", "status-path": "/stub_status", "port": "9200", "scheme": "http"}
+    injection = inject_pod(reference_pod({"entourage.dev/adapter": "nginx-prometheus"}), settings)
+    (exporter,) = (c for c in injection.pod["spec"]["containers"] if c["name"] == "entourage-adapter-nginx-prometheus")
+    assert exporter["args"] == ["--nginx.scrape-uri=http://127.0.0.1:8080/stub_status", "--web.listen-address=:9200"]
+
+
+def test_a_built_in_profile_override_replaces_every_other_key_it_sets() -> None:
+    settings = parse_settings("profiles: {logging: {tail: {args: ['{path-globs}'], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 2m, memory: 2Mi}}}}}")
+    tail = settings.profiles["logging"]["tail"]
+    assert tail.args == ("{path-globs}",) and tail.resources == {"requests": {"cpu": "1m", "memory": "1Mi"}, "limits": {"cpu": "2m", "memory": "2Mi"}}
+    assert tail.image == "busybox:1.36.1" and tail.command[0] == "sh"
 
 
 def test_an_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:

@@ -185,6 +185,20 @@ def test_an_ambassador_port_used_by_the_app_is_denied(settings: Settings) -> Non
         inject_pod(reference_pod({"entourage.dev/ambassador": "8080=redis:6379"}), settings)
 
 
+def test_a_port_of_the_pods_own_native_sidecar_is_taken_for_an_ambassador_or_an_adapter(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "9000=redis:6379"})
+    pod["spec"]["initContainers"] = [{"name": "proxy", "image": "envoy:1.31.0", "restartPolicy": "Always", "ports": [{"containerPort": 9000}, {"containerPort": 9113}]}]
+    with pytest.raises(PodDenied, match=r"port 9000 of ambassador route '9000=redis:6379' is already used by container 'proxy'"):
+        inject_pod(pod, settings)
+    pod["metadata"]["annotations"] = {"entourage.dev/adapter": "nginx-prometheus"}
+    with pytest.raises(PodDenied, match=r"port 9113 of adapter 'nginx-prometheus' \(metrics\) is already used by container 'proxy'"):
+        inject_pod(pod, settings)
+    # A plain init container has exited before any sidecar starts: its ports are free again.
+    del pod["spec"]["initContainers"][0]["restartPolicy"]
+    pod["metadata"]["annotations"]["entourage.dev/ambassador"] = "9000=redis:6379"
+    assert inject_checked(pod, settings).reason == INJECTED
+
+
 def test_two_routes_on_one_local_port_are_denied(settings: Settings) -> None:
     with pytest.raises(PodDenied, match="port 6379 .* already used by ambassador route"):
         inject_pod(reference_pod({"entourage.dev/ambassador": "redis-a:6379,6379=redis-b:7000"}), settings)
