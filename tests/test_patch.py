@@ -133,3 +133,20 @@ def test_the_encoded_patch_is_the_base64_of_its_json_with_remembered_values_spli
         for value in kept:
             patch.forget(value)
     assert _decoded(patch.encode(operations)) == operations  # forgotten: encoded in full
+
+
+@pytest.mark.parametrize("op", ["add", "remove", "replace", "test"])
+def test_any_operation_is_encoded_as_its_json(op: str) -> None:
+    operations = [{"op": op, "path": "/metadata/labels/a~1b", "value": {"k": ["é", 1]}}, patch.add("/spec/x", None)]
+    assert _decoded(patch.encode(operations)) == operations
+
+
+def test_a_forgotten_value_releases_its_encoding() -> None:
+    """Shared containers are remembered while they are kept, and only that long (memory)."""
+    value = {"name": "remembered"}
+    before = len(patch._encoded)
+    patch.remember(value)
+    assert len(patch._encoded) == before + 1
+    patch.forget(value)
+    patch.forget(value)  # twice is fine
+    assert len(patch._encoded) == before
