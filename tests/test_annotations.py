@@ -138,3 +138,36 @@ def test_every_documented_key_is_known_to_the_parser(settings: Settings) -> None
     for key, spec in KEYS.items():
         if spec.example and key != "status":
             parse_annotations({key: spec.example}, settings)
+
+
+@pytest.mark.parametrize(
+    ("own", "message"),
+    [
+        ({"inject": "no"}, """entourage.dev/inject: 'no': expected "false" (or "true", which changes nothing)"""),
+        ({"adapter": "a,b,c,d,e"}, "entourage.dev/adapter: 'a,b,c,d,e': at most 4 adapters are allowed, got 5"),
+        ({"adapter": "statsd-prometheus,statsd-prometheus"}, "entourage.dev/adapter: 'statsd-prometheus,statsd-prometheus': the same adapter is listed twice"),
+        ({"logging-paths": ",".join(f"/p{i}" for i in range(9))}, "entourage.dev/logging-paths: '/p0,/p1,/p2,/p3,/p4,/p5,/p6,/p7,/p8': at most 8 paths are allowed, got 9"),
+        ({"logging-paths": "/a,/a"}, "entourage.dev/logging-paths: '/a,/a': the same path is listed twice"),
+        ({"logging-paths": "/a,/a b"}, "entourage.dev/logging-paths: '/a,/a b': '/a b': expected an absolute directory such as /var/log/app (letters, digits and ._-)"),
+        ({"wait-for": "db:1,db:1"}, "entourage.dev/wait-for: 'db:1,db:1': the same target is listed twice"),
+        ({"inj": "false"}, "entourage.dev/inj: 'false': unknown annotation; not a key Entourage knows"),
+        ({"adapter.nope.port": "1"}, "entourage.dev/adapter.nope.port: '1': unknown annotation; not a key Entourage knows"),
+        ({"adapter.nginx-prometheus": "1"}, "entourage.dev/adapter.nginx-prometheus: '1': unknown annotation; did you mean entourage.dev/adapter.nginx-prometheus.port?"),
+        ({"logging": 3}, "entourage.dev/logging: '3': annotation values are strings"),
+    ],
+    ids=["inject", "adapters-limit", "adapters-twice", "paths-limit", "paths-twice", "one-path-of-two", "targets-twice", "no-suggestion", "unknown-profile", "no-param", "not-a-string"],
+)
+def test_messages_name_the_key_the_value_and_what_is_expected_word_for_word(settings: Settings, own: dict[str, object], message: str) -> None:
+    with pytest.raises(PodDenied) as denial:
+        parse_annotations(own, settings)
+    assert denial.value.problems == [message]
+
+
+def test_values_are_shown_whole_up_to_80_characters_and_cut_after_77_beyond() -> None:
+    settings = Settings()  # no profiles at all: every adapter name is unknown
+    for length in (80, 81):
+        value = "a" * (length - 1) + "b"
+        with pytest.raises(PodDenied) as denial:
+            parse_annotations({"adapter": value}, settings)
+        shown = repr(value) if length == 80 else repr(value[:77] + "...")
+        assert denial.value.problems == [f"entourage.dev/adapter: {shown}: no adapter profile {value!r}; known: none"]

@@ -122,6 +122,11 @@ def test_what_logs_and_events_read_comes_from_the_request(settings: Settings) ->
     long_name["request"]["object"]["metadata"]["generateName"] = "g" * 300
     assert admit(long_name, settings).pod_name == "g" * 253
     assert admit(logging_review(namespace=None), settings).namespace == ""
+    unnamed = logging_review()
+    del unnamed["request"]["object"]["metadata"]["generateName"]
+    assert admit(unnamed, settings).pod_name == ""
+    unnamed["request"]["object"]["metadata"] = None
+    assert admit(unnamed, settings).pod_name == ""
 
 
 @pytest.mark.parametrize(
