@@ -125,6 +125,35 @@ def test_a_built_in_profile_override_replaces_every_other_key_it_sets() -> None:
     assert tail.image == "busybox:1.36.1" and tail.command[0] == "sh"
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("profiles: {logging: {tail: {resources: {requests: {cpu: 5m, memory: 8Mi}}}}}", "profiles.logging.tail.resources.limits.cpu: required"),
+        ("profiles: {adapter: {nginx-prometheus: {params: null}}}", "unknown placeholder {status-port}"),
+    ],
+    ids=["resources-replaced-whole", "params-cleared"],
+)
+def test_a_built_in_profile_override_replaces_a_key_whole_except_params(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(text)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("zzz: 1", "configuration: configuration: unknown key 'zzz'; known keys: annotationPrefix, nativeSidecars, onError, defaults, limits, profiles"),
+        ("onErrors: deny", "configuration: configuration: unknown key 'onErrors' (did you mean 'onError'?); known keys: annotationPrefix, nativeSidecars, onError, defaults, limits, profiles"),
+        ("defaults: {logging: vectr}", "configuration: defaults.logging: no logging profile named 'vectr'"),
+        ("defaults: {logging: tial}", "configuration: defaults.logging: no logging profile named 'tial' (did you mean 'tail'?)"),
+    ],
+)
+def test_configuration_errors_suggest_the_nearest_key_only_when_one_is_close(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(text)
+    assert str(error.value) == message
+
+
 def test_an_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
         load_settings(str(tmp_path / "missing.yaml"))

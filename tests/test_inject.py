@@ -22,7 +22,7 @@ from webhook.engine.inject import (
     Injection,
     inject_pod,
 )
-from webhook.engine.settings import Settings
+from webhook.engine.settings import Settings, build_settings
 from webhook.errors import PodDenied
 
 EVERYTHING = {
@@ -214,6 +214,40 @@ def test_a_privileged_local_port_gets_only_net_bind_service(settings: Settings) 
     ambassador = find(injected, "entourage-ambassador-443")
     assert ambassador["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
     assert ambassador["args"][-1] == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/certs/ca-certificates.crt,commonname=api.example.com"
+
+
+def test_an_adapter_port_collision_names_the_adapter_key_and_both_owners(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "9113=metrics-db:9113", "entourage.dev/adapter": "nginx-prometheus"})
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert denial.value.problems == [
+        "entourage.dev/adapter: 'nginx-prometheus': port 9113 of adapter 'nginx-prometheus' (metrics) is already used by ambassador route '9113=metrics-db:9113'"
+    ]
+
+
+@pytest.mark.parametrize(("port", "added"), [(1023, True), (1024, False)])
+def test_only_a_local_port_below_1024_adds_net_bind_service(settings: Settings, port: int, added: bool) -> None:
+    injected = inject_checked(reference_pod({"entourage.dev/ambassador": f"{port}=db:5432"}), settings).pod
+    capabilities = find(injected, f"entourage-ambassador-{port}")["securityContext"]["capabilities"]
+    assert capabilities == ({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]} if added else {"drop": ["ALL"]})
+
+
+def test_an_ambassador_profile_gets_each_part_of_the_route(settings: Settings) -> None:
+    envoy = {
+        "image": "envoyproxy/envoy:v1.31.0",
+        "command": ["/proxy"],
+        "args": ["--listen=127.0.0.1:{local-port}", "--to={upstream}", "--host={upstream-host}", "--port={upstream-port}"],
+        "tlsArgs": ["--tls", "--to={upstream}", "--sni={upstream-host}"],
+        "readyCommand": ["/proxy", "--check={local-port}"],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+    }
+    configured = build_settings({"defaults": {"ambassador": "envoy"}, "profiles": {"ambassador": {"envoy": envoy}}})
+    pod = reference_pod({"entourage.dev/ambassador": "7000=[fd00::1]:6379,tls://api.example.com:443", "entourage.dev/native-sidecars": "true"})
+    injected = inject_checked(pod, configured).pod
+    plain, tls = find(injected, "entourage-ambassador-7000"), find(injected, "entourage-ambassador-443")
+    assert plain["args"] == ["--listen=127.0.0.1:7000", "--to=[fd00::1]:6379", "--host=fd00::1", "--port=6379"]
+    assert tls["args"] == ["--tls", "--to=api.example.com:443", "--sni=api.example.com"]
+    assert plain["startupProbe"]["exec"]["command"] == ["/proxy", "--check=7000"]
 
 
 def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: Settings) -> None:
