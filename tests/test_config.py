@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from tests.podcheck import assert_valid_injected_pod
 from webhook.engine.inject import inject_pod
 from webhook.engine.settings import (
     RESTRICTED_SECURITY_CONTEXT,
+    Defaults,
+    Limits,
+    build_settings,
     load_settings,
     parse_settings,
 )
@@ -152,6 +156,79 @@ def test_configuration_errors_suggest_the_nearest_key_only_when_one_is_close(tex
     with pytest.raises(ConfigError) as error:
         parse_settings(text)
     assert str(error.value) == message
+
+
+EVERY_DEFAULT_AND_LIMIT = """
+defaults: {logging: fluent-bit, ambassador: envoy, waitFor: curl, waitForTimeout: 90s, loggingPaths: [/srv/a, /srv/b]}
+limits: {maxAmbassadorRoutes: 1, maxWaitForTargets: 2, maxLoggingPaths: 3, maxAdapters: 64, maxCpu: 500m, maxMemory: 1Gi}
+profiles:
+  ambassador:
+    envoy:
+      image: envoyproxy/envoy:v1.31.0
+      command: [/proxy]
+      args: ["{local-port}"]
+      tlsArgs: ["{local-port}"]
+      readyCommand: [/proxy]
+      resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}
+  waitFor:
+    curl:
+      image: curlimages/curl:8.11.1
+      command: [/wait]
+      args: ["{target}"]
+      resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}
+"""
+
+
+def test_every_default_and_limit_takes_effect() -> None:
+    settings = parse_settings(EVERY_DEFAULT_AND_LIMIT)
+    assert settings.defaults == Defaults(logging="fluent-bit", ambassador="envoy", wait_for="curl", wait_for_timeout=90, logging_paths=("/srv/a", "/srv/b"))
+    assert settings.limits == Limits(1, 2, 3, 64, Decimal("0.5"), Decimal(2**30), "500m", "1Gi")
+    assert (Defaults(), Limits()) == (build_settings({}).defaults, build_settings({}).limits)
+
+
+@pytest.mark.parametrize("value", [1, 64])
+def test_a_count_limit_may_be_1_to_64(value: int) -> None:
+    for key in ("maxAmbassadorRoutes", "maxWaitForTargets", "maxLoggingPaths", "maxAdapters"):
+        parse_settings(f"limits: {{{key}: {value}}}")
+
+
+@pytest.mark.parametrize("value", ["0", "65", "true", "'8'", "2.5", "-1"])
+def test_other_count_limits_are_refused(value: str) -> None:
+    for key in ("maxAmbassadorRoutes", "maxWaitForTargets", "maxLoggingPaths", "maxAdapters"):
+        with pytest.raises(ConfigError) as error:
+            parse_settings(f"limits: {{{key}: {value}}}", source="c.yaml")
+        assert str(error.value).startswith(f"c.yaml: limits.{key}: expected a whole number from 1 to 64, got ")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("defaults: {logging: tail, lgging: x}", "defaults: unknown key 'lgging' (did you mean 'logging'?); known keys: logging, ambassador, waitFor, waitForTimeout, loggingPaths"),
+        ("limits: {maxCpus: 1}", "limits: unknown key 'maxCpus' (did you mean 'maxCpu'?); known keys: maxAmbassadorRoutes, maxWaitForTargets, maxLoggingPaths, maxAdapters, maxCpu, maxMemory"),
+        ("defaults: {loggingPaths: [/srv/]}", "defaults.loggingPaths: '/srv/': expected an absolute directory such as /var/log/app (letters, digits and ._-)"),
+        ("defaults: {loggingPaths: /srv}", "defaults.loggingPaths: expected a list of strings"),
+        ("defaults: {waitForTimeout: 120}", "defaults.waitForTimeout: 120: expected a duration such as 90s, 5m, 1h30m, or 0 for no limit"),
+        ("limits: {maxCpu: 2 cores}", "limits.maxCpu: '2 cores' is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"),
+        ("limits: {maxMemory: 1 GB}", "limits.maxMemory: '1 GB' is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"),
+        ("defaults: {ambassador: envy}", "defaults.ambassador: no ambassador profile named 'envy'"),
+        ("defaults: {waitFor: busybx}", "defaults.waitFor: no waitFor profile named 'busybx' (did you mean 'busybox'?)"),
+        ("nativeSidecars: sometimes", "nativeSidecars: expected auto, true or false, got 'sometimes'"),
+        ("annotationPrefix: " + "a" * 201, "annotationPrefix: expected a DNS subdomain such as entourage.dev, got '" + "a" * 201 + "'"),
+        ("annotationPrefix: 7", "annotationPrefix: expected a DNS subdomain such as entourage.dev, got 7"),
+        ("profiles: []", "profiles: expected a mapping, got list"),
+    ],
+)
+def test_settings_errors_name_the_setting_and_the_value_word_for_word(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(text, source="c.yaml")
+    assert str(error.value) == f"c.yaml: {message}"
+
+
+def test_settings_read_as_documented() -> None:
+    settings = parse_settings("annotationPrefix: " + ".".join(["a" * 63] * 3) + "\nnativeSidecars: TRUE\nonError: allow\n")
+    assert (settings.annotation_prefix, settings.native_sidecars, settings.on_error) == (".".join(["a" * 63] * 3), "true", "allow")
+    assert parse_settings("nativeSidecars: false").native_sidecars == "false"
+    assert parse_settings("").annotation_prefix == "entourage.dev" and parse_settings("{}").native_sidecars == "auto"
 
 
 def test_an_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
