@@ -234,3 +234,141 @@ def test_settings_read_as_documented() -> None:
 def test_an_unreadable_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
         load_settings(str(tmp_path / "missing.yaml"))
+
+
+EVERY_PROFILE_KEY = """
+profiles:
+  adapter:
+    full:
+      description: Every key a profile may have.
+      image: registry.example/exporter@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+      imagePullPolicy: Always
+      command: [/exporter, --flag]
+      args: ["--listen=:{port}", "--mode={mode}"]
+      env: [{name: LISTEN_ON, value: ":{port}"}, {name: _EMPTY}]
+      ports: [{name: metrics, containerPort: "{port}"}, {name: admin, containerPort: 9901}]
+      resources:
+        requests: {cpu: 10m, memory: 16Mi, ephemeral-storage: 1Mi}
+        limits: {cpu: 50m, memory: 32Mi}
+      securityContext:
+        runAsUser: 1
+        runAsGroup: 2000
+        readOnlyRootFilesystem: false
+        seccompProfile: {type: Localhost, localhostProfile: profiles/exporter.json}
+        capabilities: {add: [NET_BIND_SERVICE]}
+      params:
+        port: {type: port, default: "9100", description: the metrics port}
+        mode: {type: enum, values: [fast, safe], default: safe}
+"""
+
+
+def test_every_key_of_a_profile_takes_effect() -> None:
+    profile = parse_settings(EVERY_PROFILE_KEY).profiles["adapter"]["full"]
+    assert (profile.kind, profile.name, profile.description) == ("adapter", "full", "Every key a profile may have.")
+    assert profile.image.endswith("@sha256:" + "0123456789abcdef" * 4) and profile.image_pull_policy == "Always"
+    assert (profile.command, profile.args) == (("/exporter", "--flag"), ("--listen=:{port}", "--mode={mode}"))
+    assert profile.env == (("LISTEN_ON", ":{port}"), ("_EMPTY", ""))
+    assert profile.ports == (("metrics", "{port}"), ("admin", "9901"))
+    assert profile.resources == {"requests": {"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "1Mi"}, "limits": {"cpu": "50m", "memory": "32Mi"}}
+    assert profile.security_context == {
+        **RESTRICTED_SECURITY_CONTEXT,
+        "runAsUser": 1,
+        "runAsGroup": 2000,
+        "readOnlyRootFilesystem": False,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/exporter.json"},
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    }
+    assert {name: (p.name, p.type, p.default, p.description, p.values) for name, p in profile.params.items()} == {
+        "port": ("port", "port", "9100", "the metrics port", ()),
+        "mode": ("mode", "enum", "safe", "", ("fast", "safe")),
+    }
+    settings = parse_settings(EVERY_PROFILE_KEY)
+    injection = inject_pod(reference_pod({"entourage.dev/adapter": "full", "entourage.dev/adapter.full.mode": "fast"}), settings)
+    (container,) = (c for c in injection.pod["spec"]["containers"] if c["name"] == "entourage-adapter-full")
+    assert container["imagePullPolicy"] == "Always" and container["args"] == ["--listen=:9100", "--mode=fast"]
+    assert container["env"] == [{"name": "LISTEN_ON", "value": ":9100"}, {"name": "_EMPTY", "value": ""}]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}, {"name": "admin", "containerPort": 9901, "protocol": "TCP"}]
+
+
+def adapter(**keys: str) -> str:
+    """A valid adapter profile named x, with some keys replaced (YAML flow values)."""
+    spec = {"image": "exporter:1.0.0", "command": "[/exporter]", "resources": "{requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}", **keys}
+    return "profiles: {adapter: {x: {" + ", ".join(f"{key}: {value}" for key, value in spec.items() if value != "") + "}}}"
+
+
+WHERE = "profiles.adapter.x"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("profiles: {adapter: {" + "a" * 41 + ": {}}}", f"profiles.adapter.{'a' * 41}: a profile name is a DNS label of at most 40 characters"),
+        ("profiles: {adapter: {Big: {}}}", "profiles.adapter.Big: a profile name is a DNS label of at most 40 characters"),
+        (adapter(image=""), f"{WHERE}.image: expected an image with a pinned tag or digest (not 'latest'), got None"),
+        (adapter(command=""), f"{WHERE}.command: required (the image's entrypoint is not assumed)"),
+        (adapter(command="/exporter"), f"{WHERE}.command: expected a list of strings"),
+        (adapter(imagePullPolicy="always"), f"{WHERE}.imagePullPolicy: expected IfNotPresent, Always or Never, got 'always'"),
+        (adapter(env="[x]"), f"{WHERE}.env[0]: expected a mapping, got str"),
+        (adapter(env="[{name: A, valu: b}]"), f"{WHERE}.env[0]: unknown key 'valu' (did you mean 'value'?); known keys: name, value"),
+        (adapter(env="[{name: A}, {name: 1A}]"), f"{WHERE}.env[1].name: expected an environment variable name"),
+        (adapter(env="[{value: a}]"), f"{WHERE}.env[0].name: expected an environment variable name"),
+        (adapter(ports="[x]"), f"{WHERE}.ports[0]: expected a mapping, got str"),
+        (adapter(ports="[{name: m, port: 1}]"), f"{WHERE}.ports[0]: unknown key 'port'; known keys: name, containerPort"),
+        (adapter(ports="[{name: metrics-and-more1, containerPort: 1}]"), f"{WHERE}.ports[0].name: expected an IANA service name (at most 15 characters)"),
+        (adapter(ports="[{containerPort: 1}]"), f"{WHERE}.ports[0].name: expected an IANA service name (at most 15 characters)"),
+        (adapter(ports="[{name: m, containerPort: x}]"), f"{WHERE}.ports.m: containerPort 'x' must be a port or a port parameter"),
+        (adapter(ports="[{name: m, containerPort: 0}]"), f"{WHERE}.ports.m: containerPort '0' must be a port or a port parameter"),
+        (adapter(readyCommand="[x]"), f"{WHERE}: only ambassadors have tlsArgs and readyCommand"),
+        (adapter(args="['{x}']"), f"{WHERE}: unknown placeholder {{x}}; known here: none (declare params)"),
+        (adapter(args="['{prt}']", params="{port: {type: port, default: '1'}}"), f"{WHERE}: unknown placeholder {{prt}} (did you mean 'port'?); known here: {{port}}"),
+        (adapter(params="{Port: {type: port, default: '1'}}"), f"{WHERE}.params.Port: a parameter name is a DNS label (lower-case letters, digits, '-')"),
+        (adapter(params="{p: {type: port, default: '1', doc: x}}"), f"{WHERE}.params.p: unknown key 'doc'; known keys: type, default, description, values"),
+        (adapter(params="{p: {type: number, default: '1'}}"), f"{WHERE}.params.p.type: expected one of port, host, path, name, duration, int, enum, got 'number'"),
+        (adapter(params="{p: {type: enum, default: a}}"), f"{WHERE}.params.p.values: an enum parameter lists its allowed values"),
+        (adapter(params="{p: {type: enum, values: a, default: a}}"), f"{WHERE}.params.p.values: expected a list of strings"),
+        (adapter(params="{p: {type: enum, values: [a]}}"), f"{WHERE}.params.p.default: required (a pod may leave the parameter unset)"),
+        (adapter(params="{p: {type: enum, values: [a], default: b}}"), f"{WHERE}.params.p.default: 'b': expected one of a"),
+        (adapter(params="{p: [1]}"), f"{WHERE}.params.p: expected a mapping, got list"),
+        (adapter(resources="{requests: {cpu: 1m, memory: 1Mi, gpu: 1}, limits: {cpu: 1m, memory: 1Mi}}"), f"{WHERE}.resources.requests: unknown key 'gpu' (did you mean 'cpu'?); known keys: cpu, memory, ephemeral-storage"),
+        (adapter(resources="{requests: {cpu: lots, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}"), f"{WHERE}.resources.requests.cpu: 'lots' is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"),
+        (adapter(resources="{requests: {cpu: 1m, memory: 1Mi}, limit: {}}"), f"{WHERE}.resources: unknown key 'limit' (did you mean 'limits'?); known keys: requests, limits"),
+        (adapter(resources=""), f"{WHERE}.resources.requests.cpu: required (injected containers carry requests and limits)"),
+        (adapter(securityContext="{runAsGroup: 0}"), f"{WHERE}.securityContext.runAsGroup: expected a non-zero user or group id, got 0"),
+        (adapter(securityContext="{runAsUser: true}"), f"{WHERE}.securityContext.runAsUser: expected a non-zero user or group id, got True"),
+        (adapter(securityContext="{runAsUser: '1'}"), f"{WHERE}.securityContext.runAsUser: expected a non-zero user or group id, got '1'"),
+        (adapter(securityContext="{readOnlyRootFilesystem: 'yes'}"), f"{WHERE}.securityContext.readOnlyRootFilesystem: expected true or false"),
+        (adapter(securityContext="{seccompProfile: {type: Unconfined}}"), f"{WHERE}.securityContext.seccompProfile.type: expected RuntimeDefault or Localhost"),
+        (adapter(securityContext="{seccompProfile: Localhost}"), f"{WHERE}.securityContext.seccompProfile: expected a mapping, got str"),
+        (adapter(securityContext="{capabilities: {drop: [NET_RAW]}}"), f"{WHERE}.securityContext.capabilities: unknown key 'drop'; known keys: add"),
+        (adapter(securityContext="{capabilities: {add: NET_BIND_SERVICE}}"), f"{WHERE}.securityContext.capabilities.add: expected a list of strings"),
+        (adapter(securityContext="{privileged: true}"), f"{WHERE}.securityContext: 'privileged' cannot be set (injected containers stay Pod Security 'restricted'); settable: capabilities, readOnlyRootFilesystem, runAsGroup, runAsUser, seccompProfile"),
+        (adapter(securityContext="[x]"), f"{WHERE}.securityContext: expected a mapping, got list"),
+        ("profiles: {logging: {x: {image: 'a:1', command: [a], ports: [{name: m, containerPort: 1}], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "profiles.logging.x.ports: only adapters declare ports"),
+        ("profiles: {ambassador: {x: {image: 'a:1', command: [a], tlsArgs: [t], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "profiles.ambassador.x.readyCommand: required for an ambassador (the app starts once it passes)"),
+    ],
+)
+def test_profile_errors_name_the_setting_and_the_value_word_for_word(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(text)
+    assert str(error.value) == f"configuration: {message}"
+
+
+@pytest.mark.parametrize("policy", ["IfNotPresent", "Always", "Never"])
+def test_the_image_pull_policy_may_be_any_of_kubernetes_three(policy: str) -> None:
+    assert parse_settings(adapter(imagePullPolicy=policy)).profiles["adapter"]["x"].image_pull_policy == policy
+    assert parse_settings(adapter()).profiles["adapter"]["x"].image_pull_policy == "IfNotPresent"
+
+
+def test_a_profile_name_may_be_40_characters() -> None:
+    name = "a" * 40
+    assert name in parse_settings(adapter().replace("{x:", f"{{{name}:")).profiles["adapter"]
+
+
+def test_a_file_is_read_as_utf_8_and_its_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("# Entourage — réglages\nonError: allow\n", encoding="utf-8")
+    assert load_settings(str(path)).on_error == "allow"
+    path.write_text("onError: maybe\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(str(path))
+    assert str(error.value) == f"{path}: onError: expected deny or allow, got 'maybe'"
