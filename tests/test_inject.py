@@ -250,6 +250,28 @@ def test_an_ambassador_profile_gets_each_part_of_the_route(settings: Settings) -
     assert plain["startupProbe"]["exec"]["command"] == ["/proxy", "--check=7000"]
 
 
+def test_profile_parameters_set_by_annotation_reach_the_ambassador_and_the_logging_agent(settings: Settings) -> None:
+    pod = reference_pod(
+        {
+            "entourage.dev/ambassador": "tls://api.example.com:443",
+            "entourage.dev/ambassador.socat.ca-file": "/etc/ssl/custom.pem",
+            "entourage.dev/logging": "fluent-bit",
+            "entourage.dev/logging-paths": "/var/log/app,/data/audit",
+            "entourage.dev/logging.fluent-bit.host": "collector.example",
+        }
+    )
+    injected = inject_checked(pod, settings).pod
+    assert find(injected, "entourage-ambassador-443")["args"][-1] == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/custom.pem,commonname=api.example.com"
+    agent = find(injected, "entourage-logging")["args"]
+    assert "path=/var/log/app/*,/data/audit/*" in agent and "host=collector.example" in agent and "port=24224" in agent
+
+
+def test_a_request_override_equal_to_the_profiles_limit_is_accepted(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-memory-request": "64Mi", "entourage.dev/logging-cpu-request": "0.1"})
+    resources = find(inject_checked(pod, settings).pod, "entourage-logging")["resources"]
+    assert resources == {"requests": {"cpu": "0.1", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
+
+
 def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: Settings) -> None:
     pod = reference_pod({"entourage.dev/wait-for": "dns://my-db-service", "entourage.dev/wait-for-timeout": "90s"})
     pod["spec"]["initContainers"] = [{"name": "init-myservice", "image": "busybox:1.28"}]
