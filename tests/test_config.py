@@ -353,6 +353,20 @@ def test_profile_errors_name_the_setting_and_the_value_word_for_word(text: str, 
     assert str(error.value) == f"configuration: {message}"
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("args", "['--dirs={paths}']"), ("args", "['{paths}x']"), ("env", "[{name: DIRS, value: '{paths}'}]")],
+)
+def test_the_list_placeholder_paths_can_only_be_an_argument_of_its_own(key: str, value: str) -> None:
+    """A configuration accepted at load time must not fail every injection afterwards."""
+    with pytest.raises(ConfigError, match=r"^configuration: profiles\.logging\.tail: \{paths\} is a list \(one argument per item\): it can only be an argument of its own, got '"):
+        parse_settings(f"profiles: {{logging: {{tail: {{{key}: {value}}}}}}}")
+    settings = parse_settings("profiles: {logging: {tail: {args: ['-v', '{paths}', '--globs={path-globs}']}}}")
+    injection = inject_pod(reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/a,/b"}), settings)
+    (agent,) = (c for c in injection.pod["spec"]["containers"] if c["name"] == "entourage-logging")
+    assert agent["args"] == ["-v", "/a", "/b", "--globs=/a/*,/b/*"]
+
+
 @pytest.mark.parametrize("policy", ["IfNotPresent", "Always", "Never"])
 def test_the_image_pull_policy_may_be_any_of_kubernetes_three(policy: str) -> None:
     assert parse_settings(adapter(imagePullPolicy=policy)).profiles["adapter"]["x"].image_pull_policy == policy

@@ -36,6 +36,10 @@ BUILTIN_PLACEHOLDERS: Mapping[str, frozenset[str]] = {
 }
 """Placeholders the engine fills in per kind; profile parameters add their own names."""
 
+LIST_PLACEHOLDERS = frozenset({"paths"})
+"""Placeholders whose value is a list: an argument that is exactly ``{paths}`` becomes one argument
+per directory; inside a longer argument, an env value or a port there is no string to put."""
+
 PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9-]*)\}")
 
 RESTRICTED_SECURITY_CONTEXT: Mapping[str, Any] = {
@@ -360,6 +364,13 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
                     f"{where}: unknown placeholder {{{placeholder}}}{_suggest(placeholder, known)}; "
                     f"known here: {', '.join('{' + k + '}' for k in sorted(known)) or 'none (declare params)'}"
                 )
+    arguments = [*profile.args, *profile.tls_args, *profile.ready_command]
+    whole = {f"{{{name}}}" for name in LIST_PLACEHOLDERS}
+    for template in [*(a for a in arguments if a not in whole), *(v for _, v in profile.env), *(p for _, p in profile.ports)]:
+        for name in LIST_PLACEHOLDERS & set(PLACEHOLDER.findall(template)):
+            raise ConfigError(
+                f"{where}: {{{name}}} is a list (one argument per item): it can only be an argument of its own, got {template!r}"
+            )
     for port_name, template in profile.ports:
         default_values = {name: param.default for name, param in params.items()}
         try:
