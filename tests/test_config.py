@@ -361,10 +361,10 @@ def test_the_list_placeholder_paths_can_only_be_an_argument_of_its_own(key: str,
     """A configuration accepted at load time must not fail every injection afterwards."""
     with pytest.raises(ConfigError, match=r"^configuration: profiles\.logging\.tail: \{paths\} is a list \(one argument per item\): it can only be an argument of its own, got '"):
         parse_settings(f"profiles: {{logging: {{tail: {{{key}: {value}}}}}}}")
-    settings = parse_settings("profiles: {logging: {tail: {args: ['-v', '{paths}', '--globs={path-globs}']}}}")
+    settings = parse_settings("profiles: {logging: {tail: {args: ['<paths>', '{paths}', '--globs={path-globs}']}}}")
     injection = inject_pod(reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/a,/b"}), settings)
     (agent,) = (c for c in injection.pod["spec"]["containers"] if c["name"] == "entourage-logging")
-    assert agent["args"] == ["-v", "/a", "/b", "--globs=/a/*,/b/*"]
+    assert agent["args"] == ["<paths>", "/a", "/b", "--globs=/a/*,/b/*"]
 
 
 @pytest.mark.parametrize("policy", ["IfNotPresent", "Always", "Never"])
