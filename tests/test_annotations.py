@@ -10,6 +10,7 @@ from webhook.engine.annotations import (
     parse_route,
     parse_wait_target,
 )
+from webhook.engine.request import WaitTarget
 from webhook.engine.settings import Settings
 from webhook.errors import PodDenied
 
@@ -127,6 +128,30 @@ def test_routes_and_targets_parse_into_their_parts() -> None:
     assert parse_wait_target("http://api:8080?ready").target == "http://api:8080/?ready"
     assert parse_wait_target("http://api").target == "http://api/"
     assert parse_wait_target("DB.example:5432").target == "db.example:5432"
+    assert parse_wait_target("DB.example:5432") == WaitTarget("tcp", "db.example:5432", "db.example")
+    assert parse_wait_target("dns://My-DB") == WaitTarget("dns", "my-db", "my-db")
+    assert parse_wait_target("http://[FD00::1]/healthz") == WaitTarget("http", "http://[fd00::1]/healthz", "fd00::1")
+    assert parse_wait_target("https://[::1]?ready") == WaitTarget("https", "https://[::1]/?ready", "::1")
+    assert parse_wait_target("http://api:8080/go?to=http://x") == WaitTarget("http", "http://api:8080/go?to=http://x", "api")
+
+
+@pytest.mark.parametrize(
+    ("own", "warnings"),
+    [
+        ({"logging-container": "app"}, ["entourage.dev/logging-container has no effect without entourage.dev/logging"]),
+        ({"ambassador-cpu-limit": "1"}, ["entourage.dev/ambassador-* resources have no effect: no ambassador container is injected"]),
+        ({"adapter-memory-limit": "1Gi"}, ["entourage.dev/adapter-* resources have no effect: no adapter container is injected"]),
+        ({"ambassador": "redis:6379", "ambassador.socat.ca-file": "/ca.pem", "ambassador-cpu-limit": "1"}, []),
+        ({"adapter": "nginx-prometheus", "adapter.nginx-prometheus.port": "9999", "adapter-cpu-limit": "1"}, []),
+        ({"logging": "fluent-bit", "logging.tail.x": "1"}, None),
+    ],
+)
+def test_a_valid_key_without_effect_gets_a_warning_naming_it(settings: Settings, own: dict[str, str], warnings: list[str] | None) -> None:
+    if warnings is None:  # a parameter the profile does not declare is an unknown key
+        with pytest.raises(PodDenied, match="unknown annotation"):
+            parse_annotations(own, settings)
+        return
+    assert list(parse_annotations(own, settings).warnings) == warnings
 
 
 def test_keys_that_have_no_effect_get_warnings_not_denials(settings: Settings) -> None:
@@ -154,8 +179,19 @@ def test_every_documented_key_is_known_to_the_parser(settings: Settings) -> None
         ({"adapter.nope.port": "1"}, "entourage.dev/adapter.nope.port: '1': unknown annotation; not a key Entourage knows"),
         ({"adapter.nginx-prometheus": "1"}, "entourage.dev/adapter.nginx-prometheus: '1': unknown annotation; did you mean entourage.dev/adapter.nginx-prometheus.port?"),
         ({"logging": 3}, "entourage.dev/logging: '3': annotation values are strings"),
+        ({"wait-for": "db:5432,tcp://db:5432"}, "entourage.dev/wait-for: 'db:5432,tcp://db:5432': the same target is listed twice"),
+        ({"ambassador": "http://db:80"}, "entourage.dev/ambassador: 'http://db:80': the only upstream scheme is tls:// (plain TCP has none)"),
+        ({"ambassador": "1=2=db:5432"}, "entourage.dev/ambassador: '1=2=db:5432': expected a DNS name (letters, digits, '-' and '.') or an IP address"),
+        ({"wait-for": "ftp://db:21"}, "entourage.dev/wait-for: 'ftp://db:21': expected tcp://, http://, https:// or dns:// (or host:port)"),
+        ({"wait-for": "http://u@db/x"}, "entourage.dev/wait-for: 'http://u@db/x': credentials in URLs are not allowed"),
+        ({"wait-for": "http://db?a?b"}, "entourage.dev/wait-for: 'http://db?a?b': expected an absolute URL path such as /healthz (letters, digits and ._~%/:@=+-)"),
+        ({"wait-for": "http:///x"}, "entourage.dev/wait-for: 'http:///x': expected a host name or IP address, got an empty string"),
     ],
-    ids=["inject", "adapters-limit", "adapters-twice", "paths-limit", "paths-twice", "one-path-of-two", "targets-twice", "no-suggestion", "unknown-profile", "no-param", "not-a-string"],
+    ids=[
+        "inject", "adapters-limit", "adapters-twice", "paths-limit", "paths-twice", "one-path-of-two", "targets-twice", "no-suggestion",
+        "unknown-profile", "no-param", "not-a-string", "same-target-normalised", "route-scheme", "route-two-equals", "target-scheme",
+        "credentials", "two-queries", "no-authority",
+    ],  # fmt: skip
 )
 def test_messages_name_the_key_the_value_and_what_is_expected_word_for_word(settings: Settings, own: dict[str, object], message: str) -> None:
     with pytest.raises(PodDenied) as denial:

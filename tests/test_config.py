@@ -329,6 +329,21 @@ WHERE = "profiles.adapter.x"
         (adapter(params="{p: {type: enum, values: [a]}}"), f"{WHERE}.params.p.default: required (a pod may leave the parameter unset)"),
         (adapter(params="{p: {type: enum, values: [a], default: b}}"), f"{WHERE}.params.p.default: 'b': expected one of a"),
         (adapter(params="{p: [1]}"), f"{WHERE}.params.p: expected a mapping, got list"),
+        (adapter(params="[p]"), f"{WHERE}.params: expected a mapping, got list"),
+        (adapter(params="{p: {type: enum, values: [a, b], default: c}}"), f"{WHERE}.params.p.default: 'c': expected one of a, b"),
+        (adapter(args="x"), f"{WHERE}.args: expected a list of strings"),
+        (adapter(tlsArgs="x"), f"{WHERE}.tlsArgs: expected a list of strings"),
+        (adapter(readyCommand="x"), f"{WHERE}.readyCommand: expected a list of strings"),
+        (adapter(image="'a:1'", imag="b"), f"{WHERE}: unknown key 'imag' (did you mean 'image'?); known keys: description, image, imagePullPolicy, command, args, tlsArgs, readyCommand, env, ports, resources, securityContext, params"),
+        (adapter(resources="[1]"), f"{WHERE}.resources: expected a mapping, got list"),
+        (adapter(resources="{requests: 1}"), f"{WHERE}.resources.requests: expected a mapping, got int"),
+        (adapter(securityContext="{capabilities: [x]}"), f"{WHERE}.securityContext.capabilities: expected a mapping, got list"),
+        ("profiles: {logging: {tail: {args: ['{pahts}']}}}", "profiles.logging.tail: unknown placeholder {pahts} (did you mean 'paths'?); known here: {path-globs}, {paths}"),
+        ("profiles: {adapter: [x]}", "profiles.adapter: expected a mapping, got list"),
+        ("profiles: {adapter: {x: y}}", "profiles.adapter.x: expected a mapping, got str"),
+        ("defaults: [x]", "defaults: expected a mapping, got list"),
+        ("limits: 3", "limits: expected a mapping, got int"),
+        ("[1, 2]", "configuration: expected a mapping, got list"),
         (adapter(resources="{requests: {cpu: 1m, memory: 1Mi, gpu: 1}, limits: {cpu: 1m, memory: 1Mi}}"), f"{WHERE}.resources.requests: unknown key 'gpu' (did you mean 'cpu'?); known keys: cpu, memory, ephemeral-storage"),
         (adapter(resources="{requests: {cpu: lots, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}"), f"{WHERE}.resources.requests.cpu: 'lots' is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"),
         (adapter(resources="{requests: {cpu: 1m, memory: 1Mi}, limit: {}}"), f"{WHERE}.resources: unknown key 'limit' (did you mean 'limits'?); known keys: requests, limits"),
@@ -371,6 +386,18 @@ def test_the_list_placeholder_paths_can_only_be_an_argument_of_its_own(key: str,
 def test_the_image_pull_policy_may_be_any_of_kubernetes_three(policy: str) -> None:
     assert parse_settings(adapter(imagePullPolicy=policy)).profiles["adapter"]["x"].image_pull_policy == policy
     assert parse_settings(adapter()).profiles["adapter"]["x"].image_pull_policy == "IfNotPresent"
+
+
+def test_env_names_may_use_either_case_and_seccomp_may_stay_runtime_default() -> None:
+    profile = parse_settings(adapter(env="[{name: lower_Case9, value: v}]", securityContext="{seccompProfile: {type: RuntimeDefault}}")).profiles["adapter"]["x"]
+    assert profile.env == (("lower_Case9", "v"),) and profile.security_context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_the_annotation_prefix_may_be_200_characters() -> None:
+    prefix = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 8])
+    assert len(prefix) == 200 and parse_settings(f"annotationPrefix: {prefix}").annotation_prefix == prefix
+    with pytest.raises(ConfigError, match="annotationPrefix: expected a DNS subdomain"):
+        parse_settings(f"annotationPrefix: {prefix}d")
 
 
 def test_a_profile_name_may_be_40_characters() -> None:

@@ -388,3 +388,41 @@ def test_list_items_are_split_at_commas_and_only_spaces_around_them_are_dropped(
     for text in ("", "a,", ",a", "a,,b", "a, ,b"):
         with denied_saying("expected a comma-separated list without empty items"):
             grammar.split_list(text)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "value"),
+    [
+        ("port", "08080", "8080"),
+        ("host", "DB.Example", "db.example"),
+        ("path", "/stub_status?x=1", "/stub_status?x=1"),
+        ("name", "metrics-1", "metrics-1"),
+        ("duration", "1h1m", "3660"),
+        ("int", "007", "7"),
+        ("int", "123456789", "123456789"),
+        ("enum", "text", "text"),
+    ],
+)
+def test_a_parameter_value_is_substituted_normalised_by_its_type(kind: str, text: str, value: str) -> None:
+    assert param(kind).parse(text) == value
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message"),
+    [
+        ("int", "1234567890", "expected a non-negative whole number"),
+        ("int", "-1", "expected a non-negative whole number"),
+        ("int", "٣", "expected a non-negative whole number"),
+        ("enum", "xml", "expected one of json, text"),
+        ("name", "Metrics", NOT_A_LABEL),
+        ("duration", "90", NOT_A_DURATION),
+    ],
+)
+def test_a_parameter_value_outside_its_type_is_denied_saying_what_was_expected(kind: str, text: str, message: str) -> None:
+    with denied_saying(message):
+        param(kind).parse(text)
+
+
+def test_host_port_takes_the_first_closing_bracket() -> None:
+    with denied_saying("expected [IPv6-address]:port"):
+        grammar.parse_host_port("[fd00::1]]:80")

@@ -272,6 +272,48 @@ def test_a_request_override_equal_to_the_profiles_limit_is_accepted(settings: Se
     assert resources == {"requests": {"cpu": "0.1", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 
 
+def test_every_logging_path_is_shared_when_the_first_is_already_a_volume_of_the_app(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/tmp,/var/log/app"})
+    agent = find(inject_checked(pod, settings).pod, "entourage-logging")
+    assert agent["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp", "readOnly": True},
+        {"name": "entourage-logs-var-log-app", "mountPath": "/var/log/app", "readOnly": True},
+    ]
+
+
+def test_the_logging_target_messages_name_every_container(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "kubectl.kubernetes.io/default-container": "ghost"})
+    pod["spec"]["containers"].append({"name": "web", "image": "nginx:1.27"})
+    assert inject_checked(pod, settings).warnings == ("kubectl.kubernetes.io/default-container names no container; logging uses 'checkout'",)
+    pod["metadata"]["annotations"]["entourage.dev/logging-container"] = "api"
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert denial.value.problems == ["entourage.dev/logging-container: 'api': no such container; the pod has checkout, web"]
+
+
+def test_a_port_declared_twice_in_the_pod_is_owned_by_its_first_container(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "8080=redis:6379"})
+    pod["spec"]["containers"].append({"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": "8080"}, {"containerPort": 8080}]})
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert denial.value.problems == ["entourage.dev/ambassador: '8080=redis:6379': port 8080 of ambassador route '8080=redis:6379' is already used by container 'checkout'"]
+
+
+@pytest.mark.parametrize("policy", ["Never", "OnFailure"])
+def test_a_pod_that_is_not_restarted_gets_the_classic_sidecar_warning(settings: Settings, policy: str) -> None:
+    pod = reference_pod({"entourage.dev/adapter": "nginx-prometheus"})
+    pod["spec"]["restartPolicy"] = policy
+    assert inject_checked(pod, settings).warnings == (
+        'classic sidecars keep this pod running after the app exits; set entourage.dev/native-sidecars: "true"',
+    )
+
+
+def test_a_host_network_pod_is_warned_about_each_ambassador_port(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "6379=redis:6379,7000=db:7000"})
+    pod["spec"]["hostNetwork"] = True
+    assert inject_checked(pod, settings).warnings == ("hostNetwork pod: ambassador ports 6379, 7000 are bound on the node's loopback",)
+
+
 def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: Settings) -> None:
     pod = reference_pod({"entourage.dev/wait-for": "dns://my-db-service", "entourage.dev/wait-for-timeout": "90s"})
     pod["spec"]["initContainers"] = [{"name": "init-myservice", "image": "busybox:1.28"}]
