@@ -119,6 +119,26 @@ def test_values_are_never_echoed_with_raw_newlines(settings: Settings) -> None:
 def test_very_long_values_are_refused_before_parsing(settings: Settings) -> None:
     with pytest.raises(PodDenied, match="longer than 4096 characters"):
         parse_annotations({"wait-for": "a:1," * 2000}, settings)
+    with pytest.raises(PodDenied) as denial:
+        parse_annotations({"wait-for": "a" * 4097, "loging": "true"}, settings)
+    assert denial.value.problems[0] == f"entourage.dev/wait-for: {'a' * 77 + '...'!r}: longer than 4096 characters" and len(denial.value.problems) == 2
+    with pytest.raises(PodDenied) as denial:
+        parse_annotations({"wait-for": "a" * 4096}, settings)
+    assert denial.value.problems == [f"entourage.dev/wait-for: {'a' * 77 + '...'!r}: expected host:port"]
+
+
+def test_every_problem_is_reported_after_a_value_that_is_not_a_string_or_after_our_status(settings: Settings) -> None:
+    with pytest.raises(PodDenied) as denial:
+        parse_annotations({"logging": 3, "loging": "true"}, settings)
+    assert len(denial.value.problems) == 2
+    with pytest.raises(PodDenied) as denial:
+        parse_annotations({"status": "{}", "loging": "true"}, settings)
+    assert denial.value.problems == ["entourage.dev/loging: 'true': unknown annotation; did you mean entourage.dev/logging?"]
+
+
+def test_a_list_may_be_as_long_as_its_limit(settings: Settings) -> None:
+    paths = ",".join(f"/p{i}" for i in range(settings.limits.max_logging_paths))
+    assert len(parse_annotations({"logging": "true", "logging-paths": paths}, settings).logging_paths) == 8
 
 
 def test_routes_and_targets_parse_into_their_parts() -> None:
@@ -144,6 +164,7 @@ def test_routes_and_targets_parse_into_their_parts() -> None:
         ({"ambassador": "redis:6379", "ambassador.socat.ca-file": "/ca.pem", "ambassador-cpu-limit": "1"}, []),
         ({"adapter": "nginx-prometheus", "adapter.nginx-prometheus.port": "9999", "adapter-cpu-limit": "1"}, []),
         ({"logging": "fluent-bit", "logging.tail.x": "1"}, None),
+        ({"ambassador.socat.ca-file": "/ca.pem"}, ["entourage.dev/ambassador.socat.* has no effect: that profile is not used"]),
     ],
 )
 def test_a_valid_key_without_effect_gets_a_warning_naming_it(settings: Settings, own: dict[str, str], warnings: list[str] | None) -> None:

@@ -390,6 +390,9 @@ def test_adapter_parameters_set_by_annotation_reach_the_arguments(settings: Sett
 
 
 def test_a_malformed_pod_is_denied_not_crashed(settings: Settings) -> None:
-    for spec in (None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"}):
+    for spec in (
+        None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"},
+        {"containers": ["app"]}, {"containers": [{"name": "a"}], "initContainers": [5]},
+    ):  # fmt: skip
         with pytest.raises(PodDenied):
             inject_pod({"metadata": {"annotations": {"entourage.dev/logging": "true"}}, "spec": spec}, settings)
