@@ -385,7 +385,8 @@ def test_the_list_placeholder_paths_can_only_be_an_argument_of_its_own(key: str,
 @pytest.mark.parametrize("policy", ["IfNotPresent", "Always", "Never"])
 def test_the_image_pull_policy_may_be_any_of_kubernetes_three(policy: str) -> None:
     assert parse_settings(adapter(imagePullPolicy=policy)).profiles["adapter"]["x"].image_pull_policy == policy
-    assert parse_settings(adapter()).profiles["adapter"]["x"].image_pull_policy == "IfNotPresent"
+    plain = parse_settings(adapter()).profiles["adapter"]["x"]
+    assert (plain.image_pull_policy, plain.description, plain.env, plain.ports, plain.params) == ("IfNotPresent", "", (), (), {})
 
 
 def test_env_names_may_use_either_case_and_seccomp_may_stay_runtime_default() -> None:

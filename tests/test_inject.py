@@ -389,6 +389,17 @@ def test_adapter_parameters_set_by_annotation_reach_the_arguments(settings: Sett
     assert adapter["ports"] == [{"name": "metrics", "containerPort": 9200, "protocol": "TCP"}]
 
 
+def test_a_pod_without_a_named_container_is_denied_saying_so(settings: Settings) -> None:
+    with pytest.raises(PodDenied) as denial:
+        inject_pod({"metadata": {"annotations": {"entourage.dev/logging": "true"}}, "spec": {"containers": []}}, settings)
+    assert denial.value.problems == ["spec.containers: a pod needs at least one container with a name"]
+
+
+def test_a_status_annotation_on_the_namespace_is_not_inherited(settings: Settings) -> None:
+    namespace = {"entourage.dev/status": "{}", "entourage.dev/logging": "true"}
+    assert inject_checked(reference_pod(), settings, namespace_annotations=namespace).reason == INJECTED
+
+
 def test_a_malformed_pod_is_denied_not_crashed(settings: Settings) -> None:
     for spec in (
         None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"},
