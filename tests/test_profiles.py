@@ -36,7 +36,9 @@ def test_a_slug_is_a_dns_label(text: str, label: str) -> None:
 
 def test_an_argument_that_is_exactly_a_list_placeholder_becomes_one_argument_per_item() -> None:
     values = {"paths": ["/a", "/b"], "port": "80"}
-    assert render_args(["{paths}", "--port={port}", "{port}", "(paths)", "(paths}", "{missing-is-a-string}"], {**values, "missing-is-a-string": "s"}) == [
+    assert render_args(
+        ["{paths}", "--port={port}", "{port}", "(paths)", "(paths}", "{missing-is-a-string}"], {**values, "missing-is-a-string": "s"}
+    ) == [
         "/a",
         "/b",
         "--port=80",
