@@ -54,3 +54,12 @@ def test_a_body_of_another_shape_gets_the_full_decode(body: bytes) -> None:
 def test_a_body_that_is_not_json_gets_orjsons_error() -> None:
     with pytest.raises(orjson.JSONDecodeError):
         partial.loads(b'{"request": ')
+
+
+def test_text_outside_ascii_is_decoded_in_part_when_it_is_utf_8_and_refused_when_it_is_not() -> None:
+    valid = '{"request":{"uid":"ü","object":{"spec":{"containers":[{"name":"a","env":[{"value":"naïve"}]}]}}}}'.encode()
+    assert partial.loads(valid) == {"request": {"uid": "ü", "object": {"spec": {"containers": [{"name": "a"}]}}}}
+    # Invalid UTF-8 inside a field the partial decode skips without reading it.
+    invalid = b'{"request":{"uid":"u","object":{"spec":{"containers":[{"name":"a","env":[{"value":"\xff\xfe"}]}]}}}}'
+    with pytest.raises(orjson.JSONDecodeError):
+        partial.loads(invalid)

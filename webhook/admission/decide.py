@@ -82,13 +82,12 @@ def admit(
     started = time.perf_counter()
     request = review["request"]
     uid = request["uid"]
-    namespace = request.get("namespace") or ""
     pod = request.get("object")
     metadata = pod.get("metadata") if isinstance(pod, dict) else None
     pod_name = ""
     if isinstance(metadata, dict):
         pod_name = _valid(metadata.get("name"), _SUBDOMAIN) or _valid(metadata.get("generateName"), _GENERATE_NAME)
-    namespace = _valid(namespace, _LABEL, 63)
+    namespace = request_namespace(request)
     decision = Decision(OUTCOME_SKIPPED, "", answer(uid, allowed=True), uid, namespace, pod_name, dry_run=request.get("dryRun") is True)
 
     kind = request.get("kind") or {}
@@ -111,14 +110,21 @@ def failed(review: AdmissionReview, settings: Settings, error: BaseException, *,
     AdmissionReview for the request's uid (the apiserver rejects any other answer)."""
     request = review["request"]
     uid = request["uid"]
-    namespace = request.get("namespace")
-    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, namespace if isinstance(namespace, str) else "", duration=duration)
+    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, request_namespace(request), duration=duration)
     if settings.on_error == "allow":
         decision.review = answer(uid, allowed=True, warnings=["Entourage failed and admitted the pod unchanged (onError: allow)"])
     else:
         message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
         decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
     return decision
+
+
+def request_namespace(request: Mapping[str, Any]) -> str:
+    """The request's namespace when it is a DNS label, else "": the one admission stores and
+    looks its defaults up for (the answer cache looks up the same one)."""
+    return _valid(request.get("namespace"), _LABEL, 63)
+
+
 def _valid(value: Any, pattern: re.Pattern[str], longest: int = 253) -> str:
     """``value`` when it is a string of at most ``longest`` characters matching ``pattern``, else "".
 

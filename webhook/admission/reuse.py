@@ -26,6 +26,7 @@ from webhook.admission.decide import (
     Decision,
     NamespaceAnnotations,
     admit,
+    request_namespace,
 )
 from webhook.admission.review import AdmissionReview
 from webhook.engine.caches import BoundedCache
@@ -65,7 +66,7 @@ class AnswerCache:
         cluster: ClusterFacts = ClusterFacts(),
     ) -> Decision:
         request = review["request"]
-        namespace = str(request.get("namespace") or "")[:253]  # as admit() looks it up
+        namespace = request_namespace(request)  # as admit() looks it up: an invalid name never is
         inherited = namespace_annotations(namespace) if namespace_annotations and namespace else None
         lookup = (lambda _: inherited) if inherited is not None else None
         key = self._key(request, settings, inherited, cluster)
