@@ -13,7 +13,10 @@ selection killed and how many survived. The classes are ours, not mutmut's summa
 - survived: every test passed (exit 0), or no selected test reaches the mutated function
   (exit 33 or 5): an untested mutant is not a killed one;
 - error: anything else (mutmut reports a crash of its own test harness, exit 255, as a timeout;
-  here it is an error, because no test judged the mutant), or not run yet.
+  here it is an error, because no test judged the mutant), or not run yet in a module that was.
+
+A module none of whose mutants has run (``make mutate MUTANTS='webhook.engine.grammar.*'`` runs
+one module) is shown as "not run" and neither counted nor failed.
 
 Kill rate = (killed + timeout) / (killed + timeout + survived). Exit 1 when a mutant was not
 judged, a listed equivalent mutant was killed, or (``--fail-under``) a module's rate is too low.
@@ -84,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(module) for module in results)
     print(f"{'module':<{width}}  mutants  killed  timeout  equivalent  survived  error  kill rate")
     total: Counter[str] = Counter()
-    below, survivors, stale = [], [], []
+    below, survivors, stale, not_run = [], [], [], []
     for module, exit_codes in results.items():
+        if all(code is None for code in exit_codes.values()):
+            not_run.append(module)
+            print(f"{module:<{width}}  {len(exit_codes):>7}  not run")
+            continue
         counts = Counter(classify(code, name in equivalents) for name, code in exit_codes.items())
         total.update(counts)
         survivors += [(name, code) for name, code in sorted(exit_codes.items()) if classify(code, name in equivalents) == "survived"]
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             below.append(module)
         print(row(module, width, len(exit_codes), counts))
     print(row("all", width, sum(total.values()), total))
+    if not_run:
+        print(f"\n{len(not_run)} of {len(results)} modules not run: their mutants are not counted above")
     if args.survivors:
         print("\nsurvivors:")
         for name, code in survivors:
