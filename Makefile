@@ -1,5 +1,5 @@
 # Entourage developer tasks. Everything a fresh Debian machine (Python, pip, gcc, git) needs is
-# installed from here: the virtualenv, the test tools (busybox, socat) and helm.
+# installed from here: the virtualenv, the test tools (busybox, socat, curl) and helm.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,8 +21,8 @@ venv: $(VENV)/.installed
 
 # Debian binaries that tests run for real, and helm for the chart tests.
 tools: $(HELM)
-	@command -v busybox >/dev/null && command -v socat >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat)
+	@command -v busybox >/dev/null && command -v socat >/dev/null && command -v curl >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat curl)
 
 $(HELM):
 	scripts/install-helm.sh $(HELM)
@@ -61,7 +61,8 @@ bench: venv
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
-## soak: reliability run (~6 min on 2 cores): 3-min soak, 10x burst, faults under load, 100k fuzz inputs
+## soak: reliability run (~6 min on 2 cores): 3-min soak, 10x burst, faults under load, 100k fuzz inputs;
+## then the adversarial bodies and the memory flood, 1M requests (~30 min more; SOAK_ARGS=--memory-requests N)
 soak: venv
 	$(BIN)/python -m soak $(SOAK_ARGS)
 

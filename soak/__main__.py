@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis", "adversarial")
+PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis", "adversarial", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-sample", type=int, default=2_000, help="fuzz inputs also sent to the real server over TLS")
     parser.add_argument("--schemathesis-examples", type=int, default=100)
     parser.add_argument("--schemathesis-seconds", type=int, default=30)
+    parser.add_argument("--memory-requests", type=int, default=1_000_000, help="adversarial requests of the memory flood, after its warm-up (default 1000000)")
+    parser.add_argument("--memory-warmup-seconds", type=float, default=60.0, help="the memory flood's warm-up, until every cache is full (default 60)")
+    parser.add_argument("--memory-seconds", type=float, default=1800.0, help="the memory flood stops here even if not every request was sent (default 1800)")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000, help="mutation and hypothesis seed (printed, to replay)")
     options = parser.parse_args(argv)
 
@@ -136,6 +139,16 @@ def main(argv: list[str] | None = None) -> int:
         _, problems = adversarial.run()
         print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
         failed += ["adversarial"] if problems else []
+
+    if "memory" in parts:
+        from soak import memory
+
+        heading(f"memory: {options.memory_requests} adversarial requests, every one distinct, after a {options.memory_warmup_seconds:g}s warm-up")
+        result = memory.memory(requests=options.memory_requests, warmup_seconds=options.memory_warmup_seconds, max_seconds=options.memory_seconds)
+        print(result.report())
+        problems = result.problems()
+        print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
+        failed += ["memory"] if problems else []
 
     heading("done")
     print(f"  {'ALL PASSED' if not failed else 'FAILED: ' + ', '.join(failed)}")

@@ -30,6 +30,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from webhook.cluster import kube
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "entourage"
 GOLDEN = REPO / "tests" / "testdata" / "chart" / "default.yaml"
@@ -512,15 +514,25 @@ BASE_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets", "statefulsets", "daemonsets", "deployments"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
 ]
 
 
 @pytest.mark.parametrize("cert_mode", sorted(CERT_MODES))
-def test_rbac_grants_exactly_namespaces_nodes_and_events_without_self_patching(cert_mode: str) -> None:
+def test_rbac_grants_exactly_namespaces_nodes_events_and_getting_event_owners_without_self_patching(cert_mode: str) -> None:
     docs = render(CERT_MODES[cert_mode])
     assert one(docs, "ClusterRole")["rules"] == BASE_RULES
     assert "--patch-ca-bundle" not in container(docs)["args"]
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_the_cluster_role_lets_the_event_recorder_get_every_owner_kind_it_looks_up() -> None:
+    rules = one(render(), "ClusterRole")["rules"]
+    granted = {(group, resource) for rule in rules if "get" in rule["verbs"] and "resourceNames" not in rule for group in rule["apiGroups"] for resource in rule["resources"]}
+    looked_up = {(api_version.rpartition("/")[0], resource) for api_version, resource in kube.OWNERS.values()} | {("", "namespaces")}
+    assert looked_up <= granted
 
 
 @pytest.mark.parametrize("cert_mode", ["helm", "secret"])
@@ -657,7 +669,10 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
     configmap = one(render(), "ConfigMap")
     assert list(configmap["data"]) == ["config.yaml"]
     assert yaml.safe_load(configmap["data"]["config.yaml"]) == values["config"]
-    assert values["config"] == {"annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "defaults": {}, "limits": {}, "profiles": {}}
+    assert values["config"] == {
+        "annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "runAsUser": "auto", "imageRegistry": "", "imagePullSecrets": [],
+        "defaults": {}, "limits": {}, "profiles": {},
+    }
 
 
 def test_the_default_config_and_the_commented_profile_example_load_in_the_webhook() -> None:
@@ -670,6 +685,17 @@ def test_the_default_config_and_the_commented_profile_example_load_in_the_webhoo
     example_yaml = "\n".join(line.removeprefix("  # ") for line in example.splitlines())
     settings = build_settings({"profiles": yaml.safe_load(example_yaml)["profiles"]})
     assert settings.profile("adapter", "json-exporter") is not None
+
+
+def test_a_mirror_and_its_pull_secret_reach_the_webhook_through_the_config_map() -> None:
+    from webhook.engine.settings import build_settings
+
+    mirror = {"config": {"imageRegistry": "registry.corp.example:5000/mirror", "imagePullSecrets": ["mirror-pull"]}}
+    settings = build_settings(yaml.safe_load(one(render(mirror), "ConfigMap")["data"]["config.yaml"]))
+    wait = settings.profile("waitFor", "curl")
+    assert wait is not None and wait.image == "registry.corp.example:5000/mirror/curlimages/curl:8.11.1"
+    assert wait.image_pull_secrets == ("mirror-pull",)
+    assert "imageRegistry" in template_error({"config": {"imageRegistry": "https://registry.corp.example"}})
 
 
 def test_every_value_in_values_yaml_is_commented() -> None:

@@ -157,8 +157,8 @@ def test_a_built_in_profile_override_replaces_a_key_whole_except_params(text: st
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("zzz: 1", "configuration: configuration: unknown key 'zzz'; known keys: annotationPrefix, nativeSidecars, onError, defaults, limits, profiles"),
-        ("onErrors: deny", "configuration: configuration: unknown key 'onErrors' (did you mean 'onError'?); known keys: annotationPrefix, nativeSidecars, onError, defaults, limits, profiles"),
+        ("zzz: 1", "configuration: configuration: unknown key 'zzz'; known keys: annotationPrefix, nativeSidecars, onError, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles"),
+        ("onErrors: deny", "configuration: configuration: unknown key 'onErrors' (did you mean 'onError'?); known keys: annotationPrefix, nativeSidecars, onError, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles"),
         ("defaults: {logging: vectr}", "configuration: defaults.logging: no logging profile named 'vectr'"),
         ("defaults: {logging: tial}", "configuration: defaults.logging: no logging profile named 'tial' (did you mean 'tail'?)"),
     ],
@@ -369,7 +369,7 @@ WHERE = "profiles.adapter.x"
         (adapter(args="x"), f"{WHERE}.args: expected a list of strings"),
         (adapter(tlsArgs="x"), f"{WHERE}.tlsArgs: expected a list of strings"),
         (adapter(readyCommand="x"), f"{WHERE}.readyCommand: expected a list of strings"),
-        (adapter(image="'a:1'", imag="b"), f"{WHERE}: unknown key 'imag' (did you mean 'image'?); known keys: description, image, imagePullPolicy, command, args, tlsArgs, readyCommand, env, ports, resources, securityContext, params"),
+        (adapter(image="'a:1'", imag="b"), f"{WHERE}: unknown key 'imag' (did you mean 'image'?); known keys: description, image, imagePullPolicy, imagePullSecrets, command, args, tlsArgs, readyCommand, env, ports, resources, securityContext, params, caBundle, volumes"),
         (adapter(resources="[1]"), f"{WHERE}.resources: expected a mapping, got list"),
         (adapter(resources="{requests: 1}"), f"{WHERE}.resources.requests: expected a mapping, got int"),
         (adapter(securityContext="{capabilities: [x]}"), f"{WHERE}.securityContext.capabilities: expected a mapping, got list"),
@@ -460,3 +460,45 @@ def test_a_file_is_read_as_utf_8_and_its_errors_name_the_file(tmp_path: Path) ->
     with pytest.raises(ConfigError) as error:
         load_settings(str(path))
     assert str(error.value) == f"{path}: onError: expected deny or allow, got 'maybe'"
+
+
+VOLUMES = ADAPTER + """      volumes:
+        - {name: config, configMap: exporter-config, mountPath: /etc/exporter}
+"""
+
+
+@pytest.mark.parametrize(
+    ("volumes", "message"),
+    [
+        ("[{name: config, configMap: exporter-config, secret: x, mountPath: /etc/exporter}]", "expected exactly one of configMap or secret"),
+        ("[{name: config, hostPath: /etc, mountPath: /etc/exporter}]", "unknown key 'hostPath'"),
+        ("[{name: config, configMap: 'kube-system/x', mountPath: /etc/exporter}]", "'kube-system/x': expected the name of a configMap in the pod's namespace, or {param}"),
+        ("[{name: config, secret: '{port}', mountPath: /etc/exporter}]", "a placeholder here names a parameter of type name"),
+        ("[{name: config, secret: '{nothing}', mountPath: /etc/exporter}]", "a placeholder here names a parameter of type name"),
+        ("[{name: config, configMap: c, mountPath: etc/exporter}]", "mountPath: expected an absolute, normalised path"),
+        ("[{name: config, configMap: c, mountPath: /etc/../root}]", "mountPath: expected an absolute, normalised path"),
+        ("[{name: config, configMap: c, mountPath: /var/run/entourage/logs}]", "/var/run/entourage/logs: /var/run/entourage, /etc/entourage, /proc, /sys, /dev are reserved"),
+        ("[{name: a, configMap: c, mountPath: /etc/x}, {name: a, configMap: d, mountPath: /etc/y}]", "volumes[1].name: 'a' is used twice"),
+        ("[{name: a, configMap: c, mountPath: /etc/x}, {name: b, configMap: d, mountPath: /etc/x/y}]", "volumes[1].mountPath: /etc/x/y overlaps /etc/x"),
+        ("[{name: Config, configMap: c, mountPath: /etc/x}]", "name: expected a DNS label of at most 20 characters"),
+        ("[{name: a, configMap: c, mountPath: /etc/x, optional: maybe}]", "optional: expected true or false"),
+        ("{name: a}", "volumes: expected a list of volumes"),
+    ],
+)
+def test_profile_volumes_come_only_from_the_pods_own_namespace_and_are_checked_at_load(volumes: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(ADAPTER + f"      volumes: {volumes}\n", source="config.yaml")
+    assert message in str(error.value), str(error.value)
+    assert str(error.value).startswith("config.yaml: profiles.adapter.my-exporter.volumes")
+
+
+def test_a_profile_volume_is_mounted_read_only_and_shared_by_the_components_that_mount_it() -> None:
+    from tests.conftest import reference_pod
+    from webhook.engine.inject import inject_pod
+
+    settings = parse_settings(VOLUMES)
+    pod = reference_pod({"entourage.dev/adapter": "my-exporter"})
+    injected = inject_pod(pod, settings).pod
+    [exporter] = [c for c in injected["spec"]["containers"] if c["name"] == "entourage-adapter-my-exporter"]
+    assert exporter["volumeMounts"] == [{"name": "entourage-my-exporter-config", "mountPath": "/etc/exporter", "readOnly": True}]
+    assert {"name": "entourage-my-exporter-config", "configMap": {"name": "exporter-config", "defaultMode": 0o444, "optional": False}} in injected["spec"]["volumes"]

@@ -68,9 +68,11 @@ ANNOTATION_GRAMMARS = {
     "wait-for-timeout": (DURATION, ["5m", "1h30m", "0"]),
     "adapter": (DNS_LABEL + LIST, ["nginx-prometheus", "nginx-prometheus, statsd-prometheus"]),
     "native-sidecars": (WORD, ["true", "false"]),
+    "ambassadors-first": (WORD, ["true", "false"]),
     **{key: (QUANTITY, [spec.example]) for key, spec in KEYS.items() if spec.resource is not None},
     **{
-        f"{ANNOTATION_KINDS[kind]}.{name}.{param}": PARAM_GRAMMARS[spec.type]
+        # an enum's examples are its own values
+        f"{ANNOTATION_KINDS[kind]}.{name}.{param}": ("", list(spec.values)) if spec.type == "enum" else PARAM_GRAMMARS[spec.type]
         for kind, profiles in SETTINGS.profiles.items()
         for name, profile in profiles.items()
         for param, spec in profile.params.items()

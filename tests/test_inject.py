@@ -24,7 +24,7 @@ from webhook.engine.inject import (
 )
 from webhook.engine.profiles.logging import AGENT_LOG_ROOT
 from webhook.engine.settings import Settings, build_settings
-from webhook.errors import PodDenied
+from webhook.errors import ConfigError, PodDenied
 
 EVERYTHING = {
     "entourage.dev/logging": "true",
@@ -91,15 +91,20 @@ def test_everything_at_once_in_classic_mode_orders_containers_as_documented(sett
     assert status["volumes"] == ["entourage-logs-var-log-app"]
 
 
-def test_native_sidecars_go_after_the_users_init_containers_in_pattern_order(settings: Settings) -> None:
+def test_native_ambassadors_go_before_the_users_init_containers_and_other_sidecars_after(settings: Settings) -> None:
     pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": "true"})
     pod["spec"]["initContainers"] = [{"name": "migrate", "image": "migrate:1"}]
     injection = inject_checked(pod, settings)
     assert containers(injection.pod) == ["checkout"]
     assert containers(injection.pod, "initContainers") == [
+        "entourage-wait-db-5432", "entourage-wait-my-db-service", "entourage-ambassador-6379",
+        "migrate", "entourage-logging", "entourage-adapter-nginx-prometheus",
+    ]  # fmt: skip
+    pod["metadata"]["annotations"]["entourage.dev/ambassadors-first"] = "false"
+    assert containers(inject_checked(pod, settings).pod, "initContainers") == [
         "entourage-wait-db-5432", "entourage-wait-my-db-service", "migrate",
         "entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus",
-    ]
+    ]  # fmt: skip
     for name in ("entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus"):
         assert find(injection.pod, name)["restartPolicy"] == "Always"
     assert "restartPolicy" not in find(injection.pod, "entourage-wait-db-5432")
@@ -459,7 +464,7 @@ def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: S
     pod["spec"]["initContainers"] = [{"name": "init-myservice", "image": "busybox:1.28"}]
     injection = inject_checked(pod, settings)
     assert containers(injection.pod, "initContainers") == ["entourage-wait-my-db-service", "init-myservice"]
-    assert find(injection.pod, "entourage-wait-my-db-service")["args"] == ["dns", "my-db-service", "90"]
+    assert find(injection.pod, "entourage-wait-my-db-service")["args"] == ["dns", "my-db-service", "90", "system", "false"]
     assert [op["path"] for op in injection.patch if op["path"].startswith("/spec")] == ["/spec/initContainers/0"]
 
 
@@ -574,3 +579,27 @@ def test_wait_for_parameters_are_honoured_and_warned_about_when_unused() -> None
     unused = {"entourage.dev/logging": "true", "entourage.dev/wait-for.probe.interval": "5s"}
     warnings = inject_pod({**pod, "metadata": {"annotations": unused}}, settings).warnings
     assert any("wait-for.probe.* has no effect" in warning for warning in warnings)
+
+
+OPENSHIFT = {"openshift.io/sa.scc.uid-range": "1000680000/10000", "openshift.io/sa.scc.supplemental-groups": "1000680000/10000"}
+
+
+@pytest.mark.parametrize("native", ["true", "false"])
+def test_in_a_namespace_that_assigns_uids_injected_containers_name_none(settings: Settings, native: str) -> None:
+    pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": native})
+    injection = inject_checked(pod, settings, namespace_annotations=OPENSHIFT)
+    for name in injection.components:
+        security = find(injection.pod, name)["securityContext"]
+        assert "runAsUser" not in security and "runAsGroup" not in security, name
+        assert security["runAsNonRoot"] is True and security["capabilities"]["drop"] == ["ALL"]
+    # The same pod elsewhere keeps the profiles' UIDs, and the shared containers are untouched.
+    elsewhere = inject_checked(reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": native}), settings)
+    assert all(find(elsewhere.pod, name)["securityContext"]["runAsUser"] == 65532 for name in elsewhere.components)
+
+
+def test_run_as_user_profile_keeps_the_uids_even_where_the_namespace_assigns_them() -> None:
+    fixed = build_settings({"runAsUser": "profile"})
+    injection = inject_checked(reference_pod(EVERYTHING), fixed, namespace_annotations=OPENSHIFT)
+    assert all(find(injection.pod, name)["securityContext"]["runAsUser"] == 65532 for name in injection.components)
+    with pytest.raises(ConfigError, match="runAsUser: expected auto or profile, got 1000"):
+        build_settings({"runAsUser": 1000})

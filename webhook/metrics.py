@@ -37,8 +37,9 @@ ADMISSIONS = Counter(
 )
 INJECTED_COMPONENTS = Counter(
     "entourage_injected_components_total",
-    "Containers injected, by kind (logging, ambassador, adapter, waitFor).",
-    ["component_kind"],
+    "Containers injected, by kind (logging, ambassador, adapter, waitFor), profile and profile version "
+    "(a digest of the profile's definition: a rollout of a changed profile shows as a new version).",
+    ["component_kind", "profile", "profile_version"],
 )
 ADMISSION_DURATION = Histogram(
     "entourage_admission_duration_seconds",
@@ -81,8 +82,24 @@ CERTIFICATE_ROTATIONS = Counter(
     "entourage_certificate_secret_updates_total",
     "Self-managed certificates: writes of the certificate Secret (renewals and CA rotation steps) by this replica.",
 )
+SELFTEST_SUCCESS = Gauge(
+    "entourage_selftest_success",
+    "1 when the last dry-run probe pod in the namespace came back injected through the apiserver, 0 when not (the lowest across workers).",
+    ["namespace"],
+    multiprocess_mode="livemin",
+)
+SELFTEST_LAST_RUN = Gauge(
+    "entourage_selftest_last_run_timestamp_seconds",
+    "When the self-test last probed, as a Unix timestamp (the latest across workers).",
+    multiprocess_mode="livemax",
+)
 KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API calls, by operation.", ["operation"])
-EVENTS = Counter("entourage_events_total", "Kubernetes Events, by result (sent, dropped, failed).", ["result"])
+EVENTS = Counter(
+    "entourage_events_total",
+    "Kubernetes Events, by result: sent, failed, dropped (queue full), rate_limited, invalid (a name Kubernetes would not accept), "
+    "unverified (the owner is not in the API as named), lookup_limited (no owner lookup left this second).",
+    ["result"],
+)
 BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")
 BUILD_INFO.labels(__version__).set(1)
 

@@ -19,6 +19,7 @@ from webhook.admission.review import AdmissionReview, answer, warnings
 from webhook.engine import patch
 from webhook.engine.inject import INJECTED, ClusterFacts, inject_pod
 from webhook.engine.settings import Settings
+from webhook.engine.status import Component
 from webhook.errors import PodDenied, ReviewError
 
 log = logging.getLogger("entourage.admission")
@@ -59,8 +60,8 @@ class Decision:
     namespace: str = ""
     pod_name: str = ""
     components: list[str] = field(default_factory=list)
-    component_kinds: tuple[str, ...] = ()
-    """The config kind of each of ``components`` (bounded values, for metrics labels)."""
+    made: tuple[Component, ...] = ()
+    """Kind, profile and profile version of each of ``components`` (bounded values, for metrics labels)."""
     duration: float = 0.0
     owner: dict[str, str] | None = None
     """The pod's controller (apiVersion, kind, name, uid), for Events about it (so only when
@@ -167,7 +168,7 @@ def _decide(
     if injection.reason != INJECTED:
         decision.review = answer(uid, allowed=True, **warnings(injection.warnings))
         return
-    decision.outcome, decision.components, decision.component_kinds = OUTCOME_INJECTED, injection.components, injection.kinds
+    decision.outcome, decision.components, decision.made = OUTCOME_INJECTED, injection.components, injection.made
     decision.review = answer(
         uid,
         allowed=True,

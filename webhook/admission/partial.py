@@ -59,6 +59,7 @@ class _Spec(Struct, omit_defaults=True):
     ephemeralContainers: list[_Named] | None | UnsetType = UNSET  # noqa: N815
     restartPolicy: Any = UNSET  # noqa: N815
     hostNetwork: Any = UNSET  # noqa: N815
+    imagePullSecrets: Any = UNSET  # noqa: N815 - read when a profile requires pull secrets
 
 
 class _Metadata(Struct, omit_defaults=True):

@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 admissions = logging.getLogger("entourage.admission")
 
 _admissions: dict[tuple[str, str], Counter] = {}
-_components: dict[str, Counter] = {}
+_components: dict[tuple[str, str, str], Counter] = {}
 
 
 def count(decision: Decision) -> None:
     """Count one decision. The labelled children are kept (``labels()`` takes a lock and builds
-    a key on every call); both label sets are small and fixed."""
+    a key on every call); the label sets are small: outcomes and reasons are fixed, profiles come from the configuration."""
     key = (decision.outcome, decision.reason)
     counter = _admissions.get(key)
     if counter is None:
@@ -37,10 +37,11 @@ def count(decision: Decision) -> None:
     metrics.ADMISSION_DURATION.observe(decision.duration)
     if decision.reused:
         metrics.ANSWERS_REUSED.inc()
-    for kind in decision.component_kinds:
-        components = _components.get(kind)
+    for made in decision.made:
+        labels = (made.kind, made.profile, made.profile_version)
+        components = _components.get(labels)
         if components is None:
-            components = _components[kind] = metrics.INJECTED_COMPONENTS.labels(kind)
+            components = _components[labels] = metrics.INJECTED_COMPONENTS.labels(*labels)
         components.inc()
 
 

@@ -65,8 +65,21 @@ class ServeOptions:
     version_check_seconds: float = 600.0
     watch_seconds: int = 300
     events: bool = True
+    event_owner_seconds: float = 60.0
+    """How long the answer to "does this Event's owner exist?" is remembered, found or not."""
+    event_lookups_per_second: float = 10.0
+    """Owner lookups (GETs) the Events worker may make a second; Events that would need more are
+    dropped, so forged requests naming unknown owners cost the API server at most this."""
     certificates: CertificateOptions | None = None
     """Self-managed certificates (a Secret) and the caBundles to keep; needs ``cluster``."""
+    self_test_seconds: float = 60.0
+    """Seconds between two self-test rounds (webhook/cluster/selftest.py); 0: off. Needs ``cluster``."""
+    self_test_configuration: str = "entourage"
+    """The MutatingWebhookConfiguration whose namespaceSelector chooses the probed namespaces."""
+    self_test_namespaces: tuple[str, ...] = ()
+    """Probe these namespaces instead of the selected ones."""
+    self_test_image: str = "registry.k8s.io/pause:3.10"
+    """The probe pod's image: a dry run pulls nothing, but policies may check the registry."""
 
     def ssl_context(self, config: uvicorn.Config, default: Callable[[], Any]) -> Any:
         """uvicorn's ``ssl_context_factory``: the first call into our code in every (worker)

@@ -145,7 +145,22 @@ class Runtime:
             version_every=options.version_check_seconds,
             watch_seconds=options.watch_seconds,
             events=options.events,
+            owner_seconds=options.event_owner_seconds,
+            lookups_per_second=options.event_lookups_per_second,
         )
+        if options.self_test_seconds > 0:
+            from webhook.cluster.selftest import SelfTest
+
+            self.cluster.loops.append(
+                SelfTest(
+                    api,
+                    configuration=options.self_test_configuration,
+                    prefix=self.state.settings.annotation_prefix,
+                    image=options.self_test_image,
+                    namespaces=options.self_test_namespaces,
+                    every=options.self_test_seconds,
+                )
+            )
         metrics.NAMESPACE_CACHE_SYNCED.set(0)
         self.update(namespace_annotations=self.cluster.namespaces.get)
         self.cluster.start()
