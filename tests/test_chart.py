@@ -193,6 +193,7 @@ def test_the_chart_lints_and_renders_valid_kubernetes_objects_in_every_mode(cert
     for doc in docs:
         validate(doc)
     expected = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    expected += ["ValidatingWebhookConfiguration"]
     expected += {"cert-manager": ["Certificate", "Certificate", "Issuer", "Issuer"], "helm": ["Secret"], "secret": []}[cert_mode]
     assert kinds(docs) == sorted(expected)
 
@@ -328,6 +329,66 @@ def test_match_conditions_appear_only_when_enabled_and_use_the_annotation_prefix
     assert "k.startsWith('sidecars.example.com/')" in hook["matchConditions"][0]["expression"]
 
 
+def validating(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    webhooks: list[dict[str, Any]] = one(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert [hook["name"] for hook in webhooks] == ["validate.entourage.dev", "pods.validate.entourage.dev"]
+    return webhooks
+
+
+@pytest.mark.parametrize("injection_mode", INJECTION_MODES)
+def test_the_validating_webhook_has_the_mutating_ones_exclusions_and_ignores_its_own_failures(injection_mode: str) -> None:
+    selector = {"matchExpressions": [{"key": "entourage.dev/skip", "operator": "DoesNotExist"}]}
+    docs = render({"injection": {"mode": injection_mode, "excludedNamespaces": ["istio-system"]}, "webhook": {"objectSelector": selector, "timeoutSeconds": 3}})
+    mutating = webhook(docs)
+    for hook in validating(docs):
+        assert hook["namespaceSelector"] == mutating["namespaceSelector"]
+        assert hook["objectSelector"] == selector
+        assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"], hook["admissionReviewVersions"]) == ("Ignore", "None", 3, ["v1"])
+        assert hook["clientConfig"]["service"] == {**mutating["clientConfig"]["service"], "path": "/validate"}
+
+
+def test_the_validating_webhook_sees_workloads_namespaces_and_only_injected_pods_updates() -> None:
+    workloads, pods = validating(render())
+    assert workloads["rules"] == [
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "scope": "Namespaced"},
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs", "cronjobs"], "scope": "Namespaced"},
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["namespaces"], "scope": "Cluster"},
+    ]
+    assert "matchConditions" not in workloads
+    assert pods["rules"] == [{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}]
+    assert pods["matchConditions"] == [
+        {"name": "injected-by-entourage", "expression": "has(oldObject.metadata.annotations) && 'entourage.dev/status' in oldObject.metadata.annotations"}
+    ]
+    _, pods = validating(render({"config": {"annotationPrefix": "sidecars.example.com"}}))
+    assert "'sidecars.example.com/status' in oldObject" in pods["matchConditions"][0]["expression"]
+
+
+@pytest.mark.parametrize("off", ["off", False])
+def test_validation_off_installs_no_validating_webhook_nor_its_rbac_or_flag(off: Any) -> None:
+    docs = render({"config": {"validation": off}})
+    assert "ValidatingWebhookConfiguration" not in kinds(docs)
+    assert "--validating-webhook-configuration" not in container(docs)["args"]
+    assert all("validatingwebhookconfigurations" not in rule["resources"] for rule in one(docs, "ClusterRole")["rules"])
+
+
+@pytest.mark.parametrize("cert_mode", ["self-managed", "cert-manager", "helm", "secret"])
+def test_the_validating_webhook_gets_its_ca_bundle_like_the_mutating_one(cert_mode: str) -> None:
+    docs = render(CERT_MODES.get(cert_mode, {}))
+    mutating, configuration = one(docs, "MutatingWebhookConfiguration"), one(docs, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"].get("annotations") == mutating["metadata"].get("annotations")
+    for hook in configuration["webhooks"]:
+        assert hook["clientConfig"].get("caBundle") == webhook(docs)["clientConfig"].get("caBundle")
+
+
+def test_self_managed_certificates_keep_the_validating_webhooks_ca_bundle_with_rbac_by_name() -> None:
+    docs = render()
+    name = one(docs, "ValidatingWebhookConfiguration")["metadata"]["name"]
+    assert flag(container(docs)["args"], "--validating-webhook-configuration") == name
+    assert {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]} in one(
+        docs, "ClusterRole"
+    )["rules"]
+
+
 # ---------------------------------------------------------------------------------------------
 # certificates
 
@@ -363,7 +424,10 @@ class FakeApiserver:
         ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
         ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
         ("rbac.authorization.k8s.io", "v1"): [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False)],
-        ("admissionregistration.k8s.io", "v1"): [("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False)],
+        ("admissionregistration.k8s.io", "v1"): [
+            ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
+            ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
+        ],
     }
 
     def __init__(self) -> None:
@@ -542,9 +606,11 @@ def test_self_patching_adds_get_and_patch_on_our_webhook_configuration_only(cert
     assert one(docs, "ClusterRole")["rules"] == [
         *BASE_RULES,
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
     ]
     args = container(docs)["args"]
     assert flag(args, "--mutating-webhook-configuration") == name
+    assert flag(args, "--validating-webhook-configuration") == name
     assert flag(args, "--ca-file") == "/etc/entourage/tls/ca.crt"
 
 
@@ -671,6 +737,7 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
     assert yaml.safe_load(configmap["data"]["config.yaml"]) == values["config"]
     assert values["config"] == {
         "annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "runAsUser": "auto", "imageRegistry": "", "imagePullSecrets": [],
+        "validation": "deny",
         "defaults": {}, "limits": {}, "profiles": {},
     }
 

@@ -65,6 +65,7 @@ def test_a_built_in_profile_can_be_pointed_at_a_mirror() -> None:
     [
         ("nativeSidecar: true", "unknown key 'nativeSidecar' (did you mean 'nativeSidecars'?)"),
         ("onError: maybe", "onError: expected deny or allow"),
+        ("validation: strict", "validation: expected deny, warn or off, got 'strict'"),
         ("annotationPrefix: 'Not A Prefix'", "annotationPrefix: expected a DNS subdomain"),
         ("limits: {maxAmbassadorRoutes: 1000}", "limits.maxAmbassadorRoutes: expected a whole number from 1 to 64"),
         ("limits: {maxMemory: lots}", "limits.maxMemory: 'lots' is not a Kubernetes quantity"),
@@ -502,3 +503,8 @@ def test_a_profile_volume_is_mounted_read_only_and_shared_by_the_components_that
     [exporter] = [c for c in injected["spec"]["containers"] if c["name"] == "entourage-adapter-my-exporter"]
     assert exporter["volumeMounts"] == [{"name": "entourage-my-exporter-config", "mountPath": "/etc/exporter", "readOnly": True}]
     assert {"name": "entourage-my-exporter-config", "configMap": {"name": "exporter-config", "defaultMode": 0o444, "optional": False}} in injected["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(("text", "mode"), [("{}", "deny"), ("validation: warn", "warn"), ("validation: 'off'", "off"), ("validation: off", "off")])
+def test_validation_defaults_to_deny_and_an_unquoted_off_means_off(text: str, mode: str) -> None:
+    assert parse_settings(text).validation == mode  # YAML 1.1 reads a bare off as false

@@ -51,7 +51,7 @@ def test_the_readme_table_of_mirrored_images_is_what_rehome_does() -> None:
 
 def test_every_yaml_example_of_the_configuration_and_day_two_sections_loads() -> None:
     blocks = [block for title in ("Configuration file", "Day two") for block in re.findall(r"```yaml\n(.*?)```", section(title), re.DOTALL)]
-    assert len(blocks) == 3
+    assert len(blocks) >= 3, "the examples were not found"
     for block in blocks:
         build_settings(yaml.safe_load(block))
 

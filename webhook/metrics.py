@@ -35,6 +35,11 @@ ADMISSIONS = Counter(
     "AdmissionReviews answered, by outcome (injected, skipped, denied, error) and reason code.",
     ["outcome", "reason"],
 )
+VALIDATIONS = Counter(
+    "entourage_validations_total",
+    "POST /validate answers, by object kind (Deployment, Namespace, Pod, ...; empty: not validated), outcome (allowed, warned, denied, error) and reason code.",
+    ["kind", "outcome", "reason"],
+)
 INJECTED_COMPONENTS = Counter(
     "entourage_injected_components_total",
     "Containers injected, by kind (logging, ambassador, adapter, waitFor), profile and profile version "

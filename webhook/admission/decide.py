@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from webhook.admission import validate
 from webhook.admission.review import AdmissionReview, answer, warnings
 from webhook.engine import patch
 from webhook.engine.inject import INJECTED, ClusterFacts, inject_pod
@@ -70,6 +71,8 @@ class Decision:
     """The apiserver will not persist the pod: answer, but leave no trace (no Event)."""
     reused: bool = False
     """Answered from an identical earlier request (webhook/admission/reuse.py)."""
+    namespace_keys: tuple[str, ...] = ()
+    """Denied for these annotations of the Namespace (not the pod's): the Event goes there too."""
 
 
 def admit(
@@ -161,7 +164,16 @@ def _decide(
         injection = inject_pod(pod, settings, namespace_annotations=inherited, cluster=cluster)
     except PodDenied as denial:
         decision.outcome, decision.reason = OUTCOME_DENIED, INVALID
-        message = f"Entourage cannot inject this pod: {denial}"
+        problems = denial.problems
+        if inherited:
+            # A key only the namespace sets: name the Namespace and the command that fixes it.
+            metadata = pod.get("metadata")
+            own = metadata.get("annotations") if isinstance(metadata, dict) else None
+            own = own if isinstance(own, dict) else {}
+            keys = [validate.namespace_key(p, settings, own=own, inherited=inherited) for p in problems]
+            problems = [validate.locate(p, settings, own=own, inherited=inherited, at="", namespace=decision.namespace) if k else p for p, k in zip(problems, keys, strict=True)]
+            decision.namespace_keys = tuple(dict.fromkeys(k for k in keys if k))
+        message = f"Entourage cannot inject this pod: {'; '.join(problems)}"
         decision.review = answer(uid, allowed=False, status={"code": 400, "reason": "BadRequest", "message": message})
         return
     decision.reason = injection.reason

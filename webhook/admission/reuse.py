@@ -31,6 +31,7 @@ from webhook.admission.decide import (
 from webhook.admission.review import AdmissionReview
 from webhook.engine.caches import BoundedCache
 from webhook.engine.inject import ClusterFacts, requested_annotations
+from webhook.engine.policy import labels_of
 from webhook.engine.settings import Settings
 
 MAX_KEY = 32 * 1024
@@ -93,6 +94,8 @@ class AnswerCache:
         try:
             content = orjson.dumps({name: value for name, value in request.items() if name != "uid"})
             defaults = orjson.dumps(inherited) if inherited else b""
+            if settings.policies:  # which policies apply depends on the namespace's labels
+                defaults += orjson.dumps(labels_of(inherited))
         except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
             return None
         if len(content) > MAX_KEY:

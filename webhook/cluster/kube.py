@@ -33,6 +33,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from webhook import metrics
 from webhook.engine.caches import BoundedCache
+from webhook.engine.policy import Namespace
 
 log = logging.getLogger("entourage.kube")
 
@@ -169,7 +170,7 @@ class _Loop(threading.Thread):
 
 
 class NamespaceCache(_Loop):
-    """Annotations of every Namespace, by name, kept current by a watch."""
+    """Annotations (and labels) of every Namespace, by name, kept current by a watch."""
 
     def __init__(self, api: Api, *, watch_seconds: int = 300) -> None:
         super().__init__("entourage-namespaces", "watch_namespaces")
@@ -182,9 +183,12 @@ class NamespaceCache(_Loop):
         return self.annotations.get(namespace)
 
     @staticmethod
-    def _annotations(namespace: Mapping[str, Any]) -> dict[str, str]:
-        annotations = (namespace.get("metadata") or {}).get("annotations") or {}
-        return {key: str(value) for key, value in annotations.items() if key not in _DROPPED_ANNOTATIONS}
+    def _annotations(namespace: Mapping[str, Any]) -> Namespace:
+        """Its annotations, carrying its labels for the configuration's policies."""
+        metadata = namespace.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        labels = metadata.get("labels") or {}
+        return Namespace({key: str(value) for key, value in annotations.items() if key not in _DROPPED_ANNOTATIONS}, {str(k): str(v) for k, v in labels.items()})
 
     def run(self) -> None:
         attempt = 0

@@ -66,6 +66,10 @@ def _show(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:77] + "...")
 
 
+show_value = _show
+"""How messages quote a value, for those who locate them (``admission/validate.locate``)."""
+
+
 class _Problems:
     """Collects every failure of one pod so the user sees them all at once."""
 

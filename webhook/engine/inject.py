@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.engine import caches, patch, status
+from webhook.engine import caches, patch, policy, status
 from webhook.engine.annotations import INJECT, STATUS, json_type, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
@@ -109,13 +109,46 @@ def inject_pod(
     _check_annotations_shape(pod)
     own = requested_annotations(pod, settings, namespace_annotations)
     skipped = skip_reason(own)
+    if skipped in (NO_ANNOTATION, ALREADY_INJECTED):
+        return Injection(skipped, pod)
+    governing = policy.applying(settings.policies, namespace_annotations) if settings.policies else []
+    if governing:
+        _check_enforced(pod, settings, namespace_annotations, governing)
     if skipped is not None:
         return Injection(skipped, pod)
     request = parse_annotations(own, settings)
     if not request.wants_anything:
         return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
+    if governing:
+        _check_allowed(request, settings, governing)
     assigned_uid = settings.run_as_user == "auto" and UID_RANGE in (namespace_annotations or {})
     return _Builder(pod, request, settings, cluster, assigned_uid=assigned_uid).build()
+
+
+def _check_enforced(pod: Mapping[str, Any], settings: Settings, namespace: Mapping[str, str] | None, governing: list[policy.Policy]) -> None:
+    """A pod may not override (or opt out of) what a policy enforces from its namespace."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    problems = policy.enforced_problems(
+        governing,
+        own_annotations(annotations, settings.annotation_prefix),
+        own_annotations(namespace or {}, settings.annotation_prefix),
+        settings.annotation_prefix,
+    )
+    if problems:
+        raise PodDenied(problems)
+
+
+def _check_allowed(request: InjectionRequest, settings: Settings, governing: list[policy.Policy]) -> None:
+    """Every profile, upstream and wait-for target the request uses is one the policies allow."""
+    chosen = {
+        "logging": [request.logging] if request.logging else [],
+        "ambassador": [settings.defaults.ambassador] if request.routes else [],
+        "waitFor": [settings.defaults.wait_for] if request.wait_for else [],
+        "adapter": list(request.adapters),
+    }
+    problems = policy.request_problems(governing, request, chosen, settings.annotation_prefix)
+    if problems:
+        raise PodDenied(problems)
 
 
 def _check_annotations_shape(pod: Mapping[str, Any]) -> None:

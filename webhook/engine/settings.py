@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from webhook.engine import grammar
+from webhook.engine import grammar, policy
+from webhook.engine.policy import Policy
 from webhook.engine.quantity import parse_quantity
 from webhook.errors import ConfigError
 
@@ -258,11 +259,18 @@ class Settings:
     annotation), injected containers carry no runAsUser/runAsGroup, which the platform rejects
     outside the namespace's range, and keep runAsNonRoot; elsewhere the profile's. ``profile``:
     always the profile's."""
+    validation: str = "deny"
+    """What ``POST /validate`` does with invalid annotations on workloads and Namespaces and with
+    changes to injected containers: ``deny`` (a workload UPDATE that leaves our annotations as
+    they were is only warned about, so an unrelated edit of an old workload is never blocked),
+    ``warn`` (admit with warnings) or ``off`` (admit without looking)."""
     defaults: Defaults = field(default_factory=Defaults)
     limits: Limits = field(default_factory=Limits)
     profiles: Mapping[str, Mapping[str, Profile]] = field(default_factory=dict)
     image_registry: str | None = None
     """Where every profile's image is pulled from instead of its own registry (``rehome``)."""
+    policies: tuple[Policy, ...] = ()
+    """Who may use what, by namespace labels (webhook/engine/policy.py)."""
 
     def profile(self, kind: str, name: str) -> Profile | None:
         return self.profiles.get(kind, {}).get(name)
@@ -669,7 +677,7 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     _check_keys(
         "configuration",
         data,
-        ("annotationPrefix", "nativeSidecars", "onError", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles"),
+        ("annotationPrefix", "nativeSidecars", "onError", "validation", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles", "policies"),
     )
     prefix = data.get("annotationPrefix", "entourage.dev")
     if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.fullmatch(part) for part in prefix.split(".")) or len(prefix) > 200:
@@ -683,6 +691,10 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     run_as_user = data.get("runAsUser", "auto")
     if run_as_user not in ("auto", "profile"):
         raise ConfigError(f"runAsUser: expected auto or profile, got {run_as_user!r}")
+    validation = data.get("validation", "deny")
+    validation = "off" if validation is False else validation  # YAML 1.1: an unquoted off is false
+    if validation not in ("deny", "warn", "off"):
+        raise ConfigError(f"validation: expected deny, warn or off, got {validation!r}")
 
     raw_profiles = _mapping("profiles", data.get("profiles"))
     _check_keys("profiles", raw_profiles, KINDS)
@@ -705,10 +717,12 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
         native_sidecars=native,
         on_error=on_error,
         run_as_user=run_as_user,
+        validation=validation,
         defaults=_defaults(_mapping("defaults", data.get("defaults"))),
         limits=_limits(_mapping("limits", data.get("limits"))),
         profiles=profiles,
         image_registry=registry,
+        policies=policy.load("policies", data.get("policies"), {kind: tuple(declared) for kind, declared in profiles.items()}),
     )
     for kind, name in (("logging", settings.defaults.logging), ("ambassador", settings.defaults.ambassador), ("waitFor", settings.defaults.wait_for)):
         if settings.profile(kind, name) is None:

@@ -1,4 +1,4 @@
-"""The ASGI app: ``POST /mutate`` to the lean endpoint, health, readiness and metrics to FastAPI."""
+"""The ASGI app: ``POST /mutate`` and ``POST /validate`` to lean endpoints, health, readiness and metrics to FastAPI."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from webhook.admission.reuse import AnswerCache
 from webhook.serving import openapi
 from webhook.serving.endpoint import MutateEndpoint
 from webhook.serving.runtime import Runtime
+from webhook.serving.validation import ValidateEndpoint
 
 
 def create_app(runtime: Runtime) -> ASGIApp:
-    """The ASGI app: ``/mutate`` goes to the lean MutateEndpoint, the rest to FastAPI."""
+    """The ASGI app: ``/mutate`` and ``/validate`` go to their lean endpoints, the rest to FastAPI."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,13 +38,17 @@ def create_app(runtime: Runtime) -> ASGIApp:
         answers=AnswerCache(runtime.options.answer_cache_size),
     )
 
+    validate = ValidateEndpoint(lambda: runtime.state, runtime.observe_validation, body_timeout=runtime.options.request_timeout)
+    lean: dict[str, ASGIApp] = {"/mutate": mutate, "/validate": validate}
+
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/mutate":
+        endpoint = lean.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
             await app(scope, receive, send)
             return
         if runtime.draining:
             send = _closing(send)
-        await mutate(scope, receive, send)
+        await endpoint(scope, receive, send)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -29,6 +29,7 @@ import uvicorn
 
 from webhook import __version__, metrics
 from webhook.admission.decide import Decision, NamespaceAnnotations
+from webhook.admission.validate import Verdict
 from webhook.engine.inject import ClusterFacts
 from webhook.engine.settings import Settings, load_settings
 from webhook.serving import listener, logs, observe
@@ -221,3 +222,7 @@ class Runtime:
     def observe(self, decision: Decision) -> None:
         """Called by the endpoint after each answer: metrics, the log line, an Event."""
         observe.admission(decision, self.admission_log, self.cluster.events if self.cluster is not None else None)
+
+    def observe_validation(self, verdict: Verdict) -> None:
+        """Called by ``/validate`` after each answer: the metric and the log line."""
+        observe.validation(verdict, self.admission_log)

@@ -79,6 +79,37 @@ Object names.
 {{- include "entourage.fullname" . }}
 {{- end }}
 
+{{/*
+"true" when the ValidatingWebhookConfiguration is installed: config.validation is not off (YAML
+1.1 reads an unquoted off as false, so both spellings count).
+*/}}
+{{- define "entourage.validating" -}}
+{{- if not (has (toString .Values.config.validation) (list "off" "false")) }}true{{ end }}
+{{- end }}
+
+{{/*
+The namespaceSelector both webhook configurations share: the validating webhook judges exactly
+the namespaces whose pods the mutating one injects.
+*/}}
+{{- define "entourage.namespaceSelector" -}}
+matchExpressions:
+  {{- if eq .Values.injection.mode "opt-in" }}
+  # opt-in: only namespaces labelled entourage.dev/injection=enabled.
+  - key: entourage.dev/injection
+    operator: In
+    values: ["enabled"]
+  {{- else }}
+  # cluster-wide: every namespace not labelled entourage.dev/injection=disabled.
+  - key: entourage.dev/injection
+    operator: NotIn
+    values: ["disabled"]
+  {{- end }}
+  # Never the webhook's own namespace (it must not block its own pods) nor the control plane's.
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: {{ include "entourage.excludedNamespaces" . }}
+{{- end }}
+
 {{- define "entourage.configMapName" -}}
 {{- printf "%s-config" (include "entourage.fullname" .) }}
 {{- end }}
