@@ -158,8 +158,8 @@ def test_a_built_in_profile_override_replaces_a_key_whole_except_params(text: st
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("zzz: 1", "configuration: configuration: unknown key 'zzz'; known keys: annotationPrefix, nativeSidecars, onError, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles"),
-        ("onErrors: deny", "configuration: configuration: unknown key 'onErrors' (did you mean 'onError'?); known keys: annotationPrefix, nativeSidecars, onError, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles"),
+        ("zzz: 1", "configuration: configuration: unknown key 'zzz'; known keys: annotationPrefix, nativeSidecars, onError, validation, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles, policies"),
+        ("onErrors: deny", "configuration: configuration: unknown key 'onErrors' (did you mean 'onError'?); known keys: annotationPrefix, nativeSidecars, onError, validation, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles, policies"),
         ("defaults: {logging: vectr}", "configuration: defaults.logging: no logging profile named 'vectr'"),
         ("defaults: {logging: tial}", "configuration: defaults.logging: no logging profile named 'tial' (did you mean 'tail'?)"),
     ],
