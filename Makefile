@@ -61,7 +61,7 @@ bench: venv
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
-## soak: reliability run (~6 min on 2 cores): 3-min soak, 10x burst, faults under load, 100k fuzz inputs;
+## soak: reliability run (~8 min on 2 cores): 3-min soak, 10x burst, faults under load, 100k fuzz inputs, listener floods;
 ## then the adversarial bodies and the memory flood, 1M requests (~30 min more; SOAK_ARGS=--memory-requests N)
 soak: venv
 	$(BIN)/python -m soak $(SOAK_ARGS)

@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis", "adversarial", "memory")
+PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis", "adversarial", "memory", "listener")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         problems = result.problems()
         print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
         failed += ["memory"] if problems else []
+
+    if "listener" in parts:
+        from soak import listener
+
+        heading("listener floods against one real server (default limits), an admission every 100 ms meanwhile")
+        results = listener.floods()
+        failed += [f"listener {result.name}" for result in results if result.problems]
 
     heading("done")
     print(f"  {'ALL PASSED' if not failed else 'FAILED: ' + ', '.join(failed)}")

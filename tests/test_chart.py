@@ -202,6 +202,7 @@ def test_the_optional_objects_render_valid_when_everything_is_switched_on() -> N
     values = {
         "certificates": {"mode": "helm", "patchCABundle": True},
         "networkPolicy": {"enabled": True, "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        "clientAuth": {"enabled": True, "caConfigMap": "apiserver-client-ca"},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "webhook": {"matchConditions": {"enabled": True}, "objectSelector": {"matchExpressions": [{"key": "entourage.dev/skip", "operator": "DoesNotExist"}]}},
         "priorityClassName": "system-cluster-critical",
@@ -238,6 +239,8 @@ def test_the_optional_objects_render_valid_when_everything_is_switched_on() -> N
         pytest.param({"replicaCount": "two"}, "want integer", id="replicaCount not an integer"),
         pytest.param({"webhook": {"timeoutSeconds": 31}}, "maximum", id="timeoutSeconds above 30"),
         pytest.param({"injection": {"excludedNamespaces": "default"}}, "want array", id="excludedNamespaces not a list"),
+        pytest.param({"server": {"metricsPort": 80}}, "metricsPort", id="privileged metrics port"),
+        pytest.param({"clientAuth": {"caKey": ""}}, "minLength", id="empty client CA key"),
         pytest.param({"config": {"profiles": []}}, "want object", id="profiles not a mapping"),
     ],
 )
@@ -263,6 +266,9 @@ def test_free_form_profiles_pass_the_schema() -> None:
         pytest.param({"certificates": {"mode": "cert-manager", "patchCABundle": True}}, "cainjector", id="self-patching with cert-manager"),
         pytest.param({"podDisruptionBudget": {"minAvailable": 1}}, "only one of minAvailable and maxUnavailable", id="both PDB bounds"),
         pytest.param({"serviceAccount": {"create": False}}, "serviceAccount.name is required", id="no service account"),
+        pytest.param({"server": {"metricsPort": 8443}}, "server.metricsPort (8443) must differ from server.port", id="metrics port is the webhook port"),
+        pytest.param({"clientAuth": {"enabled": True}}, "clientAuth.caConfigMap is required", id="client auth without CA"),
+        pytest.param({"clientAuth": {"enabled": True, "caConfigMap": "ca"}, "server": {"metricsPort": 0}}, "clientAuth needs server.metricsPort", id="client auth without probe port"),
     ],
 )
 def test_helm_template_rejects_inconsistent_values_with_a_clear_message(values: dict[str, Any], message: str) -> None:
@@ -642,21 +648,45 @@ def test_the_container_runs_serve_with_tls_config_and_the_serving_port() -> None
         "--host", "0.0.0.0",
         "--port", "8443",
         "--config", "/etc/entourage/config/config.yaml", "--drain-seconds", "5",
+        "--metrics-port", "9443",
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("port", [8443, 9443])
-def test_probes_use_https_on_the_named_port_that_the_server_listens_on(port: int) -> None:
+@pytest.mark.parametrize("port", [8443, 10443])
+def test_probes_use_https_on_the_metrics_port_and_the_service_exposes_both_named_ports(port: int) -> None:
     docs = render({"server": {"port": port}})
     main = container(docs)
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-    assert ports == {"https": port}
-    assert flag(main["args"], "--port") == str(port)
-    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
-    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert ports == {"https": port, "metrics": 9443}
+    assert flag(main["args"], "--port") == str(port) and flag(main["args"], "--metrics-port") == "9443"
+    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": "HTTPS"}
     service = one(docs, "Service")
-    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
+        {"name": "metrics", "port": 9443, "targetPort": "metrics", "protocol": "TCP"},
+    ]
     assert service["spec"]["selector"].items() <= one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_without_a_metrics_port_everything_is_served_and_probed_on_the_webhook_port() -> None:
+    docs = render({"server": {"metricsPort": 0}})
+    main = container(docs)
+    assert [p["name"] for p in main["ports"]] == ["https"] and flag(main["args"], "--metrics-port") is None
+    assert main["readinessProbe"]["httpGet"]["port"] == "https"
+    assert [p["name"] for p in one(docs, "Service")["spec"]["ports"]] == ["https"]
+    assert one(docs, "NetworkPolicy")["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+
+
+def test_client_auth_passes_the_ca_from_a_config_map_mounted_as_a_directory() -> None:
+    docs = render({"clientAuth": {"enabled": True, "caConfigMap": "apiserver-client-ca", "caKey": "apiserver-ca.pem"}})
+    main = container(docs)
+    assert flag(main["args"], "--client-ca-file") == "/etc/entourage/client-ca/apiserver-ca.pem"
+    assert {"name": "client-ca", "mountPath": "/etc/entourage/client-ca", "readOnly": True} in main["volumeMounts"]  # no subPath: updates reach the pod
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["client-ca"]["configMap"] == {"name": "apiserver-client-ca", "items": [{"key": "apiserver-ca.pem", "path": "apiserver-ca.pem"}]}
+    assert main["readinessProbe"]["httpGet"]["port"] == "metrics"  # the port that asks for no certificate
+    assert flag(container(render())["args"], "--client-ca-file") is None
 
 
 def test_the_pod_is_pod_security_restricted() -> None:
@@ -819,17 +849,33 @@ def test_every_object_carries_the_standard_labels() -> None:
         assert labels["helm.sh/chart"] == f"entourage-{chart['version']}"
 
 
-def test_network_policy_is_on_by_default_and_admits_only_the_serving_port_from_anywhere() -> None:
+def test_network_policy_is_on_by_default_admitting_the_webhook_port_from_anywhere_and_metrics_from_prometheus() -> None:
     policy = one(render(), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "entourage", "app.kubernetes.io/instance": RELEASE}
+    prometheus = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": "https", "protocol": "TCP"}]},
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [prometheus]},
+    ]
     assert "NetworkPolicy" not in kinds(render({"networkPolicy": {"enabled": False}}))
+
+
+def test_network_policy_peers_come_from_values_and_no_metrics_peers_means_no_metrics_rule() -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    ingress = one(render({"networkPolicy": {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "metricsFrom": monitoring}}), "NetworkPolicy")["spec"]["ingress"]
+    assert ingress == [
+        {"ports": [{"port": "https", "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": monitoring},
+    ]
+    # An empty `from` would admit everyone: without peers the metrics rule is left out altogether.
+    assert one(render({"networkPolicy": {"metricsFrom": []}}), "NetworkPolicy")["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
 
 
 def test_service_monitor_scrapes_metrics_over_https_verifying_the_webhook_ca() -> None:
     docs = render(CERT_MODES["cert-manager"], {"serviceMonitor": {"enabled": True}})
     (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
-    assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("https", "/metrics", "https")
+    assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("metrics", "/metrics", "https")
     secret = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
     assert endpoint["tlsConfig"] == {"ca": {"secret": {"name": secret, "key": "ca.crt"}}, "serverName": f"{FULLNAME}.{NAMESPACE}.svc"}
     (endpoint,) = one(render({"serviceMonitor": {"enabled": True, "insecureSkipVerify": True}}), "ServiceMonitor")["spec"]["endpoints"]

@@ -206,3 +206,11 @@ def test_serve_refuses_an_event_lookup_rate_or_owner_memory_out_of_range_naming_
     ):
         result = subprocess.run([sys.executable, "-m", "webhook", "serve", flag, value], capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and f"argument {flag}: {expected}" in result.stderr, result.stderr
+
+
+def test_serve_refuses_a_metrics_port_equal_to_the_webhook_port_or_out_of_range(tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    code = main(["serve", "--tls-cert-file", "c", "--tls-private-key-file", "k", "--standalone", "--port", "8443", "--metrics-port", "8443"], stderr=stderr)
+    assert code == 2 and "--metrics-port must differ from --port (8443)" in stderr.getvalue()
+    completed = subprocess.run([sys.executable, "-m", "webhook", "serve", "--metrics-port", "70000"], capture_output=True, text=True, check=False)
+    assert completed.returncode == 2 and "expected a port from 1 to 65535, got '70000'" in completed.stderr

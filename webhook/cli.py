@@ -42,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--request-timeout", type=_seconds, default=10.0, help="seconds a client may take to send a request body; then 408 (default 10)")
     serve.add_argument("--head-timeout", type=_seconds, default=10.0, help="seconds from a request's first byte to the end of its headers; then the connection closes (default 10)")
     serve.add_argument("--max-header-bytes", type=_positive, default=64 * 1024, help="bytes a request's line and headers may take; then 431 and close (default 65536)")
-    serve.add_argument("--max-connections", type=_positive, default=1000, help="open connections per process; a new one past it is closed at once (default 1000)")
-    serve.add_argument("--keep-alive-timeout", type=_seconds, default=75.0, help="seconds an idle keep-alive connection stays open (default 75, above the apiserver's own)")
+    serve.add_argument("--max-connections", type=_positive, default=512, help="connections per process, established or in their TLS handshake; past it new ones wait until one closes, those established keep working (default 512)")
+    serve.add_argument("--tls-handshake-timeout", type=_seconds, default=5.0, help="seconds for a TLS handshake, opening or closing; then the connection closes (default 5)")
+    serve.add_argument("--keep-alive-timeout", type=_seconds, default=100.0, help="seconds an idle keep-alive connection stays open (default 100: above the apiserver's 90 s, so it closes idle connections first)")
+    serve.add_argument("--metrics-port", type=_port, help="a second HTTPS port for /metrics (then served only there), /healthz and /readyz, asking for no client certificate (default: all on --port)")
     serve.add_argument("--answer-cache-size", type=_non_negative_int, default=DEFAULT_SIZE, help=f"answers kept for identical requests, e.g. the pods of one ReplicaSet; 0 turns reuse off (default {DEFAULT_SIZE})")
     cluster = serve.add_argument_group("cluster awareness (in a cluster, or with --kubeconfig)")
     cluster.add_argument("--kubeconfig", help="use this kubeconfig instead of the in-cluster service account")
@@ -148,6 +150,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 3600:
@@ -211,6 +223,9 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
     if problem:
         print(f"entourage: {problem}", file=stderr)
         return 2
+    if args.metrics_port == args.port:
+        print(f"entourage: --metrics-port must differ from --port ({args.port})", file=stderr)
+        return 2
     options = ServeOptions(
         cert_file=args.tls_cert_file or "",
         key_file=args.tls_private_key_file or "",
@@ -226,6 +241,8 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         head_timeout=args.head_timeout,
         max_header_bytes=args.max_header_bytes,
         max_connections=args.max_connections,
+        handshake_timeout=args.tls_handshake_timeout,
+        metrics_port=args.metrics_port,
         keep_alive_timeout=args.keep_alive_timeout,
         answer_cache_size=args.answer_cache_size,
         log_level=args.log_level,

@@ -98,6 +98,20 @@ SELFTEST_LAST_RUN = Gauge(
     "When the self-test last probed, as a Unix timestamp (the latest across workers).",
     multiprocess_mode="livemax",
 )
+CONNECTIONS_OPEN = Gauge(
+    "entourage_connections_open",
+    "Client connections held (established or in their TLS handshake), summed over workers.",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_CLOSED = Counter(
+    "entourage_connections_closed_total",
+    "Connections closed by a listener limit, by reason (tls_handshake: failed or too slow, header_too_large, head_timeout).",
+    ["reason"],
+)
+ACCEPT_PAUSES = Counter(
+    "entourage_accept_pauses_total",
+    "Times the listener stopped accepting because --max-connections were held (established or in their TLS handshake).",
+)
 KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API calls, by operation.", ["operation"])
 EVENTS = Counter(
     "entourage_events_total",

@@ -1,4 +1,10 @@
-"""The ASGI app: ``POST /mutate`` and ``POST /validate`` to lean endpoints, health, readiness and metrics to FastAPI."""
+"""The ASGI app: ``POST /mutate`` and ``POST /validate`` to lean endpoints, health, readiness and metrics to FastAPI.
+
+With a metrics port (``--metrics-port``) the routes split by the port a request arrived on: that
+port serves ``/metrics``, ``/healthz`` and ``/readyz`` alone, and ``/metrics`` is served nowhere
+else (the webhook port is open to anyone who can reach the Service; the metrics port only to the
+NetworkPolicy's ``metricsFrom``).
+"""
 
 from __future__ import annotations
 
@@ -40,8 +46,13 @@ def create_app(runtime: Runtime) -> ASGIApp:
 
     validate = ValidateEndpoint(lambda: runtime.state, runtime.observe_validation, body_timeout=runtime.options.request_timeout)
     lean: dict[str, ASGIApp] = {"/mutate": mutate, "/validate": validate}
+    metrics_port = runtime.options.metrics_port
+    not_found = PlainTextResponse("Not Found", status_code=404)
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if metrics_port is not None and scope["type"] == "http" and not _served(scope["path"], on_metrics_port=_port(scope) == metrics_port):
+            await not_found(scope, receive, send)
+            return
         endpoint = lean.get(scope["path"]) if scope["type"] == "http" else None
         if endpoint is None:
             await app(scope, receive, send)
@@ -67,6 +78,16 @@ def create_app(runtime: Runtime) -> ASGIApp:
         return Response(body, media_type=content_type)
 
     return dispatch
+
+
+def _port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return int(server[1]) if server else None
+
+
+def _served(path: str, *, on_metrics_port: bool) -> bool:
+    """With a metrics port: it serves /metrics and health alone, and /metrics is served nowhere else."""
+    return path in ("/metrics", "/healthz", "/readyz") if on_metrics_port else path != "/metrics"
 
 
 def _closing(send: Send) -> Send:

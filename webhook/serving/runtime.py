@@ -87,7 +87,7 @@ class Runtime:
     def for_process(cls, options: ServeOptions) -> Runtime:
         if cls._process is None or cls._process.options != options:
             logs.configure(options.log_level)  # a spawned worker starts with no logging set up
-            listener.configure(max_head_bytes=options.max_header_bytes, head_timeout=options.head_timeout, max_connections=options.max_connections)
+            listener.configure(max_head_bytes=options.max_header_bytes, head_timeout=options.head_timeout)
             cls._process = cls(options)
         return cls._process
 

@@ -110,6 +110,13 @@ matchExpressions:
     values: {{ include "entourage.excludedNamespaces" . }}
 {{- end }}
 
+{{/*
+The container port of /healthz, /readyz and /metrics: "metrics" when there is a metrics port.
+*/}}
+{{- define "entourage.healthPort" -}}
+{{- if gt (int .Values.server.metricsPort) 0 }}metrics{{ else }}https{{ end }}
+{{- end }}
+
 {{- define "entourage.configMapName" -}}
 {{- printf "%s-config" (include "entourage.fullname" .) }}
 {{- end }}
@@ -160,6 +167,18 @@ Checks that cannot be expressed in values.schema.json.
 {{- end }}
 {{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
 {{- fail "podDisruptionBudget: set one of minAvailable and maxUnavailable" }}
+{{- end }}
+{{- $server := .Values.server }}
+{{- if eq (int $server.metricsPort) (int $server.port) }}
+{{- fail (printf "server.metricsPort (%v) must differ from server.port" $server.metricsPort) }}
+{{- end }}
+{{- if .Values.clientAuth.enabled }}
+{{- if not .Values.clientAuth.caConfigMap }}
+{{- fail "clientAuth.caConfigMap is required when clientAuth.enabled is true (a ConfigMap with the CA of the apiserver's client certificate)" }}
+{{- end }}
+{{- if eq (int $server.metricsPort) 0 }}
+{{- fail "clientAuth needs server.metricsPort: the kubelet's probes present no client certificate" }}
+{{- end }}
 {{- end }}
 {{- $c := .Values.certificates }}
 {{- if and (eq $c.mode "cert-manager") $c.patchCABundle }}
