@@ -142,7 +142,7 @@ def test_an_unexpected_engine_failure_answers_per_on_error_logs_the_traceback_an
         denied = post(webhook, review(exploding, uid="boom-1"))
         assert denied.status_code == 200
         answer = denied.json()["response"]
-        assert answer["allowed"] is False and answer["status"]["code"] == 500
+        assert answer["uid"] == "boom-1" and answer["allowed"] is False and answer["status"]["code"] == 500
         assert "RuntimeError" in answer["status"]["message"]
         assert webhook.metrics()['entourage_admissions_total{outcome="error",reason="internal_error"}'] == 1
         logs = webhook.logs()
@@ -152,4 +152,4 @@ def test_an_unexpected_engine_failure_answers_per_on_error_logs_the_traceback_an
         webhook.config.swap({"config.yaml": b"onError: allow\n"})
         webhook.wait_for(lambda: webhook.metrics()["entourage_config_reloads_total"] == 1, what="the reload")
         allowed = post(webhook, review(exploding, uid="boom-2")).json()["response"]
-        assert allowed["allowed"] is True and "patch" not in allowed and "onError: allow" in allowed["warnings"][0]
+        assert allowed["uid"] == "boom-2" and allowed["allowed"] is True and "patch" not in allowed and "onError: allow" in allowed["warnings"][0]

@@ -114,8 +114,7 @@ def failed(review: AdmissionReview, settings: Settings, error: BaseException, *,
     AdmissionReview for the request's uid (the apiserver rejects any other answer)."""
     request = review["request"]
     uid = request["uid"]
-    namespace = request.get("namespace")
-    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, namespace if isinstance(namespace, str) else "", duration=duration)
+    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, namespace_of(request), duration=duration)
     if settings.on_error == "allow":
         decision.review = answer(uid, allowed=True, warnings=["Entourage failed and admitted the pod unchanged (onError: allow)"])
     else:
