@@ -1,4 +1,4 @@
-"""The `entourage` command: serve, certs, inject, audit. Argument parsing and YAML in/out only."""
+"""The `entourage` command: serve, certs, inject, audit, config validate. Argument parsing and YAML in/out only."""
 
 from __future__ import annotations
 
@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     inject.add_argument("-f", "--filename", required=True, help="YAML file with one or more documents, or - for stdin")
     inject.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
     inject.add_argument("--native-sidecars", choices=["true", "false"], help="as the cluster would resolve nativeSidecars: auto")
+
+    config = commands.add_parser("config", help="work with the webhook's configuration file")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    validate = config_commands.add_parser(
+        "validate",
+        help="check configuration files exactly as `serve` loads them; exit 1 naming the key and value of the first problem in each",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="YAML configuration file(s), e.g. the chart's config.yaml")
     return parser
 
 
@@ -90,6 +98,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO = sys.stdin, stdout
             return _inject(args, stdin, stdout, stderr)
         if args.command == "audit":
             return _audit(args, stdout, stderr)
+        if args.command == "config":
+            return _validate_config(args.files, stdout, stderr)
         return _serve(args, stderr)
     except ConfigError as error:
         print(f"entourage: configuration error: {error}", file=stderr)
@@ -262,6 +272,22 @@ def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         file=stderr,
     )
     return 0
+
+
+def _validate_config(paths: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
+    """`entourage config validate`: every file is checked (not only up to the first bad one), so
+    one run lists every broken file; the chart's pre-install/pre-upgrade hook Job runs this."""
+    invalid = 0
+    for path in paths:
+        try:
+            settings = load_settings(path)
+        except ConfigError as error:
+            invalid += 1
+            print(f"entourage: invalid configuration: {error}", file=stderr)
+            continue
+        profiles = sum(len(named) for named in settings.profiles.values())
+        print(f"{path}: valid (annotationPrefix {settings.annotation_prefix}, onError {settings.on_error}, {profiles} profiles)", file=stdout)
+    return 1 if invalid else 0
 
 
 def _certs(args: argparse.Namespace, stdout: TextIO) -> int:
