@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert-file", help="PEM serving certificate (chain); not with --certificates-secret")
     serve.add_argument("--tls-private-key-file", help="PEM private key of the certificate")
     serve.add_argument("--client-ca-file", help="PEM CA bundle: require a client certificate it signed (the apiserver's); default: no client authentication")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--host", default="::", help="address to listen on (default ::, every IPv6 and IPv4 address; 0.0.0.0: IPv4 only)")
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     serve.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -7,8 +7,10 @@ call into our code is the ``ssl_context_factory``, so that is where a worker bui
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,6 +24,37 @@ from webhook.cluster.rotation import CertificateOptions
 from webhook.serving import logs
 
 
+DUAL_STACK = "::"
+"""The listen address that means "every address, IPv6 and IPv4"."""
+
+
+def dual_stack_socket(port: int) -> socket.socket:
+    """A listening socket on every IPv6 and IPv4 address, for ``--host ::``.
+
+    asyncio's ``create_server`` (and so uvicorn) turns IPV6_V6ONLY on for an IPv6 socket, so a
+    plain ``::`` refuses IPv4 clients, and ``0.0.0.0`` refuses IPv6 ones: neither works in every
+    cluster (IPv4, IPv6 or dual-stack Services). One IPv6 socket with IPV6_V6ONLY off takes both
+    (IPv4 clients appear as ``::ffff:a.b.c.d``). A kernel without IPv6 gets ``0.0.0.0`` instead.
+    """
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError as error:
+        logging.getLogger("entourage").warning("no IPv6 (%s): listening on 0.0.0.0 only", error)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address: tuple[str, int] = ("0.0.0.0", port)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address = (DUAL_STACK, port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own bind_socket
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # the worker processes serve on it too
+    return sock
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """Everything ``entourage serve`` was told; picklable, so every worker process gets a copy."""
@@ -32,7 +65,8 @@ class ServeOptions:
     """PEM CA bundle for client certificates; when set, only clients with a certificate it
     signed (the apiserver, configured through its AdmissionConfiguration) complete a handshake."""
     config_file: str | None = None
-    host: str = "0.0.0.0"
+    host: str = DUAL_STACK
+    """Listen address; ``::`` (the default) is one socket for IPv6 and IPv4 (``dual_stack_socket``)."""
     port: int = 8443
     workers: int = 1
     drain_seconds: float = 5.0
@@ -109,12 +143,14 @@ def serve(options: ServeOptions) -> None:
         if options.workers > 1:
             from uvicorn.supervisors import Multiprocess
 
-            sock = config.bind_socket()
+            sock = dual_stack_socket(options.port) if options.host == DUAL_STACK else config.bind_socket()
             try:
                 Multiprocess(config, sockets=[sock]).run()
             finally:
                 if created:
                     shutil.rmtree(created, ignore_errors=True)
+        elif options.host == DUAL_STACK:
+            uvicorn.Server(config).run(sockets=[dual_stack_socket(options.port)])
         else:
             uvicorn.Server(config).run()
     finally:
