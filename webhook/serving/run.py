@@ -23,7 +23,6 @@ from webhook.admission.reuse import DEFAULT_SIZE
 from webhook.cluster.rotation import CertificateOptions
 from webhook.serving import logs
 
-
 DUAL_STACK = "::"
 """The listen address that means "every address, IPv6 and IPv4"."""
 
