@@ -144,7 +144,7 @@ Container resources: `resources` when given, else resourcesPerProcess times the 
 {{- else }}
 {{- $workers := max 1 (int .Values.server.workers) }}
 {{- $processes := ternary 1 (add1 $workers) (eq $workers 1) }}
-{{- $per := .Values.resourcesPerProcess }}
+{{- $per := .Values.resourcesPerProcess -}}
 requests:
   cpu: {{ mul $workers $per.cpuMillicores }}m
   memory: {{ mul $processes $per.memoryMiB }}Mi
