@@ -5,8 +5,10 @@ and the Makefile passes it as $HELM. Without it these tests fail; they never ski
 
 Every rendered object is validated against the Kubernetes 1.33 OpenAPI schemas (kubernetes-validate,
 strict: unknown fields are errors), except the CRD kinds listed in CRD_KINDS, which the package has
-no schemas for. The golden file tests/testdata/chart/default.yaml is the default render with
-certificates.mode=cert-manager (the default mode, helm, generates random certificates);
+no schemas for. Every object's labels are checked for Kubernetes' label syntax and length and its
+name for the length its kind allows (kubernetes-validate checks neither). The golden file
+tests/testdata/chart/default.yaml is the default render with certificates.mode=cert-manager (the
+default, self-managed, is covered byte for byte by tests/test_chart_install.py);
 REFRESH_GOLDEN=1 rewrites it.
 """
 
@@ -38,6 +40,7 @@ GOLDEN = REPO / "tests" / "testdata" / "chart" / "default.yaml"
 RELEASE = "entourage"
 NAMESPACE = "entourage-system"
 FULLNAME = "entourage"  # the release name contains the chart name
+CONFIGMAP = f"{FULLNAME}-config"
 KUBE_VERSION = "1.33"
 CONTROL_PLANE = ["kube-system", "kube-node-lease"]
 PEM_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
@@ -55,7 +58,14 @@ CRD_KINDS = {
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
+# https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set
+LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# Kinds whose names must be DNS labels (63 characters; a Job's name becomes its pods' job-name
+# label value); every other name is a subdomain (253).
+DNS_LABEL_KINDS = {"Service", "Namespace", "Job"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +148,19 @@ def webhook(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return webhooks[0]
 
 
+def check_names_and_labels(doc: dict[str, Any]) -> None:
+    name = doc["metadata"]["name"]
+    assert len(name) <= (63 if doc["kind"] in DNS_LABEL_KINDS else 253), f"{doc['kind']} name too long: {name}"
+    assert re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", name), f"{doc['kind']} name invalid: {name}"
+    templates = [doc["spec"]["template"]] if doc["kind"] in ("Deployment", "Job") else []
+    for meta in [doc["metadata"], *(t["metadata"] for t in templates)]:
+        for key, value in (meta.get("labels") or {}).items():
+            assert LABEL_NAME.match(key) and len(key.split("/")[-1]) <= 63, f"{doc['kind']} {name}: label key {key!r}"
+            assert isinstance(value, str) and len(value) <= 63 and LABEL_VALUE.match(value), f"{doc['kind']} {name}: label {key}={value!r}"
+
+
 def validate(doc: dict[str, Any]) -> None:
+    check_names_and_labels(doc)
     if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
         # No schema in kubernetes-validate: check the envelope only.
         assert doc["metadata"]["name"] and doc["metadata"]["namespace"] == NAMESPACE and doc["spec"]
@@ -194,6 +216,7 @@ def test_the_chart_lints_and_renders_valid_kubernetes_objects_in_every_mode(cert
         validate(doc)
     expected = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"]
     expected += ["ValidatingWebhookConfiguration"]
+    expected += ["ConfigMap", "Job"]  # the configuration check (pre-install/pre-upgrade hook)
     expected += {"cert-manager": ["Certificate", "Certificate", "Issuer", "Issuer"], "helm": ["Secret"], "secret": []}[cert_mode]
     assert kinds(docs) == sorted(expected)
 
@@ -252,7 +275,7 @@ def test_helm_template_rejects_values_the_schema_forbids(values: dict[str, Any],
 
 def test_free_form_profiles_pass_the_schema() -> None:
     profiles = {"adapter": {"x": {"image": "example/x:1", "anything": {"goes": True}}}}
-    configmap = one(render({"config": {"profiles": profiles}}), "ConfigMap")
+    configmap = one(render({"config": {"profiles": profiles}}), "ConfigMap", CONFIGMAP)
     assert yaml.safe_load(configmap["data"]["config.yaml"])["profiles"] == profiles
 
 
@@ -305,7 +328,7 @@ def test_the_webhook_intercepts_pod_creation_only_with_safe_settings() -> None:
     hook = webhook(docs)
     assert hook["name"] == "inject.entourage.dev"
     assert hook["admissionReviewVersions"] == ["v1"]
-    assert hook["sideEffects"] == "None"
+    assert hook["sideEffects"] == "NoneOnDryRun"  # Events are never written for a dry run
     assert hook["timeoutSeconds"] == 5
     assert hook["failurePolicy"] == "Fail"
     assert hook["reinvocationPolicy"] == "IfNeeded"
@@ -573,7 +596,8 @@ def test_secret_mode_mounts_the_users_secret_and_uses_the_given_ca_bundle() -> N
     assert webhook(docs)["clientConfig"]["caBundle"] == PEM_CA
     volume = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]
     assert volume["secret"]["secretName"] == "my-webhook-tls"
-    assert sorted(item["key"] for item in volume["secret"]["items"]) == ["ca.crt", "tls.crt", "tls.key"]
+    # ca.crt is not needed (caBundle is a value) and a listed key missing from the Secret fails the mount.
+    assert sorted(item["key"] for item in volume["secret"]["items"]) == ["tls.crt", "tls.key"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +669,7 @@ def test_the_container_runs_serve_with_tls_config_and_the_serving_port() -> None
         "serve",
         "--tls-cert-file", "/etc/entourage/tls/tls.crt",
         "--tls-private-key-file", "/etc/entourage/tls/tls.key",
-        "--host", "0.0.0.0",
+        "--host", "::",
         "--port", "8443",
         "--config", "/etc/entourage/config/config.yaml", "--drain-seconds", "5",
         "--metrics-port", "9443",
@@ -728,10 +752,11 @@ def test_two_replicas_spread_over_nodes_with_a_disruption_budget() -> None:
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    assert spread["topologyKey"] == "kubernetes.io/hostname"
-    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
-    assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
+    spreads = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [spread["topologyKey"] for spread in spreads] == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    for spread in spreads:
+        assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+        assert spread["labelSelector"]["matchLabels"].items() <= labels.items()
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
@@ -756,13 +781,13 @@ def test_config_is_mounted_as_a_directory_without_a_restart_checksum() -> None:
     assert set(mounts) == {"/etc/entourage/tls", "/etc/entourage/config", "/tmp"}
     assert not any("subPath" in m for m in mounts.values())
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}
-    assert volumes[mounts["/etc/entourage/config"]["name"]]["configMap"]["name"] == one(docs, "ConfigMap")["metadata"]["name"]
+    assert volumes[mounts["/etc/entourage/config"]["name"]]["configMap"]["name"] == CONFIGMAP
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
 
 
 def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    configmap = one(render(), "ConfigMap")
+    configmap = one(render(), "ConfigMap", CONFIGMAP)
     assert list(configmap["data"]) == ["config.yaml"]
     assert yaml.safe_load(configmap["data"]["config.yaml"]) == values["config"]
     assert values["config"] == {
@@ -775,7 +800,7 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
 def test_the_default_config_and_the_commented_profile_example_load_in_the_webhook() -> None:
     from webhook.engine.settings import build_settings
 
-    configmap = one(render(), "ConfigMap")
+    configmap = one(render(), "ConfigMap", CONFIGMAP)
     build_settings(yaml.safe_load(configmap["data"]["config.yaml"]))
     text = (CHART / "values.yaml").read_text()
     example = text[text.index("  #   profiles:") : text.index("\n  profiles: {}")]
@@ -788,7 +813,7 @@ def test_a_mirror_and_its_pull_secret_reach_the_webhook_through_the_config_map()
     from webhook.engine.settings import build_settings
 
     mirror = {"config": {"imageRegistry": "registry.corp.example:5000/mirror", "imagePullSecrets": ["mirror-pull"]}}
-    settings = build_settings(yaml.safe_load(one(render(mirror), "ConfigMap")["data"]["config.yaml"]))
+    settings = build_settings(yaml.safe_load(one(render(mirror), "ConfigMap", "entourage-config")["data"]["config.yaml"]))
     wait = settings.profile("waitFor", "curl")
     assert wait is not None and wait.image == "registry.corp.example:5000/mirror/curlimages/curl:8.11.1"
     assert wait.image_pull_secrets == ("mirror-pull",)

@@ -214,3 +214,28 @@ def test_serve_refuses_a_metrics_port_equal_to_the_webhook_port_or_out_of_range(
     assert code == 2 and "--metrics-port must differ from --port (8443)" in stderr.getvalue()
     completed = subprocess.run([sys.executable, "-m", "webhook", "serve", "--metrics-port", "70000"], capture_output=True, text=True, check=False)
     assert completed.returncode == 2 and "expected a port from 1 to 65535, got '70000'" in completed.stderr
+
+
+def test_config_validate_accepts_a_good_file_and_names_the_key_of_each_bad_one(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("onError: allow\nlimits: {maxAdapters: 2}\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("onErrors: deny\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("profiles: [\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["config", "validate", str(good), str(typo), str(broken)], stdout=out, stderr=err) == 1
+    assert out.getvalue().startswith(f"{good}: valid (annotationPrefix entourage.dev, onError allow, ")
+    problems = err.getvalue().split("entourage: invalid configuration: ")[1:]
+    assert len(problems) == 2, problems  # every file is checked, not only up to the first bad one
+    assert problems[0].startswith(f"{typo}: ") and "unknown key 'onErrors' (did you mean 'onError'?)" in problems[0]
+    assert problems[1].startswith(f"{broken}: not valid YAML")
+
+
+def test_config_validate_exits_zero_when_every_file_is_valid_and_one_when_a_file_is_missing(tmp_path: Path) -> None:
+    good = tmp_path / "config.yaml"
+    good.write_text("{}\n")
+    assert main(["config", "validate", str(good)], stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    err = io.StringIO()
+    assert main(["config", "validate", str(tmp_path / "absent.yaml")], stdout=io.StringIO(), stderr=err) == 1
+    assert "absent.yaml: cannot read the configuration file" in err.getvalue()

@@ -1,4 +1,4 @@
-"""The `entourage` command: serve, certs, inject, audit. Argument parsing and YAML in/out only."""
+"""The `entourage` command: serve, certs, inject, audit, config validate. Argument parsing and YAML in/out only."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert-file", help="PEM serving certificate (chain); not with --certificates-secret")
     serve.add_argument("--tls-private-key-file", help="PEM private key of the certificate")
     serve.add_argument("--client-ca-file", help="PEM CA bundle: require a client certificate it signed (the apiserver's); default: no client authentication")
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--host", default="::", help="address to listen on (default ::, every IPv6 and IPv4 address; 0.0.0.0: IPv4 only)")
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     serve.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     inject.add_argument("-f", "--filename", required=True, help="YAML file with one or more documents, or - for stdin")
     inject.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
     inject.add_argument("--native-sidecars", choices=["true", "false"], help="as the cluster would resolve nativeSidecars: auto")
+
+    config = commands.add_parser("config", help="work with the webhook's configuration file")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    validate = config_commands.add_parser(
+        "validate",
+        help="check configuration files exactly as `serve` loads them; exit 1 naming the key and value of the first problem in each",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="YAML configuration file(s), e.g. the chart's config.yaml")
     return parser
 
 
@@ -105,6 +113,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO = sys.stdin, stdout
             return _inject(args, stdin, stdout, stderr)
         if args.command == "audit":
             return _audit(args, stdout, stderr)
+        if args.command == "config":
+            return _validate_config(args.files, stdout, stderr)
         return _serve(args, stderr)
     except ConfigError as error:
         print(f"entourage: configuration error: {error}", file=stderr)
@@ -369,6 +379,22 @@ def _table(rows: Sequence[tuple[str, ...]], stdout: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1], file=stdout)
+
+
+def _validate_config(paths: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
+    """`entourage config validate`: every file is checked (not only up to the first bad one), so
+    one run lists every broken file; the chart's pre-install/pre-upgrade hook Job runs this."""
+    invalid = 0
+    for path in paths:
+        try:
+            settings = load_settings(path)
+        except ConfigError as error:
+            invalid += 1
+            print(f"entourage: invalid configuration: {error}", file=stderr)
+            continue
+        profiles = sum(len(named) for named in settings.profiles.values())
+        print(f"{path}: valid (annotationPrefix {settings.annotation_prefix}, onError {settings.on_error}, {profiles} profiles)", file=stdout)
+    return 1 if invalid else 0
 
 
 def _certs(args: argparse.Namespace, stdout: TextIO) -> int:

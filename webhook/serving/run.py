@@ -7,6 +7,7 @@ call into our code is the ``ssl_context_factory``, so that is where a worker bui
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -23,6 +24,36 @@ from webhook.cluster.rotation import CertificateOptions
 from webhook.serving import logs
 from webhook.serving.listener import ListenerConfig
 
+DUAL_STACK = "::"
+"""The listen address that means "every address, IPv6 and IPv4"."""
+
+
+def dual_stack_socket(port: int) -> socket.socket:
+    """A listening socket on every IPv6 and IPv4 address, for ``--host ::``.
+
+    asyncio's ``create_server`` (and so uvicorn) turns IPV6_V6ONLY on for an IPv6 socket, so a
+    plain ``::`` refuses IPv4 clients, and ``0.0.0.0`` refuses IPv6 ones: neither works in every
+    cluster (IPv4, IPv6 or dual-stack Services). One IPv6 socket with IPV6_V6ONLY off takes both
+    (IPv4 clients appear as ``::ffff:a.b.c.d``). A kernel without IPv6 gets ``0.0.0.0`` instead.
+    """
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError as error:
+        logging.getLogger("entourage").warning("no IPv6 (%s): listening on 0.0.0.0 only", error)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address: tuple[str, int] = ("0.0.0.0", port)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address = (DUAL_STACK, port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own bind_socket
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # the worker processes serve on it too
+    return sock
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -34,7 +65,8 @@ class ServeOptions:
     """PEM CA bundle for client certificates; when set, only clients with a certificate it
     signed (the apiserver, configured through its AdmissionConfiguration) complete a handshake."""
     config_file: str | None = None
-    host: str = "0.0.0.0"
+    host: str = DUAL_STACK
+    """Listen address; ``::`` (the default) is one socket for IPv6 and IPv4 (``dual_stack_socket``)."""
     port: int = 8443
     workers: int = 1
     drain_seconds: float = 5.0
@@ -136,9 +168,10 @@ def serve(options: ServeOptions) -> None:
         lifespan="on",
     )
     # Our own sockets, always: the listener (BoundedLoop) accepts from sockets handed to it.
-    sockets = [config.bind_socket()]
+    dual = options.host == DUAL_STACK
+    sockets = [dual_stack_socket(options.port) if dual else config.bind_socket()]
     if options.metrics_port is not None:
-        sockets.append(_bind(options.host, options.metrics_port))
+        sockets.append(dual_stack_socket(options.metrics_port) if dual else _bind(options.host, options.metrics_port))
     try:
         if options.workers > 1:
             from uvicorn.supervisors import Multiprocess

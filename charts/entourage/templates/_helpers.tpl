@@ -104,10 +104,15 @@ matchExpressions:
     operator: NotIn
     values: ["disabled"]
   {{- end }}
-  # Never the webhook's own namespace (it must not block its own pods) nor the control plane's.
+  # Never the webhook's own namespace (it must not block its own pods), the control plane's,
+  # nor (in cert-manager mode) cert-manager's, which the webhook's certificate depends on.
   - key: kubernetes.io/metadata.name
     operator: NotIn
     values: {{ include "entourage.excludedNamespaces" . }}
+  {{- with .Values.webhook.namespaceSelector.matchExpressions }}
+  # webhook.namespaceSelector: further conditions, ANDed with the ones above.
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -150,7 +155,45 @@ Namespaces never sent to the webhook: its own (so it cannot block its own pods),
 and the user's extra list.
 */}}
 {{- define "entourage.excludedNamespaces" -}}
-{{- concat (list .Release.Namespace "kube-system" "kube-node-lease") .Values.injection.excludedNamespaces | uniq | toJson }}
+{{- $names := list .Release.Namespace "kube-system" "kube-node-lease" }}
+{{- if eq .Values.certificates.mode "cert-manager" }}
+{{- /* Else restoring a cluster deadlocks: cert-manager waits for the webhook, the webhook for its certificate. */}}
+{{- $names = append $names .Values.certificates.certManager.namespace }}
+{{- end }}
+{{- concat $names .Values.injection.excludedNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+The fewest replicas the webhook runs with: replicaCount, or autoscaling.minReplicas with an HPA.
+*/}}
+{{- define "entourage.minReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/*
+The most replicas the webhook runs with: replicaCount, or autoscaling.maxReplicas with an HPA.
+*/}}
+{{- define "entourage.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.maxReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/*
+Container resources: `resources` when given, else resourcesPerProcess times the processes that
+`--workers` starts (one; or N workers plus uvicorn's supervisor, which loads the app too).
+*/}}
+{{- define "entourage.resources" -}}
+{{- if .Values.resources }}
+{{- toYaml .Values.resources }}
+{{- else }}
+{{- $workers := max 1 (int .Values.server.workers) }}
+{{- $processes := ternary 1 (add1 $workers) (eq $workers 1) }}
+{{- $per := .Values.resourcesPerProcess -}}
+requests:
+  cpu: {{ mul $workers $per.cpuMillicores }}m
+  memory: {{ mul $processes $per.memoryMiB }}Mi
+limits:
+  memory: {{ mul $processes $per.memoryLimitMiB }}Mi
+{{- end }}
 {{- end }}
 
 {{/*
@@ -180,6 +223,10 @@ Checks that cannot be expressed in values.schema.json.
 {{- fail "clientAuth needs server.metricsPort: the kubelet's probes present no client certificate" }}
 {{- end }}
 {{- end }}
+{{- $a := .Values.autoscaling }}
+{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" $a.minReplicas $a.maxReplicas) }}
+{{- end }}
 {{- $c := .Values.certificates }}
 {{- if and (eq $c.mode "cert-manager") $c.patchCABundle }}
 {{- fail "certificates.patchCABundle is for the helm and secret modes; with cert-manager, its cainjector fills the caBundle" }}
@@ -195,6 +242,24 @@ Checks that cannot be expressed in values.schema.json.
 {{- end }}
 {{- else if not $c.patchCABundle }}
 {{- fail "certificates.secret.caBundle is required when certificates.mode is secret (or set certificates.patchCABundle=true)" }}
+{{- end }}
+{{- /* When the Secret is already there (install/upgrade against a cluster; `helm template` sees nothing), say now what the pods would fail on later. */}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace $c.secret.name }}
+{{- if $secret }}
+{{- $data := $secret.data | default dict }}
+{{- range list "tls.crt" "tls.key" }}
+{{- if not (hasKey $data .) }}
+{{- fail (printf "certificates.secret.name: Secret %s/%s has no %s (a kubernetes.io/tls Secret has tls.crt and tls.key)" $.Release.Namespace $c.secret.name .) }}
+{{- end }}
+{{- end }}
+{{- if not (hasKey $data "ca.crt") }}
+{{- if $c.patchCABundle }}
+{{- fail (printf "certificates.patchCABundle: Secret %s/%s has no ca.crt to patch the caBundle from; add it, or set certificates.secret.caBundle and patchCABundle=false" .Release.Namespace $c.secret.name) }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.serviceMonitor.insecureSkipVerify) }}
+{{- fail (printf "serviceMonitor: Secret %s/%s has no ca.crt for Prometheus to verify the webhook with; add it, or set serviceMonitor.insecureSkipVerify=true" .Release.Namespace $c.secret.name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
