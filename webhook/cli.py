@@ -17,8 +17,8 @@ from webhook import __version__, certs, yamlio
 from webhook.admission.reuse import DEFAULT_SIZE
 from webhook.cluster import rotation
 from webhook.engine.settings import load_settings
-from webhook.engine.workloads import inject_document
-from webhook.errors import ConfigError, PodDenied
+from webhook.engine.workloads import inject_manifest
+from webhook.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -273,35 +273,58 @@ def _certs(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def _inject(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """Safe in a pipe: stdout gets the whole stream or nothing. Exit 0 when every document was
+    injected or passed through, 1 when any pod asked for something invalid (every problem on
+    stderr), 2 when the input cannot be read (usage, missing file, broken YAML, a YAML alias)."""
     settings = load_settings(args.config)
     if args.native_sidecars:
         settings = replace(settings, native_sidecars=args.native_sidecars)
-    if args.filename == "-":
-        text = stdin.read()
-    else:
-        with open(args.filename, encoding="utf-8") as file:
-            text = file.read()
+    loaded = _read_manifests(args.filename, stdin, stderr)
+    if loaded is None:
+        return 2
+    documents, texts = loaded
+    pieces: list[str] = []
+    failed = 0
+    for index, document in enumerate(documents):
+        result = inject_manifest(document, settings)
+        for site, denial in result.denials:
+            for problem in denial.problems:
+                print(f"entourage: document {index} ({site.where}): {problem}", file=stderr)
+        for site, injection in result.injections:
+            for warning in injection.warnings:
+                print(f"entourage: warning: document {index} ({site.where}): {warning}", file=stderr)
+        failed += bool(result.denials)
+        if texts is None:
+            pieces.append(yamlio.dump_all([result.document]))
+        elif result.changed:
+            pieces.append(yamlio.leading_comments(texts[index]) + yamlio.dump_all([result.document]))
+        else:
+            pieces.append(texts[index])
+    if failed:
+        print(f"entourage: {failed} of {len(documents)} documents failed; nothing was written to stdout", file=stderr)
+        return 1
+    stdout.write(yamlio.join_documents(pieces))
+    return 0
+
+
+def _read_manifests(filename: str, stdin: TextIO, stderr: TextIO) -> tuple[list[Any], list[str] | None] | None:
+    """The documents of ``-f`` and their source texts (see yamlio.document_texts), or None after
+    saying on stderr why the input cannot be read."""
+    try:
+        if filename == "-":
+            text = stdin.read()
+        else:
+            with open(filename, encoding="utf-8") as file:
+                text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"entourage: cannot read {filename}: {error}", file=stderr)
+        return None
     try:
         documents = yamlio.load_all(text)
     except yamlio.AliasRefused as error:
-        print(f"entourage: {args.filename}: {error}", file=stderr)
-        return 1
+        print(f"entourage: {filename}: {error}", file=stderr)
+        return None
     except yaml.YAMLError as error:
-        print(f"entourage: {args.filename}: not valid YAML: {error}", file=stderr)
-        return 1
-    output: list[Any] = []
-    failed = 0
-    for index, document in enumerate(documents):
-        try:
-            injected, injection = inject_document(document, settings)
-        except PodDenied as denial:
-            failed += 1
-            name = (document.get("metadata") or {}).get("name", "?") if isinstance(document, dict) else "?"
-            print(f"entourage: document {index} ({document.get('kind')} {name}): {denial}", file=stderr)
-            injected, injection = document, None
-        if injection is not None:
-            for warning in injection.warnings:
-                print(f"entourage: warning: document {index}: {warning}", file=stderr)
-        output.append(injected)
-    stdout.write(yamlio.dump_all(output))
-    return 1 if failed else 0
+        print(f"entourage: {filename}: not valid YAML: {error}", file=stderr)
+        return None
+    return documents, yamlio.document_texts(text, documents)
