@@ -60,6 +60,7 @@ def cluster(tmp_path: Path, *, chart_values: dict[str, Any] | None = None, ready
     the namespaces of the scenarios and their workloads."""
     fake = FakeApiServer().start()
     try:
+        fake.set_nodes("v1.31.4", "v1.28.9")  # one old node: classic sidecars
         fake.put_configuration(one(render(chart_values or {}), "MutatingWebhookConfiguration"))
         fake.put_endpoint_slice(RELEASE_NAMESPACE, "entourage", ready, ready)
         fake.put_namespace("shop", labels={"entourage.dev/injection": "enabled"})
@@ -142,7 +143,7 @@ def test_a_template_without_annotations_gets_the_annotate_commands(tmp_path: Pat
     with cluster(tmp_path) as (_, kubeconfig):
         code, out, _ = explain_in(kubeconfig, "-n", "shop", "deployment/api")
     assert code == 0 and "injected: no" in out
-    assert "webhook: no annotation: no entourage.dev/ annotation asks for anything: not the pod, nor its namespace" in out
+    assert "webhook, if called: no annotation: no entourage.dev/ annotation asks for anything: not the pod, nor its namespace" in out
     assert (
         """kubectl -n shop patch deployment api --type merge -p '{"spec":{"template":{"metadata":{"annotations":{"entourage.dev/logging":"true"}}}}}'"""
         in out
@@ -157,7 +158,7 @@ def test_an_existing_pod_shows_its_status_and_a_missed_one_is_called_out(tmp_pat
     assert "injected: yes, when this pod was created" in injected
     assert "injected: no, not this pod; one created now: yes" in missed
     assert (
-        "webhook: already injected: it already carries entourage.dev/status (containers: entourage-logging; volumes: entourage-logs-var-log-app)"
+        "webhook, if called: already injected: it already carries entourage.dev/status (containers: entourage-logging; volumes: entourage-logs-var-log-app)"
         in injected
     )
     assert (
@@ -200,6 +201,10 @@ def test_a_missing_object_or_an_unknown_kind_is_an_error_not_a_crash(tmp_path: P
         assert (code, out) == (1, "") and 'deployments "nope" not found' in err
         code, _, err = explain_in(kubeconfig, "-n", "shop", "service/web")
         assert code == 2 and "expected KIND/NAME with KIND one of pod, deployment" in err
+        code, _, err = explain_in(kubeconfig, "-n", "shop", "deployment/../secrets")
+        assert code == 2 and "NAME '../secrets': expected a Kubernetes name" in err
+        code, _, err = explain_in(kubeconfig, "-n", "Shop?x", "deployment/web")
+        assert code == 2 and "namespace 'Shop?x': expected a Kubernetes name" in err
     code, _, err = run(["explain"])
     assert code == 2 and "either -f FILE|- (offline) or KIND/NAME" in err
 
@@ -213,6 +218,34 @@ def test_no_entourage_configuration_installed_is_a_no(tmp_path: Path) -> None:
     finally:
         fake.stop()
     assert code == 0 and "[NO] installed: none for entourage" in out
+
+
+VALIDATING = {
+    "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+    "metadata": {"name": "entourage"},
+    "webhooks": [{
+        "name": "validate.entourage.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Ignore",
+        "clientConfig": {"service": {"name": "entourage", "namespace": RELEASE_NAMESPACE, "path": "/validate", "port": 443}},
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets"]}],
+        "namespaceSelector": {"matchExpressions": [{"key": "entourage.dev/injection", "operator": "In", "values": ["enabled"]}]},
+    }],
+}  # fmt: skip
+
+
+def test_a_validating_webhook_that_covers_the_kind_is_shown_and_never_counts_against_injection(tmp_path: Path) -> None:
+    with cluster(tmp_path) as (fake, kubeconfig):
+        fake.put_configuration(VALIDATING)
+        _, shop, _ = explain_in(kubeconfig, "-n", "shop", "deployment/web")
+        _, plain, _ = explain_in(kubeconfig, "-n", "plain", "deployment/web")
+        _, pod, _ = explain_in(kubeconfig, "-n", "shop", "pod/web-7d9f-x2k4q")
+        fake.endpoint_slices.clear()
+        _, down, _ = explain_in(kubeconfig, "-n", "shop", "deployment/web")
+    assert "  apiserver, ValidatingWebhookConfiguration entourage, webhook validate.entourage.dev:\n    [ok] validation: checks this Deployment create and update" in shop
+    assert "injected: yes" in shop
+    assert "[ok] validation: does not see this Deployment create and update (namespaceSelector entourage.dev/injection In [enabled])" in plain
+    assert "ValidatingWebhookConfiguration" not in pod, "its rules do not cover pods"
+    assert "[??] Service entourage-system/entourage: no ready endpoints (failurePolicy Ignore: the Deployment is applied unchecked)" in down
+    assert "injected: no: Service entourage-system/entourage (MutatingWebhookConfiguration entourage" in down
 
 
 # -- offline ----------------------------------------------------------------------------------------
@@ -270,11 +303,11 @@ def test_offline_explains_every_pod_of_the_stream_and_each_why_not() -> None:
     code, out, _ = run(["explain", "-f", "-"], MANIFESTS)
     assert code == 0
     assert (
-        "Pod quiet [document 1, item 0]\n  injected: no: no annotation\n  webhook: no annotation: no entourage.dev/ annotation asks for anything: not the pod, and no namespace annotations were given"
+        "Pod quiet [document 1, item 0]\n  injected: no: no annotation\n  webhook, if called: no annotation: no entourage.dev/ annotation asks for anything: not the pod, and no namespace annotations were given"
         in out
     )
-    assert 'webhook: disabled: entourage.dev/inject: "false" on the pod turns injection off' in out
-    assert "fix: kubectl annotate pod opted-out entourage.dev/inject-" in out
+    assert 'webhook, if called: disabled: entourage.dev/inject: "false" on the pod turns injection off' in out
+    assert "fix: remove entourage.dev/inject from the pod's metadata.annotations and create the pod again" in out
     assert "entourage.dev/loging: 'true': unknown annotation; did you mean entourage.dev/logging?" in out
 
 

@@ -434,6 +434,7 @@ def _explain_in_cluster(args: argparse.Namespace, settings: Any, stderr: TextIO)
 
     try:
         reference = cluster_explain.parse_reference(args.object)
+        cluster_explain.check_name(args.namespace or "default", "namespace")
     except ValueError as error:
         print(f"entourage: {error}", file=stderr)
         return 2, None

@@ -9,16 +9,16 @@ objectSelector and matchConditions (``engine/matching.py``) as the apiserver wou
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.cluster.kube import Api, NamespaceCache
+from webhook.cluster.kube import Api, ApiError, NamespaceCache, VersionCheck
 from webhook.engine import matching
 from webhook.engine.annotations import STATUS
 from webhook.engine.explain import Check, Explanation, Target, explain_pod, status_note
-from webhook.engine.inject import requested_annotations, skip_reason
+from webhook.engine.inject import ClusterFacts, requested_annotations, skip_reason
 from webhook.engine.settings import Settings
 from webhook.engine.workloads import pod_sites
 
@@ -52,13 +52,24 @@ _KINDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+"""A DNS subdomain (RFC 1123): what Kubernetes accepts as the name of these kinds and of a namespace."""
+
+
 def parse_reference(text: str) -> Reference:
     """``pod/web``, ``deployment/web``, ... or ValueError saying what is accepted."""
     kind, _, name = text.partition("/")
     found = _KINDS.get(kind.lower())
-    if found is None or not name or "/" in name:
+    if found is None:
         raise ValueError(f"{text!r}: expected KIND/NAME with KIND one of pod, deployment, statefulset, daemonset, replicaset, job, cronjob")
+    check_name(name, "NAME")
     return Reference(found[0], name, *found[1:])
+
+
+def check_name(name: str, what: str) -> None:
+    """Names go into API paths: only what Kubernetes itself allows."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: expected a Kubernetes name (lower-case letters, digits, '-' and '.')")
 
 
 def explain_object(
@@ -71,10 +82,11 @@ def explain_object(
     annotations = NamespaceCache._annotations(found)
     mutating = _webhooks(api, "mutatingwebhookconfigurations", configurations)
     validating = _webhooks(api, "validatingwebhookconfigurations", configurations)
+    facts = ClusterFacts(native_sidecars=_native_sidecars(api))
     explanations = []
     for site in pod_sites({**obj, "kind": reference.kind}):
         target = Target.of(site, namespace=namespace)
-        explanation = explain_pod(site.template, settings, target, namespace_annotations=annotations)
+        explanation = explain_pod(site.template, settings, target, namespace_annotations=annotations, cluster=facts)
         pod = {**site.template, "metadata": {**(site.template.get("metadata") or {}), "namespace": namespace}}
         checks = _mutating_checks(api, mutating, pod, labels, target, settings)
         checks += _validating_checks(api, validating, obj, reference, labels)
@@ -85,6 +97,15 @@ def explain_object(
             existing = f"{settings.annotation_prefix}/{STATUS}" in ((obj.get("metadata") or {}).get("annotations") or {})
         explanations.append(explanation.with_cluster(checks, notes, existing))
     return explanations
+
+
+def _native_sidecars(api: Api) -> bool | None:
+    """As the webhook resolves ``nativeSidecars: auto`` (kube.VersionCheck); None when the
+    versions cannot be read (listing nodes needs a permission explain does not otherwise need)."""
+    try:
+        return VersionCheck(api, lambda _: None).check()
+    except ApiError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -126,25 +147,43 @@ def _mutating_checks(
 def _validating_checks(
     api: Api, webhooks: list[_Webhook], obj: Mapping[str, Any], reference: Reference, namespace_labels: Mapping[str, str]
 ) -> list[Check]:
-    """Validating webhooks only where their rules cover this kind: they judge what is applied."""
+    """Validating webhooks whose rules cover this kind judge the object as applied: whether they
+    see it is said, never counted against injection (they do not inject)."""
     checks: list[Check] = []
     for hook in webhooks:
         rules = hook.spec.get("rules")
-        covered = any(
-            matching.rule_matches(rules, group=reference.group, version=reference.version, resource=reference.resource, operation=operation)
+        operations = [
+            operation
             for operation in ("CREATE", "UPDATE")
-        )
-        if not covered:
+            if matching.rule_matches(
+                rules, group=reference.group, version=reference.version, resource=reference.resource, operation=operation
+            )
+        ]
+        if not operations:
             continue
-        unmet = matching.unmet(hook.spec.get("namespaceSelector"), namespace_labels)
-        objects = matching.unmet(hook.spec.get("objectSelector"), ((obj.get("metadata") or {}).get("labels") or {}))
-        applies = not unmet and not objects
-        detail = (
-            f"validates {reference.kind} create and update"
-            if applies
-            else f"skips this {reference.kind} ({', '.join(map(str, unmet + objects))} not met)"
+        misses = [f"namespaceSelector {term}" for term in matching.unmet(hook.spec.get("namespaceSelector"), namespace_labels)]
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        misses += [f"objectSelector {term}" for term in matching.unmet(hook.spec.get("objectSelector"), labels)]
+        for entry in hook.spec.get("matchConditions") or ():
+            result = matching.condition(str(entry.get("expression", "")), obj)
+            if result is None:
+                misses.append(f"matchCondition {entry.get('name')} cannot be evaluated offline")
+            elif not result:
+                misses.append(f"matchCondition {entry.get('name')} is false")
+        what = f"{reference.kind} {' and '.join(operations).lower()}"
+        if misses:
+            checks.append(Check(hook.subject, "validation", True, f"does not see this {what} ({'; '.join(misses)})"))
+            continue
+        checks.append(Check(hook.subject, "validation", True, f"checks this {what} with the same engine"))
+        endpoint = _endpoints_check(
+            api,
+            hook.subject,
+            hook.spec,
+            on_ignore=f"the {reference.kind} is applied unchecked",
+            on_fail=f"applying the {reference.kind} is refused",
         )
-        checks.append(Check(hook.subject, "rules", True, detail))
+        # A validating webhook that cannot answer blocks applies, never injection: not a "no" here.
+        checks.append(Check(endpoint.group, endpoint.subject, None if endpoint.ok is False else endpoint.ok, endpoint.detail, endpoint.fix))
     return checks
 
 
@@ -209,14 +248,8 @@ def _object_check(subject: str, selector: Any, obj: Mapping[str, Any], target: T
 
 def _label_fix(term: matching.Requirement, target: Target) -> str:
     """The command that changes the labels of the pods to come (the template's, for a workload)."""
-    ns = f"-n {target.namespace} " if target.namespace else ""
-    if not target.path:
-        return matching.label_fix(term, "pod", f"kubectl {ns}label pod {target.name} {{label}}") + ", then create the pod again"
-    value: Any = None if term.operator in ("NotIn", "DoesNotExist") else (term.values[0] if term.values else "<value>")
-    patch: Any = {"metadata": {"labels": {term.key: value}}}
-    for step in reversed(target.path):
-        patch = {step: patch}
-    return f"kubectl {ns}patch {target.kind.lower()} {target.name} --type merge -p '{json.dumps(patch, separators=(',', ':'))}'"
+    value = None if term.operator in ("NotIn", "DoesNotExist") else (term.values[0] if term.values else "<value>")
+    return target.change("labels", term.key, value)
 
 
 def _condition_checks(subject: str, conditions: Any, obj: Mapping[str, Any], settings: Settings) -> list[Check]:
@@ -237,7 +270,14 @@ def _condition_checks(subject: str, conditions: Any, obj: Mapping[str, Any], set
     return checks
 
 
-def _endpoints_check(api: Api, subject: str, spec: Mapping[str, Any]) -> Check:
+def _endpoints_check(
+    api: Api,
+    subject: str,
+    spec: Mapping[str, Any],
+    *,
+    on_ignore: str = "pods are created WITHOUT injection",
+    on_fail: str = "pod creation is refused",
+) -> Check:
     service = (spec.get("clientConfig") or {}).get("service")
     policy = spec.get("failurePolicy", "Fail")
     if not isinstance(service, Mapping):
@@ -255,6 +295,6 @@ def _endpoints_check(api: Api, subject: str, spec: Mapping[str, Any]) -> Check:
     label = f"Service {namespace}/{name}"
     if ready:
         return Check(subject, label, True, f"{ready} ready endpoint(s)")
-    consequence = "pods are created WITHOUT injection" if policy == "Ignore" else "pod creation is refused"
+    consequence = on_ignore if policy == "Ignore" else on_fail
     return Check(subject, label, False, f"no ready endpoints (failurePolicy {policy}: {consequence})",
                  f"kubectl -n {namespace} get pods,endpointslices -l app.kubernetes.io/name=entourage; kubectl -n {namespace} describe deployment {name}")  # fmt: skip

@@ -95,12 +95,18 @@ class Target:
         return " ".join(parts)
 
     def annotate(self, key: str, value: str | None) -> str:
-        """The command that sets (or, with None, removes) an annotation on the pods to come."""
-        ns = f"-n {self.namespace} " if self.namespace else ""
+        """What sets (or, with None, removes) an annotation on the pods to come."""
+        return self.change("annotations", key, value)
+
+    def change(self, field: str, key: str, value: str | None) -> str:
+        """The command that sets (None: removes) a label or annotation (``field``) of the pods to
+        come: a merge patch of a workload's template; for a bare pod, its manifest, as a pod is
+        injected only when it is created."""
         if not self.path:
-            change = f"{key}={value}" if value is not None else f"{key}-"
-            return f"kubectl {ns}annotate pod {self.name} {change}, then create the pod again (pods are injected when created)"
-        patch: Any = {"metadata": {"annotations": {key: value}}}
+            action = f'add {key}: "{value}" to' if value is not None else f"remove {key} from"
+            return f"{action} the pod's metadata.{field} and create the pod again (a pod is injected only when it is created)"
+        ns = f"-n {self.namespace} " if self.namespace else ""
+        patch: Any = {"metadata": {field: {key: value}}}
         for step in reversed(self.path):
             patch = {step: patch}
         return f"kubectl {ns}patch {self.kind.lower()} {self.name} --type merge -p '{json.dumps(patch, separators=(',', ':'))}'"
@@ -194,7 +200,7 @@ def explain_pod(
     provenance = _sources(pod, settings, namespace_annotations, target)
     if injection.reason == INJECTED:
         request = parse_annotations(own, settings)
-        provenance += _derived(own, request, settings)
+        provenance += _derived(own, request, settings, cluster)
         return Explanation(
             target, INJECTED, "the pod asks for injection and its annotations are valid",
             components=tuple(_components(injection.pod, injection.status, injection.kinds, request, settings)),
@@ -229,7 +235,17 @@ def _sources(pod: Mapping[str, Any], settings: Settings, namespace_annotations: 
     return rows
 
 
-def _derived(own: Mapping[str, Any], request: InjectionRequest, settings: Settings) -> list[Setting]:
+def _native(configured: str, cluster: ClusterFacts) -> str:
+    if configured != "auto":
+        return configured
+    if cluster.native_sidecars is None:
+        return "auto: classic sidecars, the cluster's versions not known"
+    if cluster.native_sidecars:
+        return "auto: native, the apiserver and every kubelet are >= 1.29"
+    return "auto: classic sidecars, the apiserver or a kubelet is older than 1.29"
+
+
+def _derived(own: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts) -> list[Setting]:
     """The values no annotation set: configuration defaults and profile defaults."""
     rows: list[Setting] = []
     defaults = settings.defaults
@@ -245,7 +261,7 @@ def _derived(own: Mapping[str, Any], request: InjectionRequest, settings: Settin
         if "wait-for-timeout" not in own:
             rows.append(Setting("wait-for timeout", f"{defaults.wait_for_timeout}s", "configuration default (defaults.waitForTimeout)"))
     if "native-sidecars" not in own:
-        rows.append(Setting("native sidecars", settings.native_sidecars, "configuration (nativeSidecars; auto = as the cluster supports)"))
+        rows.append(Setting("native sidecars", _native(settings.native_sidecars, cluster), "configuration (nativeSidecars)"))
     used = [("logging", request.logging)] if request.logging else []
     used += [("ambassador", defaults.ambassador)] if request.routes else []
     used += [("waitFor", defaults.wait_for)] if request.wait_for else []
@@ -376,7 +392,9 @@ def _block(explanation: Explanation) -> str:
         lines.append(f"    [{mark}] {check.subject}: {check.detail}")
         if check.fix:
             lines.append(f"         fix: {check.fix}")
-    lines.append(f"  webhook: {'injects' if explanation.reason == INJECTED else explanation.reason.replace('_', ' ')}: {explanation.why}")
+    lines.append(
+        f"  webhook, if called: {'injects' if explanation.reason == INJECTED else explanation.reason.replace('_', ' ')}: {explanation.why}"
+    )
     lines += [f"    - {problem}" for problem in explanation.problems]
     lines += [f"    fix: {fix}" for fix in explanation.fixes]
     if explanation.components:
@@ -389,7 +407,8 @@ def _block(explanation: Explanation) -> str:
         lines.append(f"  volumes: {', '.join(explanation.volumes)}")
     if explanation.settings:
         lines.append("  settings:")
-        width = max(len(f"{s.name}={s.value}") for s in explanation.settings)
+        # Aligned on the rows of up to 48 characters: one long value does not push every row right.
+        width = max((n for n in (len(f"{s.name}={s.value}") for s in explanation.settings) if n <= 48), default=0)
         lines += [f"    {f'{s.name}={s.value}'.ljust(width)}  from {s.source}" for s in explanation.settings]
     lines += [f"  warning: {warning}" for warning in explanation.warnings]
     lines += [f"  {note}" for note in explanation.notes]
