@@ -240,9 +240,14 @@ def test_a_validating_webhook_that_covers_the_kind_is_shown_and_never_counts_aga
         _, pod, _ = explain_in(kubeconfig, "-n", "shop", "pod/web-7d9f-x2k4q")
         fake.endpoint_slices.clear()
         _, down, _ = explain_in(kubeconfig, "-n", "shop", "deployment/web")
-    assert "  apiserver, ValidatingWebhookConfiguration entourage, webhook validate.entourage.dev:\n    [ok] validation: checks this Deployment create and update" in shop
+    assert (
+        "  apiserver, ValidatingWebhookConfiguration entourage, webhook validate.entourage.dev:\n    [ok] validation: checks this Deployment create and update"
+        in shop
+    )
     assert "injected: yes" in shop
-    assert "[ok] validation: does not see this Deployment create and update (namespaceSelector entourage.dev/injection In [enabled])" in plain
+    assert (
+        "[ok] validation: does not see this Deployment create and update (namespaceSelector entourage.dev/injection In [enabled])" in plain
+    )
     assert "ValidatingWebhookConfiguration" not in pod, "its rules do not cover pods"
     assert "[??] Service entourage-system/entourage: no ready endpoints (failurePolicy Ignore: the Deployment is applied unchecked)" in down
     assert "injected: no: Service entourage-system/entourage (MutatingWebhookConfiguration entourage" in down
