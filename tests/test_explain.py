@@ -83,7 +83,8 @@ def cluster(tmp_path: Path, *, chart_values: dict[str, Any] | None = None, ready
         })  # fmt: skip
         fake.pods.append({
             "metadata": {"name": "web-7d9f-missed", "namespace": "shop", "creationTimestamp": "2026-11-20T09:15:41Z",
-                         "labels": {"app": "web"}, "annotations": {"entourage.dev/logging": "true"}},
+                         "labels": {"app": "web"}, "annotations": {"entourage.dev/logging": "true"},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f", "controller": True}]},
             "spec": {"containers": [{"name": "web", "image": "web:1"}]},
             "status": {"phase": "Running"},
         })  # fmt: skip
@@ -166,6 +167,7 @@ def test_an_existing_pod_shows_its_status_and_a_missed_one_is_called_out(tmp_pat
         in injected
     )
     assert "pod web-7d9f-missed: created 2026-11-20T09:15:41Z WITHOUT injection although it asks for it" in missed
+    assert "delete it and its ReplicaSet web-7d9f creates it again: kubectl -n shop delete pod web-7d9f-missed" in missed
 
 
 def test_a_webhook_without_ready_endpoints_is_a_no_with_its_failure_policy(tmp_path: Path) -> None:

@@ -422,8 +422,7 @@ def _explain_offline(args: argparse.Namespace, settings: Any, stdin: TextIO, std
     explanations = []
     for index, document in enumerate(loaded[0]):
         for site in pod_sites(document):
-            namespace = args.namespace or str(((document if site.item is None else document["items"][site.item]).get("metadata") or {}).get("namespace") or "")
-            target = explain.Target.of(site, namespace=namespace, document=index)
+            target = explain.Target.of(site, namespace=args.namespace or "", document=index)
             explanations.append(explain.explain_pod(site.template, settings, target, namespace_annotations=namespace_annotations))
     return explanations
 

@@ -8,6 +8,7 @@ endpoints) is found by ``webhook/cluster/explain.py`` and arrives here as ``Chec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class Target:
 
     @classmethod
     def of(cls, site: Site, *, namespace: str = "", document: int | None = None) -> Target:
-        return cls(site.kind, site.name, namespace, site.path, site.item, document)
+        return cls(site.kind, site.name, namespace or site.namespace, site.path, site.item, document)
 
     @property
     def title(self) -> str:
@@ -158,7 +159,7 @@ class Explanation:
         return f"no: {self.reason.replace('_', ' ')}"
 
     def with_cluster(self, checks: Sequence[Check], notes: Sequence[str] = (), existing: bool | None = None) -> Explanation:
-        return Explanation(**{**self.__dict__, "checks": tuple(checks), "notes": tuple(notes), "existing": existing})
+        return dataclasses.replace(self, checks=tuple(checks), notes=tuple(notes), existing=existing)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -169,10 +170,10 @@ class Explanation:
             "reason": self.reason,
             "why": self.why,
             "fixes": list(self.fixes),
-            "checks": [check.__dict__ for check in self.checks],
-            "containers": [component.__dict__ | {"ports": list(component.ports)} for component in self.components],
+            "checks": [dataclasses.asdict(check) for check in self.checks],
+            "containers": [dataclasses.asdict(component) for component in self.components],
             "volumes": list(self.volumes),
-            "settings": [setting.__dict__ for setting in self.settings],
+            "settings": [dataclasses.asdict(setting) for setting in self.settings],
             "problems": list(self.problems),
             "warnings": list(self.warnings),
             "notes": list(self.notes),
@@ -193,8 +194,8 @@ def explain_pod(
         injection = inject_pod(pod, settings, namespace_annotations=namespace_annotations, cluster=cluster)
     except PodDenied as denial:
         return Explanation(
-            target, DENIED, f"the webhook would refuse the pod: {len(denial.problems)} problem(s) with its annotations",
-            fixes=("correct or remove each annotation named above",), problems=tuple(denial.problems),
+            target, DENIED, f"the webhook would refuse the pod: {len(denial.problems)} problem(s)",
+            fixes=("correct each key named above",), problems=tuple(denial.problems),
             settings=tuple(_sources(pod, settings, namespace_annotations, target)),
         )  # fmt: skip
     provenance = _sources(pod, settings, namespace_annotations, target)
@@ -366,9 +367,15 @@ def status_note(pod: Mapping[str, Any], settings: Settings, asks: bool) -> str:
     if status is not None:
         return f"pod {metadata.get('name')}: injected when it was created ({created}): {_status_summary(str(status))}"
     if asks:
+        owners = [owner for owner in metadata.get("ownerReferences") or () if isinstance(owner, Mapping) and owner.get("controller")]
+        again = (
+            f"delete it and its {owners[0].get('kind')} {owners[0].get('name')} creates it again: kubectl -n {metadata.get('namespace')} delete pod {metadata.get('name')}"
+            if owners
+            else "create it again (it has no owner that would)"
+        )
         return (
             f"pod {metadata.get('name')}: created {created} WITHOUT injection although it asks for it: the webhook was "
-            "not called or did not answer (see the checks above); delete it so its owner creates it again"
+            f"not called or did not answer (see the checks above); {again}"
         )
     return f"pod {metadata.get('name')}: created {created}, not injected (it asks for nothing)"
 

@@ -61,6 +61,8 @@ class Site:
     template: Mapping[str, Any]
     item: int | None = None
     """The index in a ``kind: List`` document's ``items``; None for a top-level object."""
+    namespace: str = ""
+    """The object's ``metadata.namespace``, when it says."""
 
     @property
     def where(self) -> str:
@@ -86,13 +88,13 @@ def _object_site(document: Any, item: int | None) -> Site | None:
         return None
     kind = str(document.get("kind") or "?")
     metadata = document.get("metadata")
-    name = str(metadata.get("name") or "?") if isinstance(metadata, Mapping) else "?"
-    if kind in TEMPLATE_PATHS:
-        path = TEMPLATE_PATHS[kind]
-        template = _at(document, path)
-        return Site(kind, name, path, template, item) if isinstance(template, Mapping) else None
-    template = _at(document, GENERIC_PATH)
-    return Site(kind, name, GENERIC_PATH, template, item) if _is_pod_template(template) else None
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    path = TEMPLATE_PATHS.get(kind, GENERIC_PATH)
+    template = _at(document, path)
+    if not (isinstance(template, Mapping) if kind in TEMPLATE_PATHS else _is_pod_template(template)):
+        return None
+    return Site(kind, name if isinstance(name, str) else "?", path, template, item, namespace if isinstance(namespace, str) else "")
 
 
 def pod_sites(document: Any) -> list[Site]:
