@@ -421,3 +421,22 @@ def test_the_readme_troubleshooting_section_is_explains_real_output(tmp_path: Pa
         README.write_text(text[:start] + generated + text[end:])
         return
     assert text[start:end] == generated, "the README's troubleshooting section is stale: REFRESH_README=1 pytest tests/test_explain.py"
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "kind: Pod\nmetadata: x\n",
+        "kind: List\nitems: [1, {kind: Pod, metadata: 3}, {kind: Deployment, metadata: {name: d}, spec: {template: 5}}]\n",
+        "kind: Deployment\nmetadata: {name: d, namespace: [x]}\nspec: {template: {metadata: {annotations: {entourage.dev/logging: 'true'}}, spec: {containers: [{name: a, image: b}]}}}\n",
+        "kind: Pod\nmetadata: {annotations: [a]}\nspec: {containers: [{name: a}]}\n",
+        "kind: Pod\nmetadata: {annotations: {entourage.dev/logging: 'true'}}\n",
+        "[1, 2]\n",
+        "kind: CronJob\nspec: {jobTemplate: [1]}\n",
+    ],
+    ids=["metadata-string", "list-of-odd-items", "namespace-list", "annotations-list", "no-spec", "not-an-object", "cronjob-odd"],
+)
+def test_odd_manifests_are_explained_never_a_traceback(manifest: str) -> None:
+    code, out, err = run(["explain", "-f", "-"], manifest)
+    assert code == 0 and err == "" and out
+    assert json.loads(run(["explain", "-f", "-", "-o", "json"], manifest)[1]) is not None
