@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis", "adversarial")
+PARTS = ("soak", "burst", "faults", "fuzz", "schemathesis", "adversarial", "memory", "listener")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-sample", type=int, default=2_000, help="fuzz inputs also sent to the real server over TLS")
     parser.add_argument("--schemathesis-examples", type=int, default=100)
     parser.add_argument("--schemathesis-seconds", type=int, default=30)
+    parser.add_argument("--adversarial-cases", default="", help="comma-separated adversarial bodies (default: all of soak/adversarial.py's CASES)")
+    parser.add_argument("--memory-requests", type=int, default=1_000_000, help="adversarial requests of the memory flood, after its warm-up (default 1000000)")
+    parser.add_argument("--memory-warmup-seconds", type=float, default=60.0, help="the memory flood's warm-up, until every cache is full (default 60)")
+    parser.add_argument("--memory-seconds", type=float, default=1800.0, help="the memory flood stops here even if not every request was sent (default 1800)")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000, help="mutation and hypothesis seed (printed, to replay)")
     options = parser.parse_args(argv)
 
@@ -133,9 +137,29 @@ def main(argv: list[str] | None = None) -> int:
         from soak import adversarial
 
         heading("adversarial bodies at 1.5 MB and 3 MiB: server CPU per request, a normal admission alongside")
-        _, problems = adversarial.run()
+        chosen = [name.strip() for name in options.adversarial_cases.split(",") if name.strip()]
+        if set(chosen) - set(adversarial.CASES):
+            parser.error(f"--adversarial-cases: unknown {sorted(set(chosen) - set(adversarial.CASES))}; choose from {', '.join(adversarial.CASES)}")
+        _, problems = adversarial.run(cases=chosen or None)
         print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
         failed += ["adversarial"] if problems else []
+
+    if "memory" in parts:
+        from soak import memory
+
+        heading(f"memory: {options.memory_requests} adversarial requests, every one distinct, after a {options.memory_warmup_seconds:g}s warm-up")
+        result = memory.memory(requests=options.memory_requests, warmup_seconds=options.memory_warmup_seconds, max_seconds=options.memory_seconds)
+        print(result.report())
+        problems = result.problems()
+        print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
+        failed += ["memory"] if problems else []
+
+    if "listener" in parts:
+        from soak import listener
+
+        heading("listener floods against one real server (default limits), an admission every 100 ms meanwhile")
+        results = listener.floods()
+        failed += [f"listener {result.name}" for result in results if result.problems]
 
     heading("done")
     print(f"  {'ALL PASSED' if not failed else 'FAILED: ' + ', '.join(failed)}")

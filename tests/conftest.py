@@ -48,3 +48,19 @@ def busybox_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for applet in applets:
         (bindir / applet).symlink_to(busybox)
     return {"PATH": str(bindir), "LC_ALL": "C"}
+
+
+@pytest.fixture(scope="session")
+def curl_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """busybox applets plus curl (built with OpenSSL), like the curlimages/curl image of the
+    default wait-for profile. Installed by `make tools`; missing, this fails instead of skipping."""
+    busybox, curl = shutil.which("busybox"), shutil.which("curl")
+    assert busybox is not None and curl is not None, "busybox or curl is not installed: run `make tools`"
+    version = subprocess.run([curl, "--version"], check=True, capture_output=True, text=True, timeout=10).stdout
+    assert "OpenSSL" in version, f"curl is not built with OpenSSL, as the image's is: {version.splitlines()[0]}"
+    bindir = tmp_path_factory.mktemp("curl-bin")
+    applets = subprocess.run([busybox, "--list"], check=True, capture_output=True, text=True, timeout=10).stdout.split()
+    for applet in applets:
+        (bindir / applet).symlink_to(busybox)
+    (bindir / "curl").symlink_to(curl)
+    return {"PATH": str(bindir), "LC_ALL": "C"}

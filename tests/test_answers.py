@@ -3,6 +3,7 @@ tell the requests apart, never for failures, bounded, and off with size 0."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 from typing import Any
@@ -16,7 +17,7 @@ from webhook.admission.decide import (
     OUTCOME_INJECTED,
     admit,
 )
-from webhook.admission.reuse import AnswerCache
+from webhook.admission.reuse import DEFAULT_SIZE, AnswerCache
 from webhook.engine.inject import ClusterFacts
 from webhook.engine.settings import load_settings
 
@@ -52,6 +53,8 @@ def test_the_pods_of_one_workload_share_one_run_of_the_engine(engine_calls: list
     assert second.review == fresh.review and second.review["response"]["uid"] == "uid-2"
     assert (second.outcome, second.reason, second.components, second.owner) == (fresh.outcome, fresh.reason, fresh.components, fresh.owner)
     assert first.review["response"]["uid"] == "uid-1"  # the kept answer is not changed by reuse
+    assert (first.reused, second.reused, second.uid) == (False, True, "uid-2")
+    assert isinstance(second.duration, float) and 0 <= second.duration < 1.0
 
 
 @pytest.mark.parametrize(
@@ -129,3 +132,42 @@ def test_a_request_too_large_to_key_is_answered_but_not_kept(engine_calls: list[
     big["request"]["object"]["metadata"]["annotations"]["notes"] = "x" * reuse.MAX_KEY
     assert cache.admit(big, SETTINGS).outcome == OUTCOME_INJECTED
     assert cache.entries == {}
+
+
+def test_one_answer_is_kept_with_size_one(engine_calls: list[str]) -> None:
+    cache = AnswerCache(1)
+    cache.admit(review("uid-1"), SETTINGS)
+    cache.admit(review("uid-2"), SETTINGS)
+    assert engine_calls == ["uid-1"] and len(cache.entries) == 1
+
+
+def test_a_pod_that_asks_only_through_its_namespace_is_kept_per_namespace_defaults(engine_calls: list[str]) -> None:
+    cache = AnswerCache()
+    waits = {"entourage.dev/wait-for": "tcp://db:5432"}
+    answers = [cache.admit(review(f"uid-{index}", {}), SETTINGS, namespace_annotations=lambda namespace: dict(waits)) for index in (1, 2)]
+    assert engine_calls == ["uid-1"] and [a.components for a in answers] == [["entourage-wait-db-5432"]] * 2
+    other = cache.admit(review("uid-3", {}), SETTINGS, namespace_annotations=lambda namespace: {"entourage.dev/wait-for": "tcp://db:6543"})
+    assert engine_calls == ["uid-1", "uid-3"] and other.components == ["entourage-wait-db-6543"]
+
+
+@pytest.mark.parametrize("size", [0, DEFAULT_SIZE])
+def test_the_namespace_is_looked_up_as_admit_reads_it_and_cluster_facts_reach_the_engine(size: int) -> None:
+    asked: list[object] = []
+
+    def lookup(namespace: str) -> dict[str, str]:
+        asked.append(namespace)
+        return {"entourage.dev/logging": "true"}
+
+    cache = AnswerCache(size)
+    long_name = review("uid-1", {})
+    long_name["request"]["namespace"] = "n" * 63
+    native = cache.admit(long_name, SETTINGS, namespace_annotations=lookup, cluster=ClusterFacts(native_sidecars=True))
+    assert asked == ["n" * 63]
+    assert native.review == admit(long_name, SETTINGS, namespace_annotations=lookup, cluster=ClusterFacts(native_sidecars=True)).review
+    assert native.components == ["entourage-logging"] and "/spec/initContainers" in base64.b64decode(native.review["response"]["patch"]).decode()
+    without = review("uid-2", {})
+    del without["request"]["namespace"]
+    assert cache.admit(without, SETTINGS, namespace_annotations=lookup).components == [] and asked == ["n" * 63, "n" * 63]
+    invalid = review("uid-3", {})
+    invalid["request"]["namespace"] = "n" * 64  # not a DNS label: dropped, never looked up
+    assert cache.admit(invalid, SETTINGS, namespace_annotations=lookup).components == [] and asked == ["n" * 63, "n" * 63]

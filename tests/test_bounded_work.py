@@ -9,11 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
+from soak import adversarial
 from tests.conftest import reference_review
 from tests.webhook_process import Webhook, start
 from webhook.admission import partial
 from webhook.admission.decide import admit
 from webhook.admission.review import decode
+from webhook.engine import inject
 from webhook.engine.profiles.common import NameAllocator
 from webhook.engine.settings import Settings, build_settings
 
@@ -50,9 +52,38 @@ def counting_suggestions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_more_keys_than_the_limit_are_denied_before_any_key_is_looked_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = counting_suggestions(monkeypatch)
-    message = denial(with_keys(20_000), settings)
-    assert "20001 annotations under entourage.dev/ (the pod's and its namespace's); at most 64 are allowed (limits.maxAnnotationKeys)" in message
+    message = denial(with_keys(10_000), settings)
+    assert (
+        "10001 annotations under entourage.dev/ (the pod's and its namespace's); at most 64 are allowed (limits.maxAnnotationKeys)"
+        in message
+    )
     assert calls == [] and len(message) < 300
+
+
+@pytest.mark.parametrize("asks", [True, False], ids=["asking", "not-asking"])
+def test_annotation_keys_beyond_the_kubernetes_limit_are_denied_before_the_engine(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, asks: bool
+) -> None:
+    """The apiserver refuses more than 256 KiB of annotations after mutating admission; the keys
+    are measured in one pass before anything looks at them one by one (even a pod that asks for
+    nothing: the apiserver would refuse it anyway)."""
+    calls = counting_suggestions(monkeypatch)
+    walked: list[int] = []
+    real = inject.own_annotations
+    monkeypatch.setattr(inject, "own_annotations", lambda annotations, prefix: walked.append(len(annotations)) or real(annotations, prefix))
+    review = reference_review({P + "logging": "true"} if asks else None)
+    annotations = review["request"]["object"]["metadata"]["annotations"]
+    annotations.update({f"{i:x}": "" for i in range(80_000)})
+    message = denial(review, settings)
+    expected = f"metadata.annotations: {len(annotations)} keys of {sum(map(len, annotations))} characters; Kubernetes allows at most 262144 bytes of annotations"
+    assert expected in message
+    assert calls == [] and walked == []
+
+
+def test_annotations_within_the_kubernetes_limit_reach_the_engine(settings: Settings) -> None:
+    review = reference_review({P + "logging": "true"})
+    review["request"]["object"]["metadata"]["annotations"].update({f"k{i:05d}": "" for i in range(40_000)})  # 240,000 characters
+    assert admit(decode(orjson.dumps(review), loads=partial.loads), settings).outcome == "injected"
 
 
 def test_the_namespaces_keys_count_towards_the_limit(settings: Settings) -> None:
@@ -76,7 +107,7 @@ def test_only_the_first_few_unknown_keys_get_a_suggestion(settings: Settings, mo
 
 def test_a_huge_unknown_key_is_shortened_in_the_message_and_not_compared(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = counting_suggestions(monkeypatch)
-    message = denial(reference_review({P + "l" * 1_000_000: "true"}), settings)
+    message = denial(reference_review({P + "l" * 200_000: "true"}), settings)
     assert calls == [] and len(message) < 400 and "not a key Entourage knows" in message
 
 
@@ -194,4 +225,48 @@ def test_the_server_denies_annotations_that_are_not_a_map(webhook: Webhook) -> N
     review["request"]["object"]["metadata"]["annotations"] = ["entourage.dev/logging"]
     with webhook.client() as client:
         answer = client.post("/mutate", content=orjson.dumps(review), headers={"Content-Type": "application/json"}).json()["response"]
-    assert answer["allowed"] is False and "metadata.annotations: expected a map of strings to strings, got a list" in answer["status"]["message"]
+    assert (
+        answer["allowed"] is False
+        and "metadata.annotations: expected a map of strings to strings, got a list" in answer["status"]["message"]
+    )
+
+
+MAX_COST_RATIO = 2.0
+"""No adversarial body may cost the request path (decode, admit, answer) more than twice what
+``json.loads`` takes on the same body or on an ordinary pod of its size, measured in the same run.
+A ratio, so that it holds on a fast machine and on a loaded one alike; the absolute figures at
+1.5 MB and 3 MiB, against a real server, are ``python -m soak --only adversarial``'s."""
+MAX_GROWTH = 2.0
+"""From 100 KB to 400 KB a case's cost may grow at most twice as much as json.loads' does on an
+ordinary pod (4x both, when the work grows with the body; quadratic work would grow 16x)."""
+
+
+@pytest.fixture(scope="module")
+def costs_100k() -> list[adversarial.Cost]:
+    return adversarial.costs(100_000, repeats=5)
+
+
+@pytest.fixture(scope="module")
+def costs_400k() -> list[adversarial.Cost]:
+    return adversarial.costs(400_000, repeats=3)
+
+
+def test_no_adversarial_body_costs_more_than_twice_a_plain_json_decode(costs_100k: list[adversarial.Cost]) -> None:
+    assert len(costs_100k) == len(adversarial.CASES) >= 35
+    assert [cost.line() for cost in costs_100k if cost.ratio > MAX_COST_RATIO] == []
+    assert [cost.line() for cost in costs_100k if cost.status.startswith("5")] == []
+
+
+def test_the_cost_of_each_adversarial_body_grows_no_faster_than_the_body(
+    costs_100k: list[adversarial.Cost], costs_400k: list[adversarial.Cost]
+) -> None:
+    too_fast = []
+    for small, large in zip(costs_100k, costs_400k, strict=True):
+        if large.cpu < 0.2 * large.reference:
+            continue  # cheaper than a fifth of decoding an ordinary pod: timer noise, not growth
+        growth, reference = large.cpu / small.cpu, large.reference / small.reference
+        if growth > MAX_GROWTH * reference:
+            too_fast.append(
+                f"{small.case}: x{growth:.1f} for x{large.size / small.size:.1f} the body (json.loads of an ordinary pod: x{reference:.1f})"
+            )
+    assert too_fast == []

@@ -30,6 +30,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from webhook.cluster import kube
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "entourage"
 GOLDEN = REPO / "tests" / "testdata" / "chart" / "default.yaml"
@@ -191,6 +193,7 @@ def test_the_chart_lints_and_renders_valid_kubernetes_objects_in_every_mode(cert
     for doc in docs:
         validate(doc)
     expected = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    expected += ["ValidatingWebhookConfiguration"]
     expected += {"cert-manager": ["Certificate", "Certificate", "Issuer", "Issuer"], "helm": ["Secret"], "secret": []}[cert_mode]
     assert kinds(docs) == sorted(expected)
 
@@ -199,6 +202,7 @@ def test_the_optional_objects_render_valid_when_everything_is_switched_on() -> N
     values = {
         "certificates": {"mode": "helm", "patchCABundle": True},
         "networkPolicy": {"enabled": True, "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        "clientAuth": {"enabled": True, "caConfigMap": "apiserver-client-ca"},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "webhook": {"matchConditions": {"enabled": True}, "objectSelector": {"matchExpressions": [{"key": "entourage.dev/skip", "operator": "DoesNotExist"}]}},
         "priorityClassName": "system-cluster-critical",
@@ -235,6 +239,8 @@ def test_the_optional_objects_render_valid_when_everything_is_switched_on() -> N
         pytest.param({"replicaCount": "two"}, "want integer", id="replicaCount not an integer"),
         pytest.param({"webhook": {"timeoutSeconds": 31}}, "maximum", id="timeoutSeconds above 30"),
         pytest.param({"injection": {"excludedNamespaces": "default"}}, "want array", id="excludedNamespaces not a list"),
+        pytest.param({"server": {"metricsPort": 80}}, "metricsPort", id="privileged metrics port"),
+        pytest.param({"clientAuth": {"caKey": ""}}, "minLength", id="empty client CA key"),
         pytest.param({"config": {"profiles": []}}, "want object", id="profiles not a mapping"),
     ],
 )
@@ -260,6 +266,9 @@ def test_free_form_profiles_pass_the_schema() -> None:
         pytest.param({"certificates": {"mode": "cert-manager", "patchCABundle": True}}, "cainjector", id="self-patching with cert-manager"),
         pytest.param({"podDisruptionBudget": {"minAvailable": 1}}, "only one of minAvailable and maxUnavailable", id="both PDB bounds"),
         pytest.param({"serviceAccount": {"create": False}}, "serviceAccount.name is required", id="no service account"),
+        pytest.param({"server": {"metricsPort": 8443}}, "server.metricsPort (8443) must differ from server.port", id="metrics port is the webhook port"),
+        pytest.param({"clientAuth": {"enabled": True}}, "clientAuth.caConfigMap is required", id="client auth without CA"),
+        pytest.param({"clientAuth": {"enabled": True, "caConfigMap": "ca"}, "server": {"metricsPort": 0}}, "clientAuth needs server.metricsPort", id="client auth without probe port"),
     ],
 )
 def test_helm_template_rejects_inconsistent_values_with_a_clear_message(values: dict[str, Any], message: str) -> None:
@@ -326,6 +335,66 @@ def test_match_conditions_appear_only_when_enabled_and_use_the_annotation_prefix
     assert "k.startsWith('sidecars.example.com/')" in hook["matchConditions"][0]["expression"]
 
 
+def validating(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    webhooks: list[dict[str, Any]] = one(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert [hook["name"] for hook in webhooks] == ["validate.entourage.dev", "pods.validate.entourage.dev"]
+    return webhooks
+
+
+@pytest.mark.parametrize("injection_mode", INJECTION_MODES)
+def test_the_validating_webhook_has_the_mutating_ones_exclusions_and_ignores_its_own_failures(injection_mode: str) -> None:
+    selector = {"matchExpressions": [{"key": "entourage.dev/skip", "operator": "DoesNotExist"}]}
+    docs = render({"injection": {"mode": injection_mode, "excludedNamespaces": ["istio-system"]}, "webhook": {"objectSelector": selector, "timeoutSeconds": 3}})
+    mutating = webhook(docs)
+    for hook in validating(docs):
+        assert hook["namespaceSelector"] == mutating["namespaceSelector"]
+        assert hook["objectSelector"] == selector
+        assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"], hook["admissionReviewVersions"]) == ("Ignore", "None", 3, ["v1"])
+        assert hook["clientConfig"]["service"] == {**mutating["clientConfig"]["service"], "path": "/validate"}
+
+
+def test_the_validating_webhook_sees_workloads_namespaces_and_only_injected_pods_updates() -> None:
+    workloads, pods = validating(render())
+    assert workloads["rules"] == [
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "scope": "Namespaced"},
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs", "cronjobs"], "scope": "Namespaced"},
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["namespaces"], "scope": "Cluster"},
+    ]
+    assert "matchConditions" not in workloads
+    assert pods["rules"] == [{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}]
+    assert pods["matchConditions"] == [
+        {"name": "injected-by-entourage", "expression": "has(oldObject.metadata.annotations) && 'entourage.dev/status' in oldObject.metadata.annotations"}
+    ]
+    _, pods = validating(render({"config": {"annotationPrefix": "sidecars.example.com"}}))
+    assert "'sidecars.example.com/status' in oldObject" in pods["matchConditions"][0]["expression"]
+
+
+@pytest.mark.parametrize("off", ["off", False])
+def test_validation_off_installs_no_validating_webhook_nor_its_rbac_or_flag(off: Any) -> None:
+    docs = render({"config": {"validation": off}})
+    assert "ValidatingWebhookConfiguration" not in kinds(docs)
+    assert "--validating-webhook-configuration" not in container(docs)["args"]
+    assert all("validatingwebhookconfigurations" not in rule["resources"] for rule in one(docs, "ClusterRole")["rules"])
+
+
+@pytest.mark.parametrize("cert_mode", ["self-managed", "cert-manager", "helm", "secret"])
+def test_the_validating_webhook_gets_its_ca_bundle_like_the_mutating_one(cert_mode: str) -> None:
+    docs = render(CERT_MODES.get(cert_mode, {}))
+    mutating, configuration = one(docs, "MutatingWebhookConfiguration"), one(docs, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"].get("annotations") == mutating["metadata"].get("annotations")
+    for hook in configuration["webhooks"]:
+        assert hook["clientConfig"].get("caBundle") == webhook(docs)["clientConfig"].get("caBundle")
+
+
+def test_self_managed_certificates_keep_the_validating_webhooks_ca_bundle_with_rbac_by_name() -> None:
+    docs = render()
+    name = one(docs, "ValidatingWebhookConfiguration")["metadata"]["name"]
+    assert flag(container(docs)["args"], "--validating-webhook-configuration") == name
+    assert {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]} in one(
+        docs, "ClusterRole"
+    )["rules"]
+
+
 # ---------------------------------------------------------------------------------------------
 # certificates
 
@@ -361,7 +430,10 @@ class FakeApiserver:
         ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
         ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
         ("rbac.authorization.k8s.io", "v1"): [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False)],
-        ("admissionregistration.k8s.io", "v1"): [("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False)],
+        ("admissionregistration.k8s.io", "v1"): [
+            ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
+            ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
+        ],
     }
 
     def __init__(self) -> None:
@@ -512,15 +584,25 @@ BASE_RULES = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["replicasets", "statefulsets", "daemonsets", "deployments"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
 ]
 
 
 @pytest.mark.parametrize("cert_mode", sorted(CERT_MODES))
-def test_rbac_grants_exactly_namespaces_nodes_and_events_without_self_patching(cert_mode: str) -> None:
+def test_rbac_grants_exactly_namespaces_nodes_events_and_getting_event_owners_without_self_patching(cert_mode: str) -> None:
     docs = render(CERT_MODES[cert_mode])
     assert one(docs, "ClusterRole")["rules"] == BASE_RULES
     assert "--patch-ca-bundle" not in container(docs)["args"]
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_the_cluster_role_lets_the_event_recorder_get_every_owner_kind_it_looks_up() -> None:
+    rules = one(render(), "ClusterRole")["rules"]
+    granted = {(group, resource) for rule in rules if "get" in rule["verbs"] and "resourceNames" not in rule for group in rule["apiGroups"] for resource in rule["resources"]}
+    looked_up = {(api_version.rpartition("/")[0], resource) for api_version, resource in kube.OWNERS.values()} | {("", "namespaces")}
+    assert looked_up <= granted
 
 
 @pytest.mark.parametrize("cert_mode", ["helm", "secret"])
@@ -530,9 +612,11 @@ def test_self_patching_adds_get_and_patch_on_our_webhook_configuration_only(cert
     assert one(docs, "ClusterRole")["rules"] == [
         *BASE_RULES,
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
     ]
     args = container(docs)["args"]
     assert flag(args, "--mutating-webhook-configuration") == name
+    assert flag(args, "--validating-webhook-configuration") == name
     assert flag(args, "--ca-file") == "/etc/entourage/tls/ca.crt"
 
 
@@ -564,21 +648,45 @@ def test_the_container_runs_serve_with_tls_config_and_the_serving_port() -> None
         "--host", "0.0.0.0",
         "--port", "8443",
         "--config", "/etc/entourage/config/config.yaml", "--drain-seconds", "5",
+        "--metrics-port", "9443",
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("port", [8443, 9443])
-def test_probes_use_https_on_the_named_port_that_the_server_listens_on(port: int) -> None:
+@pytest.mark.parametrize("port", [8443, 10443])
+def test_probes_use_https_on_the_metrics_port_and_the_service_exposes_both_named_ports(port: int) -> None:
     docs = render({"server": {"port": port}})
     main = container(docs)
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-    assert ports == {"https": port}
-    assert flag(main["args"], "--port") == str(port)
-    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
-    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert ports == {"https": port, "metrics": 9443}
+    assert flag(main["args"], "--port") == str(port) and flag(main["args"], "--metrics-port") == "9443"
+    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": "HTTPS"}
     service = one(docs, "Service")
-    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
+        {"name": "metrics", "port": 9443, "targetPort": "metrics", "protocol": "TCP"},
+    ]
     assert service["spec"]["selector"].items() <= one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_without_a_metrics_port_everything_is_served_and_probed_on_the_webhook_port() -> None:
+    docs = render({"server": {"metricsPort": 0}})
+    main = container(docs)
+    assert [p["name"] for p in main["ports"]] == ["https"] and flag(main["args"], "--metrics-port") is None
+    assert main["readinessProbe"]["httpGet"]["port"] == "https"
+    assert [p["name"] for p in one(docs, "Service")["spec"]["ports"]] == ["https"]
+    assert one(docs, "NetworkPolicy")["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+
+
+def test_client_auth_passes_the_ca_from_a_config_map_mounted_as_a_directory() -> None:
+    docs = render({"clientAuth": {"enabled": True, "caConfigMap": "apiserver-client-ca", "caKey": "apiserver-ca.pem"}})
+    main = container(docs)
+    assert flag(main["args"], "--client-ca-file") == "/etc/entourage/client-ca/apiserver-ca.pem"
+    assert {"name": "client-ca", "mountPath": "/etc/entourage/client-ca", "readOnly": True} in main["volumeMounts"]  # no subPath: updates reach the pod
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["client-ca"]["configMap"] == {"name": "apiserver-client-ca", "items": [{"key": "apiserver-ca.pem", "path": "apiserver-ca.pem"}]}
+    assert main["readinessProbe"]["httpGet"]["port"] == "metrics"  # the port that asks for no certificate
+    assert flag(container(render())["args"], "--client-ca-file") is None
 
 
 def test_the_pod_is_pod_security_restricted() -> None:
@@ -657,7 +765,11 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
     configmap = one(render(), "ConfigMap")
     assert list(configmap["data"]) == ["config.yaml"]
     assert yaml.safe_load(configmap["data"]["config.yaml"]) == values["config"]
-    assert values["config"] == {"annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "defaults": {}, "limits": {}, "profiles": {}}
+    assert values["config"] == {
+        "annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "runAsUser": "auto", "imageRegistry": "", "imagePullSecrets": [],
+        "validation": "deny",
+        "defaults": {}, "limits": {}, "profiles": {},
+    }
 
 
 def test_the_default_config_and_the_commented_profile_example_load_in_the_webhook() -> None:
@@ -670,6 +782,17 @@ def test_the_default_config_and_the_commented_profile_example_load_in_the_webhoo
     example_yaml = "\n".join(line.removeprefix("  # ") for line in example.splitlines())
     settings = build_settings({"profiles": yaml.safe_load(example_yaml)["profiles"]})
     assert settings.profile("adapter", "json-exporter") is not None
+
+
+def test_a_mirror_and_its_pull_secret_reach_the_webhook_through_the_config_map() -> None:
+    from webhook.engine.settings import build_settings
+
+    mirror = {"config": {"imageRegistry": "registry.corp.example:5000/mirror", "imagePullSecrets": ["mirror-pull"]}}
+    settings = build_settings(yaml.safe_load(one(render(mirror), "ConfigMap")["data"]["config.yaml"]))
+    wait = settings.profile("waitFor", "curl")
+    assert wait is not None and wait.image == "registry.corp.example:5000/mirror/curlimages/curl:8.11.1"
+    assert wait.image_pull_secrets == ("mirror-pull",)
+    assert "imageRegistry" in template_error({"config": {"imageRegistry": "https://registry.corp.example"}})
 
 
 def test_every_value_in_values_yaml_is_commented() -> None:
@@ -726,17 +849,33 @@ def test_every_object_carries_the_standard_labels() -> None:
         assert labels["helm.sh/chart"] == f"entourage-{chart['version']}"
 
 
-def test_network_policy_is_on_by_default_and_admits_only_the_serving_port_from_anywhere() -> None:
+def test_network_policy_is_on_by_default_admitting_the_webhook_port_from_anywhere_and_metrics_from_prometheus() -> None:
     policy = one(render(), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "entourage", "app.kubernetes.io/instance": RELEASE}
+    prometheus = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": "https", "protocol": "TCP"}]},
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [prometheus]},
+    ]
     assert "NetworkPolicy" not in kinds(render({"networkPolicy": {"enabled": False}}))
+
+
+def test_network_policy_peers_come_from_values_and_no_metrics_peers_means_no_metrics_rule() -> None:
+    monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    ingress = one(render({"networkPolicy": {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "metricsFrom": monitoring}}), "NetworkPolicy")["spec"]["ingress"]
+    assert ingress == [
+        {"ports": [{"port": "https", "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": monitoring},
+    ]
+    # An empty `from` would admit everyone: without peers the metrics rule is left out altogether.
+    assert one(render({"networkPolicy": {"metricsFrom": []}}), "NetworkPolicy")["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
 
 
 def test_service_monitor_scrapes_metrics_over_https_verifying_the_webhook_ca() -> None:
     docs = render(CERT_MODES["cert-manager"], {"serviceMonitor": {"enabled": True}})
     (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
-    assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("https", "/metrics", "https")
+    assert (endpoint["port"], endpoint["path"], endpoint["scheme"]) == ("metrics", "/metrics", "https")
     secret = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
     assert endpoint["tlsConfig"] == {"ca": {"secret": {"name": secret, "key": "ca.crt"}}, "serverName": f"{FULLNAME}.{NAMESPACE}.svc"}
     (endpoint,) = one(render({"serviceMonitor": {"enabled": True, "insecureSkipVerify": True}}), "ServiceMonitor")["spec"]["endpoints"]

@@ -47,6 +47,7 @@ def test_the_container_manages_its_certificates_through_the_api_without_a_mounte
     assert flag(args, "--certificates-secret") == SECRET
     assert flag(args, "--service") == one(docs, "Service")["metadata"]["name"]
     assert flag(args, "--mutating-webhook-configuration") == one(docs, "MutatingWebhookConfiguration")["metadata"]["name"]
+    assert flag(args, "--validating-webhook-configuration") == one(docs, "ValidatingWebhookConfiguration")["metadata"]["name"]
     assert (flag(args, "--ca-lifetime"), flag(args, "--certificate-lifetime"), flag(args, "--rotation-overlap")) == ("365d", "90d", "300s")
     assert "--tls-cert-file" not in args and "--ca-file" not in args
     assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in main["env"]
@@ -64,7 +65,10 @@ def test_self_managed_rbac_is_its_own_secret_by_name_and_its_own_webhook_configu
     docs = render()
     name = one(docs, "MutatingWebhookConfiguration")["metadata"]["name"]
     rules = one(docs, "ClusterRole")["rules"]
-    assert rules[-1] == {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]}
+    assert rules[-2:] == [
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
+    ]
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
     assert role["rules"] == [
@@ -81,9 +85,9 @@ def test_other_modes_have_no_secret_role(mode: str) -> None:
     assert "Role" not in kinds(render({"certificates": {"mode": mode}}))
 
 
-def test_the_webhook_configuration_tells_flux_to_keep_the_ca_bundle_the_webhook_writes() -> None:
-    annotations = one(render(), "MutatingWebhookConfiguration")["metadata"]["annotations"]
-    assert annotations == {"kustomize.toolkit.fluxcd.io/ssa": "Merge"}
+def test_the_webhook_configurations_tell_flux_to_keep_the_ca_bundle_the_webhook_writes() -> None:
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        assert one(render(), kind)["metadata"]["annotations"] == {"kustomize.toolkit.fluxcd.io/ssa": "Merge"}
 
 
 def test_self_patching_is_refused_in_self_managed_mode_where_it_is_always_on() -> None:

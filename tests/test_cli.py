@@ -195,3 +195,21 @@ def test_inject_refuses_yaml_aliases_at_once(tmp_path) -> None:
     assert time.perf_counter() - started < 1.0
     assert code != 0 and stdout.getvalue() == ""
     assert "aliases" in stderr.getvalue() and "*a" in stderr.getvalue()
+
+
+def test_serve_refuses_an_event_lookup_rate_or_owner_memory_out_of_range_naming_the_flag() -> None:
+    for flag, value, expected in (
+        ("--event-lookups-per-second", "0", "expected a rate above 0 and at most 10000 a second, got '0'"),
+        ("--event-lookups-per-second", "1e9", "expected a rate above 0 and at most 10000 a second, got '1e9'"),
+        ("--event-owner-cache-seconds", "-1", "expected seconds from 0 to 3600, got '-1'"),
+    ):
+        result = subprocess.run([sys.executable, "-m", "webhook", "serve", flag, value], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and f"argument {flag}: {expected}" in result.stderr, result.stderr
+
+
+def test_serve_refuses_a_metrics_port_equal_to_the_webhook_port_or_out_of_range(tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    code = main(["serve", "--tls-cert-file", "c", "--tls-private-key-file", "k", "--standalone", "--port", "8443", "--metrics-port", "8443"], stderr=stderr)
+    assert code == 2 and "--metrics-port must differ from --port (8443)" in stderr.getvalue()
+    completed = subprocess.run([sys.executable, "-m", "webhook", "serve", "--metrics-port", "70000"], capture_output=True, text=True, check=False)
+    assert completed.returncode == 2 and "expected a port from 1 to 65535, got '70000'" in completed.stderr

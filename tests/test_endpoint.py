@@ -40,7 +40,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     server = subprocess.Popen(
         [sys.executable, "-m", "webhook", "serve", "--tls-cert-file", str(directory / "tls.crt"),
          "--tls-private-key-file", str(directory / "tls.key"), "--host", "127.0.0.1", "--port", str(port),
-         "--config", str(CONFIG)],
+         "--config", str(CONFIG), "--drain-seconds", "0"],  # no 5 s drain when the module ends
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
@@ -113,10 +113,11 @@ def test_advice_goes_into_warnings_each_under_120_characters(client: httpx.Clien
     ("change", "expected"),
     [
         ({"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}}, "not a pod"),
+        ({"kind": {"group": "example.com", "version": "v1", "kind": "Pod"}}, "a custom resource whose kind is Pod"),
         ({"operation": "UPDATE"}, "update"),
         ({"subResource": "status"}, "subresource"),
     ],
-    ids=["not-a-pod", "update", "subresource"],
+    ids=["not-a-pod", "custom-resource-named-pod", "update", "subresource"],
 )
 def test_requests_that_are_not_pod_creations_are_allowed_untouched(client: httpx.Client, change: dict[str, Any], expected: str) -> None:
     review = reference_review({"entourage.dev/logging": "true"})
@@ -207,3 +208,42 @@ def test_a_body_past_its_deadline_gets_408_and_other_cancellations_pass_through(
         assert endpoint._deadlines is not None and endpoint._deadlines.reading == {}
 
     asyncio.run(scenario())
+
+
+def _call(endpoint: Any, body: bytes) -> tuple[int, Any]:
+    """Drive the ASGI callable as uvicorn does, in process."""
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/mutate", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(endpoint(scope, receive, send))
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+@pytest.mark.parametrize("on_error", ["deny", "allow"])
+def test_an_engine_failure_is_answered_per_on_error_for_the_requests_uid(monkeypatch: pytest.MonkeyPatch, on_error: str) -> None:
+    from webhook.engine.inject import ClusterFacts
+    from webhook.engine.settings import build_settings
+    from webhook.serving.endpoint import MutateEndpoint
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug inside the engine")
+
+    monkeypatch.setattr("webhook.admission.decide.inject_pod", broken)
+    state = type("State", (), {"settings": build_settings({"onError": on_error}), "cluster": ClusterFacts(), "namespace_annotations": None})
+    review = reference_review({"entourage.dev/logging": "true"})
+    review["request"]["uid"] = "uid-of-this-request"
+    status, answer = _call(MutateEndpoint(lambda: state), json.dumps(review).encode())
+    assert status == 200 and answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
+    response = answer["response"]
+    assert response["uid"] == "uid-of-this-request"
+    if on_error == "deny":
+        assert response["allowed"] is False and response["status"]["code"] == 500 and response["status"]["reason"] == "InternalError"
+        assert response["status"]["message"] == "Entourage failed to inject this pod (internal error: KeyError); see the webhook's logs"
+    else:
+        assert response == {"uid": "uid-of-this-request", "allowed": True, "warnings": ["Entourage failed and admitted the pod unchanged (onError: allow)"]}

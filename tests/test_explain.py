@@ -61,19 +61,19 @@ def cluster(tmp_path: Path, *, chart_values: dict[str, Any] | None = None, ready
     fake = FakeApiServer().start()
     try:
         fake.set_nodes("v1.31.4", "v1.28.9")  # one old node: classic sidecars
-        fake.put_configuration(one(render(chart_values or {}), "MutatingWebhookConfiguration"))
+        rendered = render(chart_values or {})
+        fake.put_configuration(one(rendered, "MutatingWebhookConfiguration"))
+        fake.put_configuration(one(rendered, "ValidatingWebhookConfiguration"))
         fake.put_endpoint_slice(RELEASE_NAMESPACE, "entourage", ready, ready)
         fake.put_namespace("shop", labels={"entourage.dev/injection": "enabled"})
         fake.put_namespace("plain")
         fake.put_namespace("kube-system", labels={"entourage.dev/injection": "enabled"})
         fake.put_namespace("defaults", {"entourage.dev/logging": "true"}, labels={"entourage.dev/injection": "enabled"})
         for namespace in ("shop", "plain", "kube-system", "defaults"):
-            fake.put_object("apps/v1", "deployments", deployment("web", namespace, {"entourage.dev/logging": "true"}))
-        fake.put_object("apps/v1", "deployments", deployment("api", "shop"))
-        fake.put_object(
-            "apps/v1", "deployments", deployment("batch", "shop", {"entourage.dev/logging": "true"}, {"entourage.dev/skip": "true"})
-        )
-        fake.put_object("apps/v1", "deployments", deployment("worker", "defaults"))
+            fake.put_manifest(deployment("web", namespace, {"entourage.dev/logging": "true"}))
+        fake.put_manifest(deployment("api", "shop"))
+        fake.put_manifest(deployment("batch", "shop", {"entourage.dev/logging": "true"}, {"entourage.dev/skip": "true"}))
+        fake.put_manifest(deployment("worker", "defaults"))
         fake.pods.append({
             "metadata": {"name": "web-7d9f-x2k4q", "namespace": "shop", "creationTimestamp": "2026-11-20T09:14:03Z",
                          "labels": {"app": "web"}, "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f", "controller": True}],
@@ -200,7 +200,7 @@ def test_json_output_carries_the_checks_for_scripts(tmp_path: Path) -> None:
 def test_a_missing_object_or_an_unknown_kind_is_an_error_not_a_crash(tmp_path: Path) -> None:
     with cluster(tmp_path) as (_, kubeconfig):
         code, out, err = explain_in(kubeconfig, "-n", "shop", "deployment/nope")
-        assert (code, out) == (1, "") and 'deployments "nope" not found' in err
+        assert (code, out) == (1, "") and 'deployments.apps "nope" not found' in err
         code, _, err = explain_in(kubeconfig, "-n", "shop", "service/web")
         assert code == 2 and "expected KIND/NAME with KIND one of pod, deployment" in err
         code, _, err = explain_in(kubeconfig, "-n", "shop", "deployment/../secrets")
@@ -215,7 +215,7 @@ def test_no_entourage_configuration_installed_is_a_no(tmp_path: Path) -> None:
     fake = FakeApiServer().start()
     try:
         fake.put_namespace("shop", labels={"entourage.dev/injection": "enabled"})
-        fake.put_object("apps/v1", "deployments", deployment("web", "shop", {"entourage.dev/logging": "true"}))
+        fake.put_manifest(deployment("web", "shop", {"entourage.dev/logging": "true"}))
         code, out, _ = explain_in(fake.kubeconfig(tmp_path / "kubeconfig"), "-n", "shop", "deployment/web")
     finally:
         fake.stop()

@@ -3,12 +3,15 @@
 Each case runs through the offline path (`entourage inject`, in-process) and the webhook path
 (`admit` on an AdmissionReview, its patch applied to the input), checks that both give the golden
 pod, that the pod is valid, and that a second pass changes nothing. Regenerate with `make golden`
-(REFRESH_GOLDEN=1); a golden file without an input case fails the suite.
+(REFRESH_GOLDEN=1); a golden file without an input case fails the suite. Each directory has its
+own config.yaml: ``inject`` (which the endpoint and partial-read tests also serve) and
+``inject-mirror`` (every image from one mirror, with pull secrets).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -33,17 +36,23 @@ from webhook.engine.settings import Settings, load_settings
 CASES_DIR = Path(__file__).parent / "testdata" / "inject"
 CONFIG = CASES_DIR / "config.yaml"
 CASES = sorted(path for path in CASES_DIR.glob("*.yaml") if path != CONFIG)
+MIRROR_DIR = Path(__file__).parent / "testdata" / "inject-mirror"
+ALL_CASES = [*CASES, *sorted(path for path in MIRROR_DIR.glob("*.yaml") if path.name != "config.yaml")]
 REFRESH = os.environ.get("REFRESH_GOLDEN") == "1"
 
 
-@pytest.fixture(scope="module")
-def golden_settings() -> Settings:
-    return load_settings(str(CONFIG))
+def config_of(case: Path) -> Path:
+    return case.parent / "config.yaml"
+
+
+@functools.cache
+def settings_of(config: Path) -> Settings:
+    return load_settings(str(config))
 
 
 def run_offline(case: Path) -> tuple[int, str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = main(["inject", "-f", str(case), "--config", str(CONFIG)], stdout=stdout, stderr=stderr)
+    code = main(["inject", "-f", str(case), "--config", str(config_of(case))], stdout=stdout, stderr=stderr)
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -58,7 +67,7 @@ def check_golden(path: Path, actual: str) -> None:
     assert actual == path.read_text(), f"{path.name} is stale: run `make golden` and review the diff"
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda p: p.stem)
 def test_the_offline_path_produces_the_golden_output(case: Path) -> None:
     code, stdout, stderr = run_offline(case)
     if case.stem.startswith("denied-"):
@@ -76,8 +85,9 @@ def as_review(pod: dict[str, Any]) -> dict[str, Any]:
     return review
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if not c.stem.startswith("denied-")], ids=lambda p: p.stem)
-def test_the_webhook_path_patch_gives_the_golden_pod(case: Path, golden_settings: Settings) -> None:
+@pytest.mark.parametrize("case", [c for c in ALL_CASES if not c.stem.startswith("denied-")], ids=lambda p: p.stem)
+def test_the_webhook_path_patch_gives_the_golden_pod(case: Path) -> None:
+    golden_settings = settings_of(config_of(case))
     pod = yamlio.load_all(case.read_text())[0]
     expected = yamlio.load_all(golden_path(case, ".injected").read_text())[0]
     response = admit(as_review(pod), golden_settings).review["response"]
@@ -97,8 +107,9 @@ def by_field(operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(operations, key=lambda operation: operation["path"].split("/")[:3])
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if not c.stem.startswith("denied-")], ids=lambda p: p.stem)
-def test_the_golden_pod_is_valid_and_a_second_pass_changes_nothing(case: Path, golden_settings: Settings) -> None:
+@pytest.mark.parametrize("case", [c for c in ALL_CASES if not c.stem.startswith("denied-")], ids=lambda p: p.stem)
+def test_the_golden_pod_is_valid_and_a_second_pass_changes_nothing(case: Path) -> None:
+    golden_settings = settings_of(config_of(case))
     injected = yamlio.load_all(golden_path(case, ".injected").read_text())[0]
     status = injected["metadata"].get("annotations", {}).get("entourage.dev/status")
     names = [n for section in json.loads(status).values() if isinstance(section, list) for n in section] if status else []
@@ -109,8 +120,9 @@ def test_the_golden_pod_is_valid_and_a_second_pass_changes_nothing(case: Path, g
         assert again.reason == ALREADY_INJECTED
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.stem.startswith("denied-")], ids=lambda p: p.stem)
-def test_denied_cases_are_denied_by_the_webhook_with_the_golden_message(case: Path, golden_settings: Settings) -> None:
+@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.stem.startswith("denied-")], ids=lambda p: p.stem)
+def test_denied_cases_are_denied_by_the_webhook_with_the_golden_message(case: Path) -> None:
+    golden_settings = settings_of(config_of(case))
     pod = yamlio.load_all(case.read_text())[0]
     response = admit(as_review(pod), golden_settings).review["response"]
     assert response["allowed"] is False and response["status"]["code"] == 400
@@ -121,12 +133,14 @@ def test_denied_cases_are_denied_by_the_webhook_with_the_golden_message(case: Pa
 
 
 def test_every_golden_file_has_its_input_case() -> None:
-    inputs = {case.name for case in CASES}
-    for path in [*CASES_DIR.glob("*.injected"), *CASES_DIR.glob("*.denied")]:
-        assert path.name.rsplit(".", 1)[0] in inputs, f"{path.name} has no input case: delete it"
+    inputs = {case.parent / case.name for case in ALL_CASES}
+    for directory in (CASES_DIR, MIRROR_DIR):
+        for path in [*directory.glob("*.injected"), *directory.glob("*.denied")]:
+            assert directory / path.name.rsplit(".", 1)[0] in inputs, f"{path.name} has no input case: delete it"
 
 
-def test_the_golden_cases_cover_every_pattern(golden_settings: Settings) -> None:
+def test_the_golden_cases_cover_every_pattern() -> None:
+    golden_settings = settings_of(CONFIG)
     injected = [inject_pod(yamlio.load_all(c.read_text())[0], golden_settings) for c in CASES if not c.stem.startswith("denied-")]
     components = {name for injection in injected if injection.reason == INJECTED for name in injection.components}
     for prefix in ("entourage-logging", "entourage-ambassador-", "entourage-wait-", "entourage-adapter-"):

@@ -24,7 +24,7 @@ from webhook.engine.inject import (
 )
 from webhook.engine.profiles.logging import AGENT_LOG_ROOT
 from webhook.engine.settings import Settings, build_settings
-from webhook.errors import PodDenied
+from webhook.errors import ConfigError, PodDenied
 
 EVERYTHING = {
     "entourage.dev/logging": "true",
@@ -91,15 +91,20 @@ def test_everything_at_once_in_classic_mode_orders_containers_as_documented(sett
     assert status["volumes"] == ["entourage-logs-var-log-app"]
 
 
-def test_native_sidecars_go_after_the_users_init_containers_in_pattern_order(settings: Settings) -> None:
+def test_native_ambassadors_go_before_the_users_init_containers_and_other_sidecars_after(settings: Settings) -> None:
     pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": "true"})
     pod["spec"]["initContainers"] = [{"name": "migrate", "image": "migrate:1"}]
     injection = inject_checked(pod, settings)
     assert containers(injection.pod) == ["checkout"]
     assert containers(injection.pod, "initContainers") == [
+        "entourage-wait-db-5432", "entourage-wait-my-db-service", "entourage-ambassador-6379",
+        "migrate", "entourage-logging", "entourage-adapter-nginx-prometheus",
+    ]  # fmt: skip
+    pod["metadata"]["annotations"]["entourage.dev/ambassadors-first"] = "false"
+    assert containers(inject_checked(pod, settings).pod, "initContainers") == [
         "entourage-wait-db-5432", "entourage-wait-my-db-service", "migrate",
         "entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus",
-    ]
+    ]  # fmt: skip
     for name in ("entourage-ambassador-6379", "entourage-logging", "entourage-adapter-nginx-prometheus"):
         assert find(injection.pod, name)["restartPolicy"] == "Always"
     assert "restartPolicy" not in find(injection.pod, "entourage-wait-db-5432")
@@ -325,6 +330,20 @@ def test_an_ambassador_port_used_by_the_app_is_denied(settings: Settings) -> Non
         inject_pod(reference_pod({"entourage.dev/ambassador": "8080=redis:6379"}), settings)
 
 
+def test_a_port_of_the_pods_own_native_sidecar_is_taken_for_an_ambassador_or_an_adapter(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "9000=redis:6379"})
+    pod["spec"]["initContainers"] = [{"name": "proxy", "image": "envoy:1.31.0", "restartPolicy": "Always", "ports": [{"containerPort": 9000}, {"containerPort": 9113}]}]
+    with pytest.raises(PodDenied, match=r"port 9000 of ambassador route '9000=redis:6379' is already used by container 'proxy'"):
+        inject_pod(pod, settings)
+    pod["metadata"]["annotations"] = {"entourage.dev/adapter": "nginx-prometheus"}
+    with pytest.raises(PodDenied, match=r"port 9113 of adapter 'nginx-prometheus' \(metrics\) is already used by container 'proxy'"):
+        inject_pod(pod, settings)
+    # A plain init container has exited before any sidecar starts: its ports are free again.
+    del pod["spec"]["initContainers"][0]["restartPolicy"]
+    pod["metadata"]["annotations"]["entourage.dev/ambassador"] = "9000=redis:6379"
+    assert inject_checked(pod, settings).reason == INJECTED
+
+
 def test_two_routes_on_one_local_port_are_denied(settings: Settings) -> None:
     with pytest.raises(PodDenied, match="port 6379 .* already used by ambassador route"):
         inject_pod(reference_pod({"entourage.dev/ambassador": "redis-a:6379,6379=redis-b:7000"}), settings)
@@ -342,12 +361,110 @@ def test_a_privileged_local_port_gets_only_net_bind_service(settings: Settings) 
     assert ambassador["args"][-1] == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/certs/ca-certificates.crt,commonname=api.example.com"
 
 
+def test_an_adapter_port_collision_names_the_adapter_key_and_both_owners(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "9113=metrics-db:9113", "entourage.dev/adapter": "nginx-prometheus"})
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert denial.value.problems == [
+        "entourage.dev/adapter: 'nginx-prometheus': port 9113 of adapter 'nginx-prometheus' (metrics) is already used by ambassador route '9113=metrics-db:9113'"
+    ]
+
+
+@pytest.mark.parametrize(("port", "added"), [(1023, True), (1024, False)])
+def test_only_a_local_port_below_1024_adds_net_bind_service(settings: Settings, port: int, added: bool) -> None:
+    injected = inject_checked(reference_pod({"entourage.dev/ambassador": f"{port}=db:5432"}), settings).pod
+    capabilities = find(injected, f"entourage-ambassador-{port}")["securityContext"]["capabilities"]
+    assert capabilities == ({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]} if added else {"drop": ["ALL"]})
+
+
+def test_an_ambassador_profile_gets_each_part_of_the_route(settings: Settings) -> None:
+    envoy = {
+        "image": "envoyproxy/envoy:v1.31.0",
+        "command": ["/proxy"],
+        "args": ["--listen=127.0.0.1:{local-port}", "--to={upstream}", "--host={upstream-host}", "--port={upstream-port}"],
+        "tlsArgs": ["--tls", "--to={upstream}", "--sni={upstream-host}"],
+        "readyCommand": ["/proxy", "--check={local-port}"],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+    }
+    configured = build_settings({"defaults": {"ambassador": "envoy"}, "profiles": {"ambassador": {"envoy": envoy}}})
+    pod = reference_pod({"entourage.dev/ambassador": "7000=[fd00::1]:6379,tls://api.example.com:443", "entourage.dev/native-sidecars": "true"})
+    injected = inject_checked(pod, configured).pod
+    plain, tls = find(injected, "entourage-ambassador-7000"), find(injected, "entourage-ambassador-443")
+    assert plain["args"] == ["--listen=127.0.0.1:7000", "--to=[fd00::1]:6379", "--host=fd00::1", "--port=6379"]
+    assert tls["args"] == ["--tls", "--to=api.example.com:443", "--sni=api.example.com"]
+    assert plain["startupProbe"]["exec"]["command"] == ["/proxy", "--check=7000"]
+
+
+def test_profile_parameters_set_by_annotation_reach_the_ambassador_and_the_logging_agent(settings: Settings) -> None:
+    pod = reference_pod(
+        {
+            "entourage.dev/ambassador": "tls://api.example.com:443",
+            "entourage.dev/ambassador.socat.ca-file": "/etc/ssl/custom.pem",
+            "entourage.dev/logging": "fluent-bit",
+            "entourage.dev/logging-paths": "/var/log/app,/data/audit",
+            "entourage.dev/logging.fluent-bit.host": "collector.example",
+        }
+    )
+    injected = inject_checked(pod, settings).pod
+    assert find(injected, "entourage-ambassador-443")["args"][-1] == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/custom.pem,commonname=api.example.com"
+    agent = find(injected, "entourage-logging")["args"]
+    assert f"path={AGENT_LOG_ROOT}/var/log/app/*,{AGENT_LOG_ROOT}/data/audit/*" in agent and "host=collector.example" in agent and "port=24224" in agent
+
+
+def test_a_request_override_equal_to_the_profiles_limit_is_accepted(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-memory-request": "64Mi", "entourage.dev/logging-cpu-request": "0.1"})
+    resources = find(inject_checked(pod, settings).pod, "entourage-logging")["resources"]
+    assert resources == {"requests": {"cpu": "0.1", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
+
+
+def test_every_logging_path_is_shared_when_the_first_is_already_a_volume_of_the_app(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/tmp,/var/log/app"})
+    agent = find(inject_checked(pod, settings).pod, "entourage-logging")
+    assert agent["volumeMounts"] == [
+        {"name": "tmp", "mountPath": f"{AGENT_LOG_ROOT}/tmp", "readOnly": True},
+        {"name": "entourage-logs-var-log-app", "mountPath": f"{AGENT_LOG_ROOT}/var/log/app", "readOnly": True},
+    ]
+
+
+def test_the_logging_target_messages_name_every_container(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/logging": "true", "kubectl.kubernetes.io/default-container": "ghost"})
+    pod["spec"]["containers"].append({"name": "web", "image": "nginx:1.27"})
+    assert inject_checked(pod, settings).warnings == ("kubectl.kubernetes.io/default-container names no container; logging uses 'checkout'",)
+    pod["metadata"]["annotations"]["entourage.dev/logging-container"] = "api"
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert denial.value.problems == ["entourage.dev/logging-container: 'api': no such container; the pod has checkout, web"]
+
+
+def test_a_port_declared_twice_in_the_pod_is_owned_by_its_first_container(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "8080=redis:6379"})
+    pod["spec"]["containers"].append({"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": "8080"}, {"containerPort": 8080}]})
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert denial.value.problems == ["entourage.dev/ambassador: '8080=redis:6379': port 8080 of ambassador route '8080=redis:6379' is already used by container 'checkout'"]
+
+
+@pytest.mark.parametrize("policy", ["Never", "OnFailure"])
+def test_a_pod_that_is_not_restarted_gets_the_classic_sidecar_warning(settings: Settings, policy: str) -> None:
+    pod = reference_pod({"entourage.dev/adapter": "nginx-prometheus"})
+    pod["spec"]["restartPolicy"] = policy
+    assert inject_checked(pod, settings).warnings == (
+        'classic sidecars keep this pod running after the app exits; set entourage.dev/native-sidecars: "true"',
+    )
+
+
+def test_a_host_network_pod_is_warned_about_each_ambassador_port(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "6379=redis:6379,7000=db:7000"})
+    pod["spec"]["hostNetwork"] = True
+    assert inject_checked(pod, settings).warnings == ("hostNetwork pod: ambassador ports 6379, 7000 are bound on the node's loopback",)
+
+
 def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: Settings) -> None:
     pod = reference_pod({"entourage.dev/wait-for": "dns://my-db-service", "entourage.dev/wait-for-timeout": "90s"})
     pod["spec"]["initContainers"] = [{"name": "init-myservice", "image": "busybox:1.28"}]
     injection = inject_checked(pod, settings)
     assert containers(injection.pod, "initContainers") == ["entourage-wait-my-db-service", "init-myservice"]
-    assert find(injection.pod, "entourage-wait-my-db-service")["args"] == ["dns", "my-db-service", "90"]
+    assert find(injection.pod, "entourage-wait-my-db-service")["args"] == ["dns", "my-db-service", "90", "system", "false"]
     assert [op["path"] for op in injection.patch if op["path"].startswith("/spec")] == ["/spec/initContainers/0"]
 
 
@@ -417,8 +534,22 @@ def test_adapter_parameters_set_by_annotation_reach_the_arguments(settings: Sett
     assert adapter["ports"] == [{"name": "metrics", "containerPort": 9200, "protocol": "TCP"}]
 
 
+def test_a_pod_without_a_named_container_is_denied_saying_so(settings: Settings) -> None:
+    with pytest.raises(PodDenied) as denial:
+        inject_pod({"metadata": {"annotations": {"entourage.dev/logging": "true"}}, "spec": {"containers": []}}, settings)
+    assert denial.value.problems == ["spec.containers: a pod needs at least one container with a name"]
+
+
+def test_a_status_annotation_on_the_namespace_is_not_inherited(settings: Settings) -> None:
+    namespace = {"entourage.dev/status": "{}", "entourage.dev/logging": "true"}
+    assert inject_checked(reference_pod(), settings, namespace_annotations=namespace).reason == INJECTED
+
+
 def test_a_malformed_pod_is_denied_not_crashed(settings: Settings) -> None:
-    for spec in (None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"}):
+    for spec in (
+        None, {}, {"containers": []}, {"containers": [{"image": "x"}]}, {"containers": [{"name": "a"}], "volumes": "x"},
+        {"containers": ["app"]}, {"containers": [{"name": "a"}], "initContainers": [5]},
+    ):  # fmt: skip
         with pytest.raises(PodDenied):
             inject_pod({"metadata": {"annotations": {"entourage.dev/logging": "true"}}, "spec": spec}, settings)
 
@@ -448,3 +579,27 @@ def test_wait_for_parameters_are_honoured_and_warned_about_when_unused() -> None
     unused = {"entourage.dev/logging": "true", "entourage.dev/wait-for.probe.interval": "5s"}
     warnings = inject_pod({**pod, "metadata": {"annotations": unused}}, settings).warnings
     assert any("wait-for.probe.* has no effect" in warning for warning in warnings)
+
+
+OPENSHIFT = {"openshift.io/sa.scc.uid-range": "1000680000/10000", "openshift.io/sa.scc.supplemental-groups": "1000680000/10000"}
+
+
+@pytest.mark.parametrize("native", ["true", "false"])
+def test_in_a_namespace_that_assigns_uids_injected_containers_name_none(settings: Settings, native: str) -> None:
+    pod = reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": native})
+    injection = inject_checked(pod, settings, namespace_annotations=OPENSHIFT)
+    for name in injection.components:
+        security = find(injection.pod, name)["securityContext"]
+        assert "runAsUser" not in security and "runAsGroup" not in security, name
+        assert security["runAsNonRoot"] is True and security["capabilities"]["drop"] == ["ALL"]
+    # The same pod elsewhere keeps the profiles' UIDs, and the shared containers are untouched.
+    elsewhere = inject_checked(reference_pod({**EVERYTHING, "entourage.dev/native-sidecars": native}), settings)
+    assert all(find(elsewhere.pod, name)["securityContext"]["runAsUser"] == 65532 for name in elsewhere.components)
+
+
+def test_run_as_user_profile_keeps_the_uids_even_where_the_namespace_assigns_them() -> None:
+    fixed = build_settings({"runAsUser": "profile"})
+    injection = inject_checked(reference_pod(EVERYTHING), fixed, namespace_annotations=OPENSHIFT)
+    assert all(find(injection.pod, name)["securityContext"]["runAsUser"] == 65532 for name in injection.components)
+    with pytest.raises(ConfigError, match="runAsUser: expected auto or profile, got 1000"):
+        build_settings({"runAsUser": 1000})

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import orjson
 import pytest
 
@@ -70,19 +69,22 @@ def _recording(value: Any, path: Path_, reads: set[Path_]) -> Any:
     return value
 
 
-def _kept(struct: Any) -> dict[str, Any]:
-    """The decoder's types as a tree: field -> subtree, or EVERYTHING for a field typed Any."""
-    tree: dict[str, Any] = {}
-    for field in msgspec.structs.fields(struct):
-        inner = [arg for arg in typing.get_args(field.type) if arg not in (type(None), msgspec.UnsetType)] or [field.type]
-        kind = inner[0]
-        if typing.get_origin(kind) is list:
-            tree[field.encode_name] = {"[]": _kept(typing.get_args(kind)[0])}
-        elif isinstance(kind, type) and issubclass(kind, msgspec.Struct):
-            tree[field.encode_name] = _kept(kind)
-        else:
-            tree[field.encode_name] = EVERYTHING
-    return tree
+def _kept(shape: Any) -> dict[str, Any]:
+    """The decoder's TypedDicts as a tree: field -> subtree; a field of a scalar type is a leaf
+    (``{}``: the value is kept, nothing under it), a map of any keys is EVERYTHING."""
+    return {name: _kept_value(hint) for name, hint in typing.get_type_hints(shape).items()}
+
+
+def _kept_value(hint: Any) -> Any:
+    for arg in typing.get_args(hint) or (hint,):
+        if typing.get_origin(arg) is dict:
+            return EVERYTHING
+        if typing.get_origin(arg) is list:
+            shapes = [item for item in typing.get_args(typing.get_args(arg)[0]) if typing.is_typeddict(item)]
+            return {"[]": _kept(shapes[0]) if shapes else {}}
+        if typing.is_typeddict(arg) and typing.get_type_hints(arg):
+            return _kept(arg)
+    return {}
 
 
 POD_KEPT = _kept(partial._Pod)

@@ -133,3 +133,52 @@ def test_the_encoded_patch_is_the_base64_of_its_json_with_remembered_values_spli
         for value in kept:
             patch.forget(value)
     assert _decoded(patch.encode(operations)) == operations  # forgotten: encoded in full
+
+
+@pytest.mark.parametrize("op", ["add", "remove", "replace", "test"])
+def test_any_operation_is_encoded_as_its_json(op: str) -> None:
+    operations = [{"op": op, "path": "/metadata/labels/a~1b", "value": {"k": ["é", 1]}}, patch.add("/spec/x", None)]
+    assert _decoded(patch.encode(operations)) == operations
+
+
+def test_a_forgotten_value_releases_its_encoding() -> None:
+    """Shared containers are remembered while they are kept, and only that long (memory)."""
+    value = {"name": "remembered"}
+    before = len(patch._encoded)
+    patch.remember(value)
+    assert len(patch._encoded) == before + 1
+    patch.forget(value)
+    patch.forget(value)  # twice is fine
+    assert len(patch._encoded) == before
+
+
+def test_an_unnamed_element_inserted_before_an_equal_one_is_an_add_at_its_index() -> None:
+    assert diff({"a": [{"x": 1}]}, {"a": [{"x": 2}, {"x": 1}]}) == [patch.add("/a/0", {"x": 2})]
+
+
+def test_a_new_member_whose_value_is_null_is_added() -> None:
+    assert diff({}, {"a": None}) == [patch.add("/a", None)]
+
+
+@pytest.mark.parametrize(
+    ("original", "desired", "message"),
+    [
+        ({"a": 1}, {"a": 2}, "/a would be replaced"),
+        (1, 2, "/ would be replaced"),
+        ([1], {"a": 1}, "/ would be replaced"),
+        ({"a": 1}, [1], "/ would be replaced"),
+        ({"a": {"b": 1}}, {"a": {}}, "/a/b would be removed"),
+        ({"a": [1, 2]}, {"a": [2, 1]}, "/a: elements would be removed or reordered"),
+    ],
+)
+def test_a_change_that_is_not_an_addition_is_refused_naming_where(original: object, desired: object, message: str) -> None:
+    with pytest.raises(PatchError) as error:
+        diff(original, desired)
+    assert str(error.value) == message
+
+
+def test_a_member_that_is_neither_absent_nor_an_object_would_be_replaced() -> None:
+    assert patch.absent(None, "/metadata") is True and patch.absent({}, "/metadata") is False
+    with pytest.raises(PatchError) as error:
+        patch.absent("x", "/metadata/annotations")
+    assert str(error.value) == "/metadata/annotations would be replaced"

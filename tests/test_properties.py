@@ -416,13 +416,17 @@ def check_injection(pod: dict[str, Any], settings_: Settings, namespace_annotati
         extra = after.get("volumeMounts", [])[len(before.get("volumeMounts", [])) :]
         assert after == {**before, **({"volumeMounts": [*before.get("volumeMounts", []), *extra]} if extra else {})}
         assert all(m["name"] in injection.status["volumes"] for m in extra)
-    # wait-for before the user's init containers, native sidecars after them, unchanged in between.
+    # wait-for first, then native ambassadors, then the user's init containers unchanged, then the
+    # other native sidecars.
     init_names = [c["name"] for c in spec.get("initContainers") or []]
     user_init = [c["name"] for c in old_spec.get("initContainers") or []]
-    waits = [n for n in init_names if n.startswith("entourage-wait-") and n not in user_init]
-    assert init_names[: len(waits)] == waits
-    assert init_names[len(waits) : len(waits) + len(user_init)] == user_init
-    assert spec.get("initContainers", [])[len(waits) : len(waits) + len(user_init)] == old_spec.get("initContainers", [])
+    ours = set(injection.components)
+    waits = [n for n in init_names if n.startswith("entourage-wait-") and n in ours]
+    ambassadors = [n for n in init_names if n.startswith("entourage-ambassador-") and n in ours]
+    before = len(waits) + len(ambassadors)
+    assert init_names[:before] == waits + ambassadors
+    assert init_names[before : before + len(user_init)] == user_init
+    assert spec.get("initContainers", [])[before : before + len(user_init)] == old_spec.get("initContainers", [])
 
     again = inject_pod(injection.pod, settings_, namespace_annotations=namespace_annotations)
     assert again.reason == ALREADY_INJECTED and again.patch == []

@@ -81,3 +81,19 @@ def test_the_verdict_catches_a_5xx_a_wrong_uid_and_a_patch_that_does_not_apply()
     answer = admit(mix.reference_review(), load_settings(None, environ={})).review
     answer["response"].update(patch=bad_patch, patchType="JSONPatch")
     assert "does not apply" in fuzz.verdict(item, [start, {"type": "http.response.body", "body": orjson.dumps(answer)}], None)[1]
+
+
+def test_a_short_memory_flood_answers_every_distinct_adversarial_request_and_checks_each_events_owner() -> None:
+    """``python -m soak --only memory`` in small: the mix itself (every kind answered as it
+    should be, Events written only for the owner the fake API has). The RSS bounds need the full
+    run's full caches; here the figures are only printed."""
+    from soak import memory
+
+    result = memory.memory(requests=1_600, warmup_seconds=2.0, concurrency=2, max_seconds=60.0)
+    print(result.report())
+    assert result.flood.problems == [] and result.warmup.problems == []
+    assert result.flood.answered == 1_600 and not result.flood.cut_short
+    assert {outcome.split("/")[0] for outcome in result.flood.outcomes} == set(memory._KINDS)
+    assert result.flood.outcomes["deny/denied"] == 200
+    events = {key.split('"')[1]: value for key, value in result.metrics.items() if key.startswith("entourage_events_total{")}
+    assert events.get("sent", 0) >= 1 and events.get("unverified", 0) >= 1

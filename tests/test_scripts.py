@@ -133,18 +133,26 @@ def http_server(plan: list[int], final: int, tls: ssl.SSLContext | None = None) 
 
 
 @pytest.fixture(scope="module")
-def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ca.crt, and tls.crt/tls.key it signed for localhost and 127.0.0.1."""
     directory = tmp_path_factory.mktemp("tls")
-    certs.write(certs.generate("upstream", "test"), directory)  # SANs include localhost, 127.0.0.1
-    cert_file, key_file = directory / "tls.crt", directory / "tls.key"
+    certs.write(certs.generate("upstream", "test"), directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tls_context(tls_dir: Path) -> ssl.SSLContext:
+    """A server context at OpenSSL 3's default security level (which busybox's own TLS client
+    fails to negotiate with: "handshake failure", the reason https needs curl)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # busybox's built-in TLS client (used by the busybox image's wget, and by Debian's busybox
-    # when no `openssl` binary is on PATH, as here) sends a ClientHello that OpenSSL 3 at its
-    # default security level rejects with "handshake failure" (alert 40) whatever the key type
-    # (RSA or ECDSA); security level 0 lets it negotiate ECDHE-ECDSA-AES128-GCM-SHA256 / TLS 1.2.
-    context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    context.load_cert_chain(cert_file, key_file)
+    context.load_cert_chain(tls_dir / "tls.crt", tls_dir / "tls.key")
     return context
+
+
+@pytest.fixture(params=["busybox", "curl"])
+def http_env(request: pytest.FixtureRequest, busybox_env: dict[str, str], curl_env: dict[str, str]) -> dict[str, str]:
+    """http targets are checked by curl when the image has it, by busybox wget otherwise: both."""
+    return curl_env if request.param == "curl" else busybox_env
 
 
 def ipv6_loopback_available() -> bool:
@@ -220,10 +228,10 @@ def test_tcp_target_that_never_answers_times_out_within_five_seconds(busybox_env
     assert re.fullmatch(rf"timed out after \d+s waiting for {re.escape(target)} \(tcp\)\n", result.stderr)
 
 
-def test_http_target_answering_503_then_200_succeeds(busybox_env: dict[str, str]) -> None:
+def test_http_target_answering_503_then_200_succeeds(http_env: dict[str, str]) -> None:
     with http_server([503, 503], final=200) as server:
         url = f"http://127.0.0.1:{server.server_port}/healthz"
-        result = run_wait_for(busybox_env, "http", url, "20")
+        result = run_wait_for(http_env, "http", url, "20")
         hits = server.hits
     assert result.returncode == 0, result.stderr
     assert hits == 3
@@ -231,30 +239,59 @@ def test_http_target_answering_503_then_200_succeeds(busybox_env: dict[str, str]
     assert f"{url} is available after" in result.stdout
 
 
-def test_http_target_answering_302_counts_as_up(busybox_env: dict[str, str]) -> None:
+def test_http_target_answering_302_counts_as_up(http_env: dict[str, str]) -> None:
     with http_server([], final=302) as server:
         url = f"http://127.0.0.1:{server.server_port}/"
-        result = run_wait_for(busybox_env, "http", url, "5")
+        result = run_wait_for(http_env, "http", url, "5")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "waiting for" not in result.stdout
 
 
-def test_http_target_answering_404_forever_times_out(busybox_env: dict[str, str]) -> None:
+def test_http_target_answering_404_forever_times_out(http_env: dict[str, str]) -> None:
     with http_server([], final=404) as server:
         url = f"http://127.0.0.1:{server.server_port}/missing"
-        result = run_wait_for(busybox_env, "http", url, "3", limit=10)
+        result = run_wait_for(http_env, "http", url, "3", limit=10)
     assert result.returncode == 1
-    assert re.fullmatch(rf"timed out after \d+s waiting for {re.escape(url)} \(http\)\n", result.stderr)
+    assert re.fullmatch(rf"timed out after \d+s waiting for {re.escape(url)} \(http\)\n(last error: HTTP status 404\n)?", result.stderr)
 
 
-def test_https_target_with_a_self_signed_certificate_succeeds(
-    busybox_env: dict[str, str], tls_context: ssl.SSLContext
+def test_https_target_whose_certificate_verifies_with_the_given_ca_succeeds(
+    curl_env: dict[str, str], tls_context: ssl.SSLContext, tls_dir: Path
 ) -> None:
-    with http_server([], final=200, tls=tls_context) as server:
-        url = f"https://127.0.0.1:{server.server_port}/ready"
-        result = run_wait_for(busybox_env, "https", url, "10")
+    with http_server([503], final=200, tls=tls_context) as server:
+        url = f"https://localhost:{server.server_port}/ready"
+        result = run_wait_for(curl_env, "https", url, "10", str(tls_dir / "ca.crt"), "false")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{url} is available after" in result.stdout
+    assert result.stderr == ""
+
+
+def test_https_target_that_does_not_verify_with_the_system_roots_times_out_saying_why(
+    curl_env: dict[str, str], tls_context: ssl.SSLContext
+) -> None:
+    with http_server([], final=200, tls=tls_context) as server:
+        url = f"https://localhost:{server.server_port}/ready"
+        result = run_wait_for(curl_env, "https", url, "2", "system", "false", limit=10)
+        hits = server.hits
+    assert result.returncode == 1
+    assert hits == 0, "no request is sent to a server that did not prove its name"
+    first, second = result.stderr.splitlines()
+    assert re.fullmatch(rf"timed out after \d+s waiting for {re.escape(url)} \(https\)", first)
+    assert second.startswith("last error: SSL certificate problem: unable to get local issuer certificate"), second
+
+
+def test_https_target_without_verification_succeeds_and_warns(curl_env: dict[str, str], tls_context: ssl.SSLContext) -> None:
+    with http_server([], final=200, tls=tls_context) as server:
+        url = f"https://localhost:{server.server_port}/ready"
+        result = run_wait_for(curl_env, "https", url, "5", "system", "true")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"warning: {url}: the server certificate is NOT verified (insecure=true)\n"
+
+
+def test_https_without_curl_is_refused_rather_than_checked_by_busybox(busybox_env: dict[str, str]) -> None:
+    result = run_wait_for(busybox_env, "https", "https://localhost:1/", "5")
+    assert result.returncode == 2
+    assert "https needs curl in the image" in result.stderr
 
 
 def test_dns_name_localhost_resolves(busybox_env: dict[str, str]) -> None:
@@ -311,6 +348,8 @@ def test_back_off_between_attempts_is_exponential_and_bounded(busybox_env: dict[
         ["tcp"],
         ["tcp", "127.0.0.1:80"],
         ["tcp", "127.0.0.1:80", "5", "extra"],
+        ["tcp", "127.0.0.1:80", "5", "system", "maybe"],
+        ["tcp", "127.0.0.1:80", "5", "system", "false", "extra"],
         ["ftp", "example.com", "5"],
         ["tcp", "no-port-here", "5"],
         ["tcp", "host:http", "5"],

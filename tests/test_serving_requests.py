@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from tests.webhook_process import Webhook, containers, review, running, start
+from webhook.engine import status
+from webhook.engine.settings import load_settings
 
 SECRET = "s3cr3t-db-password"
 
@@ -89,8 +91,10 @@ def test_metrics_count_outcomes_components_and_latency(webhook: Webhook) -> None
     assert delta("entourage_answers_reused_total") == 1
     assert delta('entourage_admissions_total{outcome="skipped",reason="no_annotation"}') == 1
     assert delta('entourage_admissions_total{outcome="denied",reason="invalid"}') == 1
-    assert delta('entourage_injected_components_total{component_kind="logging"}') == 2
-    assert delta('entourage_injected_components_total{component_kind="waitFor"}') == 2
+    settings = load_settings(None, environ={})
+    tail, waiter = (status.profile_version(settings.profiles[kind][name]) for kind, name in (("logging", "tail"), ("waitFor", settings.defaults.wait_for)))
+    assert delta(f'entourage_injected_components_total{{component_kind="logging",profile="tail",profile_version="{tail}"}}') == 2
+    assert delta(f'entourage_injected_components_total{{component_kind="waitFor",profile="{settings.defaults.wait_for}",profile_version="{waiter}"}}') == 2
     assert delta("entourage_admission_duration_seconds_count") == 4
     assert after["entourage_certificate_expiry_timestamp_seconds"] > time.time() + 300 * 86400
     assert "entourage_config_reload_failures_total" in after
@@ -138,7 +142,7 @@ def test_an_unexpected_engine_failure_answers_per_on_error_logs_the_traceback_an
         denied = post(webhook, review(exploding, uid="boom-1"))
         assert denied.status_code == 200
         answer = denied.json()["response"]
-        assert answer["allowed"] is False and answer["status"]["code"] == 500
+        assert answer["uid"] == "boom-1" and answer["allowed"] is False and answer["status"]["code"] == 500
         assert "RuntimeError" in answer["status"]["message"]
         assert webhook.metrics()['entourage_admissions_total{outcome="error",reason="internal_error"}'] == 1
         logs = webhook.logs()
@@ -148,4 +152,4 @@ def test_an_unexpected_engine_failure_answers_per_on_error_logs_the_traceback_an
         webhook.config.swap({"config.yaml": b"onError: allow\n"})
         webhook.wait_for(lambda: webhook.metrics()["entourage_config_reloads_total"] == 1, what="the reload")
         allowed = post(webhook, review(exploding, uid="boom-2")).json()["response"]
-        assert allowed["allowed"] is True and "patch" not in allowed and "onError: allow" in allowed["warnings"][0]
+        assert allowed["uid"] == "boom-2" and allowed["allowed"] is True and "patch" not in allowed and "onError: allow" in allowed["warnings"][0]

@@ -10,10 +10,11 @@ import time
 import warnings
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 
-from tests.webhook_process import Webhook, review, running, tls_files
+from tests.webhook_process import MountedDir, Webhook, client_context, free_port, review, running, tls_files
 from webhook import certs
 
 
@@ -178,3 +179,45 @@ def test_with_a_client_ca_only_clients_it_signed_complete_a_handshake(tmp_path: 
                         tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
                         if not tls.recv(1):  # TLS 1.3: the refusal arrives with the first read
                             raise ConnectionResetError("closed without an answer")
+
+
+def test_with_a_client_ca_the_metrics_port_asks_for_no_certificate_so_probes_and_scrapers_get_through(tmp_path: Path) -> None:
+    ca_file, cert_file, key_file = _client_certificate(tmp_path / "client", issuer="apiserver client CA")
+    metrics_port = free_port()
+    body = __import__("json").dumps(review()).encode()
+    with running(tmp_path, "--client-ca-file", str(ca_file), "--metrics-port", str(metrics_port), client_certificate=(cert_file, key_file)) as webhook:
+        anonymous = client_context(*webhook.trusted)  # like the kubelet's probe and Prometheus: no certificate
+        with httpx.Client(base_url=f"https://localhost:{metrics_port}", verify=anonymous, timeout=5) as probe:
+            assert probe.get("/healthz").status_code == 200
+            assert probe.get("/readyz").status_code == 200
+            assert "entourage_admissions_total" in probe.get("/metrics").text
+        assert not _answered(webhook.port, anonymous), "the webhook port still refuses it"
+        with webhook.client() as apiserver:
+            assert apiserver.post("/mutate", content=body, headers={"Content-Type": "application/json"}).status_code == 200
+
+
+def test_a_rotated_client_ca_is_trusted_within_seconds_and_the_old_one_no_longer(tmp_path: Path) -> None:
+    old_ca, old_cert, old_key = _client_certificate(tmp_path / "old", issuer="old client CA")
+    new_ca, new_cert, new_key = _client_certificate(tmp_path / "new", issuer="new client CA")
+    mounted = MountedDir(tmp_path / "client-ca", {"ca.crt": old_ca.read_bytes()})
+    with running(tmp_path, "--client-ca-file", mounted.path("ca.crt"), client_certificate=(old_cert, old_key)) as webhook:
+        old, new = webhook.context(), client_context(*webhook.trusted)
+        new.load_cert_chain(new_cert, new_key)
+        assert _answered(webhook.port, old) and not _answered(webhook.port, new)
+        mounted.swap({"ca.crt": new_ca.read_bytes()})  # as kubelet updates a ConfigMap volume
+        webhook.wait_for(lambda: _answered(webhook.port, new), timeout=5, what="the new client CA")
+        assert not _answered(webhook.port, old)
+        webhook.client_certificate = (new_cert, new_key)
+        mounted.swap({"ca.crt": b"not a certificate\n"})  # refused and counted; the CA in use stays
+        webhook.wait_for(lambda: webhook.metrics().get("entourage_certificate_reload_failures_total") == 1, what="the refused CA")
+        assert _answered(webhook.port, new)
+
+
+def _answered(port: int, context: ssl.SSLContext) -> bool:
+    """Whether a client with this context gets an HTTP answer (False: a TLS failure)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return bool(tls.recv(1))  # TLS 1.3: the refusal arrives with the first read
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return False

@@ -143,12 +143,13 @@ def start(
     ready: bool = True,
     certificates: certs.CertificateSet | None = None,
     client_certificate: tuple[str, str] | None = None,
+    port: int | None = None,
 ) -> Webhook:
-    """Start ``entourage serve`` on a free port; wait until it answers /healthz (and /readyz)."""
+    """Start ``entourage serve`` on ``port`` or a free one; wait until it answers /healthz (and /readyz)."""
     certificates = certificates or certs.generate("entourage", "entourage")
     tls = MountedDir(tmp_path / "tls", tls_files(certificates))
     config_dir = MountedDir(tmp_path / "config", {"config.yaml": config.encode()})
-    port = free_port()
+    port = port or free_port()
     log_path = tmp_path / f"serve-{port}.log"
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("KUBERNETES_", "PROMETHEUS_"))}
     environment.update(env or {})

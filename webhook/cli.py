@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import sys
@@ -16,7 +17,7 @@ import yaml
 from webhook import __version__, certs, yamlio
 from webhook.admission.reuse import DEFAULT_SIZE
 from webhook.cluster import rotation
-from webhook.engine.settings import load_settings
+from webhook.engine.settings import Settings, load_settings
 from webhook.engine.workloads import inject_manifest
 from webhook.errors import ConfigError
 
@@ -41,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--request-timeout", type=_seconds, default=10.0, help="seconds a client may take to send a request body; then 408 (default 10)")
     serve.add_argument("--head-timeout", type=_seconds, default=10.0, help="seconds from a request's first byte to the end of its headers; then the connection closes (default 10)")
     serve.add_argument("--max-header-bytes", type=_positive, default=64 * 1024, help="bytes a request's line and headers may take; then 431 and close (default 65536)")
-    serve.add_argument("--max-connections", type=_positive, default=1000, help="open connections per process; a new one past it is closed at once (default 1000)")
-    serve.add_argument("--keep-alive-timeout", type=_seconds, default=75.0, help="seconds an idle keep-alive connection stays open (default 75, above the apiserver's own)")
+    serve.add_argument("--max-connections", type=_positive, default=512, help="connections per process, established or in their TLS handshake; past it new ones wait until one closes, those established keep working (default 512)")
+    serve.add_argument("--tls-handshake-timeout", type=_seconds, default=5.0, help="seconds for a TLS handshake, opening or closing; then the connection closes (default 5)")
+    serve.add_argument("--keep-alive-timeout", type=_seconds, default=100.0, help="seconds an idle keep-alive connection stays open (default 100: above the apiserver's 90 s, so it closes idle connections first)")
+    serve.add_argument("--metrics-port", type=_port, help="a second HTTPS port for /metrics (then served only there), /healthz and /readyz, asking for no client certificate (default: all on --port)")
     serve.add_argument("--answer-cache-size", type=_non_negative_int, default=DEFAULT_SIZE, help=f"answers kept for identical requests, e.g. the pods of one ReplicaSet; 0 turns reuse off (default {DEFAULT_SIZE})")
     cluster = serve.add_argument_group("cluster awareness (in a cluster, or with --kubeconfig)")
     cluster.add_argument("--kubeconfig", help="use this kubeconfig instead of the in-cluster service account")
@@ -50,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--sync-timeout", type=_seconds, default=10.0, help="/readyz waits this long for the first namespace list, then serves without namespace defaults (default 10)")
     cluster.add_argument("--version-check-seconds", type=_seconds, default=600.0, help="how often apiserver and kubelet versions are re-checked for nativeSidecars: auto (default 600)")
     cluster.add_argument("--no-events", action="store_true", help="do not create Kubernetes Events for injections and denials")
+    cluster.add_argument("--self-test-seconds", type=_seconds, default=60.0, help="seconds between two self-test rounds: a dry-run probe pod per namespace through the apiserver (default 60; 0: off)")
+    cluster.add_argument("--self-test-configuration", metavar="NAME", help="the MutatingWebhookConfiguration whose namespaceSelector chooses the probed namespaces (default: the first --mutating-webhook-configuration, else entourage)")
+    cluster.add_argument("--self-test-namespace", metavar="NS", action="append", default=[], help="probe this namespace instead of the selected ones (repeatable)")
+    cluster.add_argument("--self-test-image", default="registry.k8s.io/pause:3.10", help="the probe pod's image (a dry run pulls nothing)")
+    cluster.add_argument("--event-owner-cache-seconds", type=_seconds, default=60.0, help="how long an Event owner's lookup (found or not) is remembered (default 60)")
+    cluster.add_argument("--event-lookups-per-second", type=_rate, default=10.0, help="owner lookups the Events worker may make a second; Events needing more are dropped (default 10)")
     managed = serve.add_argument_group("certificates managed by the webhook (webhook/cluster/certificates.py; needs API access)")
     managed.add_argument("--certificates-secret", metavar="NAME", help="self-managed mode: read or create this Secret with the CA and serving pair, serve from it, renew and rotate it")
     managed.add_argument("--service", default="entourage", help="the webhook's Service: the serving certificate's DNS names (default entourage)")
@@ -61,11 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     managed.add_argument("--certificate-lifetime", type=_duration, default=rotation.Lifetimes.serving, help="validity of a serving certificate, e.g. 90d (default); renewed at two thirds")
     managed.add_argument("--rotation-overlap", type=_duration, default=rotation.Lifetimes.overlap, help="both CAs are trusted this long before and after a CA switch, e.g. 300s (default)")
 
-    audit = commands.add_parser("audit", help="list pods that ask for injection but were never injected (created while the webhook was down)")
+    audit = commands.add_parser(
+        "audit", help="list pods that missed injection (created while the webhook was down) or, with --outdated, run outdated companions"
+    )
     audit.add_argument("--kubeconfig", help="kubeconfig to use (default: in-cluster, then ~/.kube/config)")
     audit.add_argument("--namespace", "-n", help="only this namespace (default: all)")
-    audit.add_argument("--config", help="the webhook's configuration file (for its annotationPrefix)")
+    audit.add_argument("--config", help="the webhook's configuration file (its prefix, and for --outdated its profiles)")
     audit.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    audit.add_argument("--outdated", action="store_true", help="list injected pods whose companions the configuration now renders differently, by workload")
+    audit.add_argument("--restart", action="store_true", help="restart the workloads found (Deployments, StatefulSets, DaemonSets), one at a time; a dry run unless --yes")
+    audit.add_argument("--yes", action="store_true", help="with --restart: really restart")
+    audit.add_argument("--pause", type=float, default=30.0, metavar="SECONDS", help="with --restart --yes: seconds between two restarts (default 30)")
 
     certificates = commands.add_parser("certs", help="write a CA and a serving certificate for the webhook Service")
     certificates.add_argument("--service", required=True, help="the webhook's Service name")
@@ -128,6 +143,23 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected a rate above 0 and at most 10000 a second, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
     return value
 
 
@@ -194,6 +226,9 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
     if problem:
         print(f"entourage: {problem}", file=stderr)
         return 2
+    if args.metrics_port == args.port:
+        print(f"entourage: --metrics-port must differ from --port ({args.port})", file=stderr)
+        return 2
     options = ServeOptions(
         cert_file=args.tls_cert_file or "",
         key_file=args.tls_private_key_file or "",
@@ -209,6 +244,8 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         head_timeout=args.head_timeout,
         max_header_bytes=args.max_header_bytes,
         max_connections=args.max_connections,
+        handshake_timeout=args.tls_handshake_timeout,
+        metrics_port=args.metrics_port,
         keep_alive_timeout=args.keep_alive_timeout,
         answer_cache_size=args.answer_cache_size,
         log_level=args.log_level,
@@ -217,7 +254,13 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         sync_timeout=args.sync_timeout,
         version_check_seconds=args.version_check_seconds,
         events=not args.no_events,
+        event_owner_seconds=args.event_owner_cache_seconds,
+        event_lookups_per_second=args.event_lookups_per_second,
         certificates=certificates,
+        self_test_seconds=args.self_test_seconds,
+        self_test_configuration=args.self_test_configuration or next(iter(args.mutating_webhook_configuration), "entourage"),
+        self_test_namespaces=tuple(args.self_test_namespace),
+        self_test_image=args.self_test_image,
     )
     try:
         serve(options)
@@ -228,43 +271,107 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
 
 
 def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    import json
-
-    from webhook.cluster import audit, kube
+    from webhook.cluster import kube
 
     settings = load_settings(args.config)
     try:
-        if args.kubeconfig or _in_cluster():
-            api = kube.Api(args.kubeconfig)
-        else:
-            api = kube.Api(os.path.expanduser("~/.kube/config"))
+        api = kube.Api(args.kubeconfig if args.kubeconfig or _in_cluster() else os.path.expanduser("~/.kube/config"))
     except Exception as error:  # noqa: BLE001 - the kubernetes package raises several kinds
         print(f"entourage: cannot configure API access: {error}", file=stderr)
         return 2
     try:
         pods, namespaces = kube.list_pods_and_namespaces(api, args.namespace)
+        if args.outdated:
+            return _audit_outdated(args, api, settings, pods, namespaces.get, stdout, stderr)
+        return _audit_missed(args, api, settings, pods, namespaces.get, stdout, stderr)
     except kube.ApiError as error:
         print(f"entourage: {error}", file=stderr)
         return 1
     finally:
         api.close()
-    findings = audit.missed(pods, settings, namespaces.get)
+
+
+def _audit_missed(
+    args: argparse.Namespace, api: Any, settings: Settings, pods: list[dict[str, Any]], namespaces: Any, stdout: TextIO, stderr: TextIO
+) -> int:
+    from webhook.cluster import audit, rollout
+
+    findings = audit.missed(pods, settings, namespaces)
     if args.output == "json":
         json.dump([finding.as_dict() for finding in findings], stdout, indent=2)
         print(file=stdout)
     elif findings:
         rows = [("NAMESPACE", "POD", "PHASE", "OWNERS", "REQUESTED")]
         rows += [(f.namespace, f.pod, f.phase, ",".join(f.owners) or "-", ",".join(f.requested)) for f in findings]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        for row in rows:
-            print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4], file=stdout)
+        _table(rows, stdout)
     print(
         f"entourage: {len(findings)} of {len(pods)} pods ask for injection but were not injected; restart them through their owners"
         if findings
         else f"entourage: none of {len(pods)} pods missed injection",
         file=stderr,
     )
+    if args.restart and findings:
+        targets = rollout.workloads(api, [(f.namespace, f.pod, f.controller) for f in findings])
+        return _restart(args, api, targets, stderr)
     return 0
+
+
+def _audit_outdated(
+    args: argparse.Namespace, api: Any, settings: Settings, pods: list[dict[str, Any]], namespaces: Any, stdout: TextIO, stderr: TextIO
+) -> int:
+    from webhook.cluster import audit, rollout
+
+    findings = audit.outdated(pods, settings, namespaces)
+    by_pod = {(f.namespace, f.pod): f for f in findings}
+    targets = rollout.workloads(api, [(f.namespace, f.pod, f.owner) for f in findings])
+
+    def changes(workload: rollout.Workload) -> list[audit.Change]:
+        seen: dict[str, audit.Change] = {}
+        for pod in workload.pods:
+            for change in by_pod[(workload.namespace, pod)].changes:
+                seen.setdefault(str(change), change)
+        return list(seen.values())
+
+    if args.output == "json":
+        listed = [
+            {"namespace": w.namespace, "kind": w.kind, "name": w.name, "pods": w.pods, "changes": [c.as_dict() for c in changes(w)],
+             "injectedBy": sorted({by_pod[(w.namespace, pod)].entourage for pod in w.pods})}
+            for w in targets
+        ]  # fmt: skip
+        json.dump(listed, stdout, indent=2)
+        print(file=stdout)
+    elif targets:
+        rows = [("NAMESPACE", "WORKLOAD", "PODS", "CHANGES")]
+        rows += [(w.namespace, str(w), str(len(w.pods)), "; ".join(map(str, changes(w)))) for w in targets]
+        _table(rows, stdout)
+    print(
+        f"entourage: {len(findings)} of {len(pods)} pods in {len(targets)} workloads run outdated companions"
+        if findings
+        else f"entourage: the companions of all {len(pods)} pods are what the configuration injects now",
+        file=stderr,
+    )
+    if args.restart and targets:
+        return _restart(args, api, targets, stderr)
+    return 0
+
+
+def _restart(args: argparse.Namespace, api: Any, targets: list[Any], stderr: TextIO) -> int:
+    from webhook.cluster import rollout
+
+    def say(line: str) -> None:
+        print(f"entourage: {line}", file=stderr)
+
+    failures = rollout.restart(api, targets, apply=args.yes, pause=args.pause, say=say)
+    if not args.yes:
+        say("dry run: nothing was restarted; add --yes to restart")
+    return 1 if failures else 0
+
+
+def _table(rows: Sequence[tuple[str, ...]], stdout: TextIO) -> None:
+    """Columns padded to their widest cell; the last one is left as it is."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1], file=stdout)
 
 
 def _certs(args: argparse.Namespace, stdout: TextIO) -> int:

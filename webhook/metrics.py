@@ -35,10 +35,16 @@ ADMISSIONS = Counter(
     "AdmissionReviews answered, by outcome (injected, skipped, denied, error) and reason code.",
     ["outcome", "reason"],
 )
+VALIDATIONS = Counter(
+    "entourage_validations_total",
+    "POST /validate answers, by object kind (Deployment, Namespace, Pod, ...; empty: not validated), outcome (allowed, warned, denied, error) and reason code.",
+    ["kind", "outcome", "reason"],
+)
 INJECTED_COMPONENTS = Counter(
     "entourage_injected_components_total",
-    "Containers injected, by kind (logging, ambassador, adapter, waitFor).",
-    ["component_kind"],
+    "Containers injected, by kind (logging, ambassador, adapter, waitFor), profile and profile version "
+    "(a digest of the profile's definition: a rollout of a changed profile shows as a new version).",
+    ["component_kind", "profile", "profile_version"],
 )
 ADMISSION_DURATION = Histogram(
     "entourage_admission_duration_seconds",
@@ -81,8 +87,38 @@ CERTIFICATE_ROTATIONS = Counter(
     "entourage_certificate_secret_updates_total",
     "Self-managed certificates: writes of the certificate Secret (renewals and CA rotation steps) by this replica.",
 )
+SELFTEST_SUCCESS = Gauge(
+    "entourage_selftest_success",
+    "1 when the last dry-run probe pod in the namespace came back injected through the apiserver, 0 when not (the lowest across workers).",
+    ["namespace"],
+    multiprocess_mode="livemin",
+)
+SELFTEST_LAST_RUN = Gauge(
+    "entourage_selftest_last_run_timestamp_seconds",
+    "When the self-test last probed, as a Unix timestamp (the latest across workers).",
+    multiprocess_mode="livemax",
+)
+CONNECTIONS_OPEN = Gauge(
+    "entourage_connections_open",
+    "Client connections held (established or in their TLS handshake), summed over workers.",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_CLOSED = Counter(
+    "entourage_connections_closed_total",
+    "Connections closed by a listener limit, by reason (tls_handshake: failed or too slow, header_too_large, head_timeout).",
+    ["reason"],
+)
+ACCEPT_PAUSES = Counter(
+    "entourage_accept_pauses_total",
+    "Times the listener stopped accepting because --max-connections were held (established or in their TLS handshake).",
+)
 KUBE_ERRORS = Counter("entourage_kube_api_errors_total", "Failed Kubernetes API calls, by operation.", ["operation"])
-EVENTS = Counter("entourage_events_total", "Kubernetes Events, by result (sent, dropped, failed).", ["result"])
+EVENTS = Counter(
+    "entourage_events_total",
+    "Kubernetes Events, by result: sent, failed, dropped (queue full), rate_limited, invalid (a name Kubernetes would not accept), "
+    "unverified (the owner is not in the API as named), lookup_limited (no owner lookup left this second).",
+    ["result"],
+)
 BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")
 BUILD_INFO.labels(__version__).set(1)
 

@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from webhook.admission import validate
 from webhook.admission.review import AdmissionReview, answer, warnings
 from webhook.engine import patch
 from webhook.engine.inject import INJECTED, ClusterFacts, inject_pod
 from webhook.engine.settings import Settings
+from webhook.engine.status import Component
 from webhook.errors import PodDenied, ReviewError
 
 log = logging.getLogger("entourage.admission")
@@ -59,8 +61,8 @@ class Decision:
     namespace: str = ""
     pod_name: str = ""
     components: list[str] = field(default_factory=list)
-    component_kinds: tuple[str, ...] = ()
-    """The config kind of each of ``components`` (bounded values, for metrics labels)."""
+    made: tuple[Component, ...] = ()
+    """Kind, profile and profile version of each of ``components`` (bounded values, for metrics labels)."""
     duration: float = 0.0
     owner: dict[str, str] | None = None
     """The pod's controller (apiVersion, kind, name, uid), for Events about it (so only when
@@ -69,6 +71,8 @@ class Decision:
     """The apiserver will not persist the pod: answer, but leave no trace (no Event)."""
     reused: bool = False
     """Answered from an identical earlier request (webhook/admission/reuse.py)."""
+    namespace_keys: tuple[str, ...] = ()
+    """Denied for these annotations of the Namespace (not the pod's): the Event goes there too."""
 
 
 def admit(
@@ -82,13 +86,12 @@ def admit(
     started = time.perf_counter()
     request = review["request"]
     uid = request["uid"]
-    namespace = request.get("namespace") or ""
+    namespace = namespace_of(request)
     pod = request.get("object")
     metadata = pod.get("metadata") if isinstance(pod, dict) else None
     pod_name = ""
     if isinstance(metadata, dict):
         pod_name = _valid(metadata.get("name"), _SUBDOMAIN) or _valid(metadata.get("generateName"), _GENERATE_NAME)
-    namespace = _valid(namespace, _LABEL, 63)
     decision = Decision(OUTCOME_SKIPPED, "", answer(uid, allowed=True), uid, namespace, pod_name, dry_run=request.get("dryRun") is True)
 
     kind = request.get("kind") or {}
@@ -111,14 +114,19 @@ def failed(review: AdmissionReview, settings: Settings, error: BaseException, *,
     AdmissionReview for the request's uid (the apiserver rejects any other answer)."""
     request = review["request"]
     uid = request["uid"]
-    namespace = request.get("namespace")
-    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, namespace if isinstance(namespace, str) else "", duration=duration)
+    decision = Decision(OUTCOME_ERROR, INTERNAL_ERROR, answer(uid, allowed=False), uid, namespace_of(request), duration=duration)
     if settings.on_error == "allow":
         decision.review = answer(uid, allowed=True, warnings=["Entourage failed and admitted the pod unchanged (onError: allow)"])
     else:
         message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
         decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
     return decision
+def namespace_of(request: Mapping[str, Any]) -> str:
+    """The request's namespace when it is a valid one (a DNS label), else "": only valid names are
+    looked up, logged or counted."""
+    return _valid(request.get("namespace"), _LABEL, 63)
+
+
 def _valid(value: Any, pattern: re.Pattern[str], longest: int = 253) -> str:
     """``value`` when it is a string of at most ``longest`` characters matching ``pattern``, else "".
 
@@ -127,18 +135,45 @@ def _valid(value: Any, pattern: re.Pattern[str], longest: int = 253) -> str:
     return value if isinstance(value, str) and len(value) <= longest and pattern.fullmatch(value) else ""
 
 
+MAX_OWNERS = 16
+"""Owner references looked through for the controller. A pod has one (its ReplicaSet, Job...);
+the apiserver sets no limit, and a pod author's 500,000 empty ones cost 25 ms to walk."""
+
+
 def _controller(metadata: Any) -> dict[str, str] | None:
-    """The controller reference when every field of it is valid; an invalid one is dropped."""
+    """The controller reference (among the first MAX_OWNERS) when every field of it is valid; an
+    invalid one is dropped."""
     if not isinstance(metadata, dict):
         return None
     owners = metadata.get("ownerReferences")
     if not isinstance(owners, list):
         return None
-    for owner in owners:
+    for owner in owners[:MAX_OWNERS]:
         if isinstance(owner, dict) and owner.get("controller") is True:
             fields = {key: _valid(owner.get(key), pattern) for key, pattern in _OWNER_FIELDS.items()}
             return fields if all(fields.values()) else None
     return None
+
+
+MAX_ANNOTATION_BYTES = 256 * 1024
+"""Kubernetes' own limit on a pod's annotations, keys and values together (``TotalAnnotationSizeLimitB``
+in the apiserver's validation, which runs after mutating admission)."""
+
+
+def _check_annotation_size(pod: Mapping[str, Any]) -> None:
+    """Deny a pod whose annotation keys alone exceed what Kubernetes allows, before the engine
+    looks at them one by one: it would walk each key three times (its shape, our prefix, its
+    copy), 20 ms for 140,000 tiny keys, for a pod the apiserver refuses anyway. The keys are
+    counted in one pass in C; characters, of which UTF-8 has at least as many bytes."""
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict):
+        return
+    size = sum(map(len, annotations))
+    if size > MAX_ANNOTATION_BYTES:
+        raise PodDenied(
+            [f"metadata.annotations: {len(annotations)} keys of {size} characters; Kubernetes allows at most {MAX_ANNOTATION_BYTES} bytes of annotations, keys and values together"]
+        )
 
 
 def _decide(
@@ -151,17 +186,27 @@ def _decide(
     uid = decision.uid
     try:
         inherited = namespace_annotations(decision.namespace) if namespace_annotations and decision.namespace else None
+        _check_annotation_size(pod)
         injection = inject_pod(pod, settings, namespace_annotations=inherited, cluster=cluster)
     except PodDenied as denial:
         decision.outcome, decision.reason = OUTCOME_DENIED, INVALID
-        message = f"Entourage cannot inject this pod: {denial}"
+        problems = denial.problems
+        if inherited:
+            # A key only the namespace sets: name the Namespace and the command that fixes it.
+            metadata = pod.get("metadata")
+            own = metadata.get("annotations") if isinstance(metadata, dict) else None
+            own = own if isinstance(own, dict) else {}
+            keys = [validate.namespace_key(p, settings, own=own, inherited=inherited) for p in problems]
+            problems = [validate.locate(p, settings, own=own, inherited=inherited, at="", namespace=decision.namespace) if k else p for p, k in zip(problems, keys, strict=True)]
+            decision.namespace_keys = tuple(dict.fromkeys(k for k in keys if k))
+        message = f"Entourage cannot inject this pod: {'; '.join(problems)}"
         decision.review = answer(uid, allowed=False, status={"code": 400, "reason": "BadRequest", "message": message})
         return
     decision.reason = injection.reason
     if injection.reason != INJECTED:
         decision.review = answer(uid, allowed=True, **warnings(injection.warnings))
         return
-    decision.outcome, decision.components, decision.component_kinds = OUTCOME_INJECTED, injection.components, injection.kinds
+    decision.outcome, decision.components, decision.made = OUTCOME_INJECTED, injection.components, injection.made
     decision.review = answer(
         uid,
         allowed=True,

@@ -10,6 +10,11 @@ The key is the request as the server decoded it (webhook/admission/partial.py ke
 reads), without its uid, so two requests share an answer only when admission could not tell them
 apart. Only pods that ask for something are looked up: an unannotated pod is answered faster
 than its key is built. Failures (``onError``) are never kept.
+
+Building a key costs as much as the request's decoded content, so a request with more items than
+any real pod (``MAX_ITEMS``: annotations, containers, volumes, ports, mounts, owners) is neither
+looked up nor kept, without a look at its items: a pod author cannot make every request pay
+for a key on top of its admission.
 """
 
 from __future__ import annotations
@@ -19,22 +24,28 @@ import time
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from webhook.admission.decide import (
     OUTCOME_ERROR,
     Decision,
     NamespaceAnnotations,
     admit,
+    namespace_of,
 )
 from webhook.admission.review import AdmissionReview
 from webhook.engine.caches import BoundedCache
 from webhook.engine.inject import ClusterFacts, requested_annotations
+from webhook.engine.policy import labels_of
 from webhook.engine.settings import Settings
 
 MAX_KEY = 32 * 1024
 """A request whose decoded content is longer is not kept: the pruned decode makes even the
-bench's 95 KB pod a 3 KB key, so only bodies that took the full decode reach this."""
+bench's 95 KB pod a 3 KB key, so only requests with long strings in what admission reads reach this."""
+
+MAX_ITEMS = 2048
+"""A request with more items than this in the lists and maps admission reads gets no key (the
+bench's large pod has about 60; ``items`` counts them in a few ``len`` calls)."""
 
 MAX_BYTES = 8 * 1024 * 1024
 """And at most this many bytes of keys and answers, whatever the entries hold."""
@@ -65,7 +76,7 @@ class AnswerCache:
         cluster: ClusterFacts = ClusterFacts(),
     ) -> Decision:
         request = review["request"]
-        namespace = str(request.get("namespace") or "")[:253]  # as admit() looks it up
+        namespace = namespace_of(request)  # as admit() looks it up
         inherited = namespace_annotations(namespace) if namespace_annotations and namespace else None
         lookup = (lambda _: inherited) if inherited is not None else None
         key = self._key(request, settings, inherited, cluster)
@@ -87,17 +98,52 @@ class AnswerCache:
         if self.size <= 0:
             return None
         pod = request.get("object")
-        if not isinstance(pod, dict) or not requested_annotations(pod, settings, inherited):
+        if not isinstance(pod, dict) or items(pod) > MAX_ITEMS or not requested_annotations(pod, settings, inherited):
             return None
         try:
-            content = orjson.dumps({name: value for name, value in request.items() if name != "uid"})
-            defaults = orjson.dumps(inherited) if inherited else b""
-        except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
+            content = _encode({name: value for name, value in request.items() if name != "uid"})
+            defaults = _encode(inherited) if inherited else b""
+            if settings.policies:  # which policies apply depends on the namespace's labels
+                defaults += _encode(labels_of(inherited))
+        except (msgspec.EncodeError, TypeError, OverflowError):  # e.g. an integer beyond 64 bits
             return None
         if len(content) > MAX_KEY:
             return None
         # Settings hash by identity: a reloaded configuration never sees the old answers.
         return (settings, cluster, defaults, content)
+
+
+_encode = msgspec.json.Encoder().encode
+"""Encodes what ``partial.loads`` decodes, its markers for skipped arrays included."""
+
+
+def items(pod: Mapping[str, Any]) -> int:
+    """How many items the lists and maps of ``pod`` that admission reads hold, counting only
+    as far as MAX_ITEMS (each container's lists are counted only when there are few containers)."""
+    total = 0
+    metadata = pod.get("metadata")
+    if isinstance(metadata, dict):
+        total += _length(metadata.get("annotations")) + _length(metadata.get("ownerReferences"))
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return total
+    containers = []
+    for section in ("containers", "initContainers", "ephemeralContainers", "volumes"):
+        listed = spec.get(section)
+        total += _length(listed)
+        if section != "volumes" and isinstance(listed, list):
+            containers.append(listed)
+    if total > MAX_ITEMS:
+        return total
+    for listed in containers:
+        for container in listed:
+            if isinstance(container, dict):
+                total += _length(container.get("ports")) + _length(container.get("volumeMounts"))
+    return total
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, list | dict) else 0
 
 
 def _for_uid(kept: Decision, uid: str, duration: float) -> Decision:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
+import msgspec
 import orjson
 
 from webhook.errors import ReviewError
@@ -72,8 +73,10 @@ def decode(body: bytes, *, loads: Callable[[bytes], Any] = orjson.loads) -> Admi
     ``loads`` may leave out what admission does not read (the server uses ``partial.loads``)."""
     try:
         review = loads(body)
-    except orjson.JSONDecodeError as error:
+    except (orjson.JSONDecodeError, msgspec.DecodeError, UnicodeDecodeError) as error:
         raise ReviewError(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise ReviewError("the body is not JSON this server reads: it nests deeper than any AdmissionReview") from None
     if not isinstance(review, dict):
         raise ReviewError("expected an AdmissionReview object, got a JSON " + type(review).__name__)
     if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":

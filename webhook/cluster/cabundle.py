@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from webhook.cluster.kube import Api, ApiError, _Loop
+from webhook.cluster.kube import Api, _Loop
 
 log = logging.getLogger("entourage.cabundle")
 
@@ -32,12 +32,7 @@ class BundleKeeper(_Loop):
 
     def read(self) -> dict[str, Any] | None:
         """The configuration, or None while it does not exist (not installed yet, or uninstalled)."""
-        try:
-            return self.api.request("GET", self.path)
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        return self.api.get(self.path)
 
     def trusts(self, bundle: str) -> bool:
         """Every webhook of the configuration carries exactly ``bundle`` (True when it does not exist)."""

@@ -23,10 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from webhook import certs
+from webhook import certs, metrics
 from webhook.cluster import cabundle, rotation
 from webhook.cluster.kube import Api, ApiError, _Loop
-from webhook import metrics
 
 log = logging.getLogger("entourage.certificates")
 
@@ -35,7 +34,7 @@ _STAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def encode(stored: rotation.Stored) -> tuple[dict[str, str], dict[str, str]]:
@@ -68,8 +67,8 @@ def decode(secret: dict[str, Any]) -> rotation.Stored:
             cert_pem=data["tls.crt"],
             key_pem=data["tls.key"],
             trusted=trusted,
-            issued_at=datetime.datetime.strptime(annotations[rotation.ISSUED_AT], _STAMP).replace(tzinfo=datetime.timezone.utc),
-            trusted_since=datetime.datetime.strptime(annotations[rotation.TRUSTED_SINCE], _STAMP).replace(tzinfo=datetime.timezone.utc),
+            issued_at=datetime.datetime.strptime(annotations[rotation.ISSUED_AT], _STAMP).replace(tzinfo=datetime.UTC),
+            trusted_since=datetime.datetime.strptime(annotations[rotation.TRUSTED_SINCE], _STAMP).replace(tzinfo=datetime.UTC),
             next=upcoming,
         )
         certs.validity(stored.cert_pem), certs.validity(issuer.cert_pem)
@@ -88,12 +87,7 @@ class SecretStore:
         self.path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
 
     def read(self) -> dict[str, Any] | None:
-        try:
-            return self.api.request("GET", self.path)
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        return self.api.get(self.path)
 
     def create(self, stored: rotation.Stored, owner: dict[str, Any] | None) -> dict[str, Any]:
         data, annotations = encode(stored)
@@ -114,7 +108,23 @@ class SecretStore:
         return self.api.request("PUT", self.path, body={**secret, "metadata": metadata, "data": data})
 
 
-class CertificateManager(_Loop):
+class _BundleLoop(_Loop):
+    """A loop that owns caBundle keepers: they start and stop with it."""
+
+    keepers: list[cabundle.BundleKeeper]
+
+    def start(self) -> None:
+        super().start()
+        for keeper in self.keepers:
+            keeper.start()
+
+    def stop(self) -> None:
+        super().stop()
+        for keeper in self.keepers:
+            keeper.stop()
+
+
+class CertificateManager(_BundleLoop):
     """The self-managed mode of one process: bootstrap, then a reconcile every ``every`` seconds."""
 
     def __init__(
@@ -150,7 +160,7 @@ class CertificateManager(_Loop):
             try:
                 self.reconcile()
                 return
-            except Exception as error:  # noqa: BLE001 - the API may come up after us
+            except Exception as error:
                 if self.stopping.is_set():
                     raise
                 self.failed(error, attempt)
@@ -220,15 +230,8 @@ class CertificateManager(_Loop):
             self.serving = pair
             metrics.CA_EXPIRY.set(certs.validity(stored.issuer.cert_pem)[1].timestamp())
 
-    def start(self) -> None:
-        super().start()
-        for keeper in self.keepers:
-            keeper.start()
-
     def stop(self) -> None:
         super().stop()
-        for keeper in self.keepers:
-            keeper.stop()
         shutil.rmtree(self.directory, ignore_errors=True)  # the private key leaves with us
 
     def run(self) -> None:
@@ -242,7 +245,7 @@ class CertificateManager(_Loop):
                 attempt = min(attempt + 1, 6)
 
 
-class CAFileBundle(_Loop):
+class CAFileBundle(_BundleLoop):
     """The caBundle from a file (a mounted Secret's ca.crt, ``secret`` mode): keepers reconcile
     whenever it changes."""
 
@@ -259,16 +262,6 @@ class CAFileBundle(_Loop):
             return base64.b64encode(Path(self.ca_file).read_bytes()).decode("ascii")
         except OSError:
             return None
-
-    def start(self) -> None:
-        super().start()
-        for keeper in self.keepers:
-            keeper.start()
-
-    def stop(self) -> None:
-        super().stop()
-        for keeper in self.keepers:
-            keeper.stop()
 
     def run(self) -> None:
         attempt = 0

@@ -5,7 +5,7 @@ The admission path never calls the API. Background threads keep what it needs in
     Cluster
     ├── NamespaceCache     list + watch of Namespaces → annotations by name (namespace defaults)
     ├── VersionCheck       /version and every node's kubelet → can pods use native sidecars?
-    └── EventRecorder      queued, rate-limited core/v1 Events; a full queue drops, never blocks
+    └── EventRecorder      queued, rate-limited core/v1 Events, only on objects the API shows exist
 
 (The certificates and the webhook configurations' caBundle: certificates.py and cabundle.py.)
 
@@ -32,6 +32,8 @@ from kubernetes import config as k8s_config
 from kubernetes.watch.watch import iter_resp_lines
 
 from webhook import metrics
+from webhook.engine.caches import BoundedCache
+from webhook.engine.policy import Namespace
 
 log = logging.getLogger("entourage.kube")
 
@@ -98,12 +100,23 @@ class Api:
             raise ApiError(f"{method} {path}: expected a JSON object")
         return decoded
 
-    def list_all(self, path: str, *, limit: int = 500) -> tuple[list[dict[str, Any]], str]:
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None while it does not exist (404)."""
+        try:
+            return self.request("GET", path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list_all(self, path: str, *, limit: int = 500, label_selector: str = "") -> tuple[list[dict[str, Any]], str]:
         """Every item of a list (following ``continue``) and the list's resourceVersion."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", limit)] + ([("continue", token)] if token else [])
+            if label_selector:
+                query.append(("labelSelector", label_selector))
             page = self.request("GET", path, query=query)
             items.extend(page.get("items") or [])
             metadata = page.get("metadata") or {}
@@ -157,7 +170,7 @@ class _Loop(threading.Thread):
 
 
 class NamespaceCache(_Loop):
-    """Annotations of every Namespace, by name, kept current by a watch."""
+    """Annotations (and labels) of every Namespace, by name, kept current by a watch."""
 
     def __init__(self, api: Api, *, watch_seconds: int = 300) -> None:
         super().__init__("entourage-namespaces", "watch_namespaces")
@@ -170,9 +183,12 @@ class NamespaceCache(_Loop):
         return self.annotations.get(namespace)
 
     @staticmethod
-    def _annotations(namespace: Mapping[str, Any]) -> dict[str, str]:
-        annotations = (namespace.get("metadata") or {}).get("annotations") or {}
-        return {key: str(value) for key, value in annotations.items() if key not in _DROPPED_ANNOTATIONS}
+    def _annotations(namespace: Mapping[str, Any]) -> Namespace:
+        """Its annotations, carrying its labels for the configuration's policies."""
+        metadata = namespace.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        labels = metadata.get("labels") or {}
+        return Namespace({key: str(value) for key, value in annotations.items() if key not in _DROPPED_ANNOTATIONS}, {str(k): str(v) for k, v in labels.items()})
 
     def run(self) -> None:
         attempt = 0
@@ -264,43 +280,88 @@ class VersionCheck(_Loop):
             self.stopping.wait(self.every)
 
 
-RATE_LIMIT_ENTRIES = 4096
-"""Objects whose last Event time is remembered (each key: namespace, kind, name, reason, each at
-most 253 characters): about 4 MiB at worst, usually far less."""
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+"""A DNS-1123 subdomain of at most 253 characters: what Kubernetes accepts as an object name."""
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_UID = re.compile(r"[0-9a-fA-F-]{1,64}")
+
+OWNERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("apps", "ReplicaSet"): ("apps/v1", "replicasets"),
+    ("apps", "StatefulSet"): ("apps/v1", "statefulsets"),
+    ("apps", "DaemonSet"): ("apps/v1", "daemonsets"),
+    ("apps", "Deployment"): ("apps/v1", "deployments"),
+    ("batch", "Job"): ("batch/v1", "jobs"),
+    ("batch", "CronJob"): ("batch/v1", "cronjobs"),
+    ("", "ReplicationController"): ("v1", "replicationcontrollers"),
+}
+"""The pod controllers an Event may be written on, by (API group, kind): (apiVersion, resource).
+The chart grants ``get`` on exactly these; a pod owned by any other kind gets its Event on its
+Namespace."""
+
+RATE_LIMIT_ENTRIES, RATE_LIMIT_BYTES = 4096, 2 * 1024 * 1024
+"""The rate limiter remembers at most this many (namespace, kind, name, uid, reason) keys and this
+many estimated bytes (a key of checked names is at most about 850 bytes), each for ``per_object_seconds``."""
+OWNER_ENTRIES, OWNER_BYTES = 4096, 2 * 1024 * 1024
+"""Owner lookups remembered (found, with the uid, or not found), each for ``owner_seconds``."""
+ENTRY_OVERHEAD = 400
+"""Bytes a remembered key costs beyond its strings' lengths: a tuple, four str headers, two dict
+slots and the time it was stored (tracemalloc counts about 350)."""
 
 
 class EventRecorder(_Loop):
-    """Kubernetes Events for admissions; ``record`` never blocks and never raises."""
+    """Kubernetes Events for admissions; ``record`` never blocks and never raises.
 
-    def __init__(self, api: Api, *, per_object_seconds: float = 60.0, capacity: int = 256) -> None:
+    An AdmissionReview proves nothing: anyone who reaches the Service can post one, naming any
+    namespace and owner. So an Event is written only on an object the API shows in the request's
+    namespace, with the uid the pod's ownerReference names (or on the Namespace itself), found by
+    a GET the worker thread makes at most ``lookups_per_second`` times a second and whose answer
+    it remembers, found or not, for ``owner_seconds``. Its text is fixed words and checked names
+    (serving/observe.py builds it; the names are checked again here). Everything kept is bounded:
+    the queue by ``capacity``, the rate limiter and the lookups by entries, bytes and age.
+    """
+
+    def __init__(
+        self,
+        api: Api,
+        *,
+        per_object_seconds: float = 60.0,
+        capacity: int = 256,
+        owner_seconds: float = 60.0,
+        lookups_per_second: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__("entourage-events", "create_event")
         self.api = api
-        self.per_object_seconds = per_object_seconds
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=capacity)
-        self.last: dict[tuple[str, ...], float] = {}
+        self.recent: BoundedCache[bool] = BoundedCache(
+            "event rate limiter", max_entries=RATE_LIMIT_ENTRIES, max_bytes=RATE_LIMIT_BYTES, max_age=per_object_seconds, clock=clock
+        )
+        """(namespace, kind, name, uid, reason) → True; read and written by ``record`` only (the event loop)."""
+        self.owners: BoundedCache[str] = BoundedCache("event owner lookups", max_entries=OWNER_ENTRIES, max_bytes=OWNER_BYTES, max_age=owner_seconds, clock=clock)
+        """(namespace, kind, name) → the uid the API has, "" when it has none; the worker thread's only."""
+        self.lookups = TokenBucket(lookups_per_second, clock=clock)
         self.instance = socket.gethostname()
 
     def record(self, *, namespace: str, involved: Mapping[str, Any], reason: str, message: str, warning: bool) -> bool:
-        """Queue one Event; False when rate-limited or the queue is full (dropped)."""
-        key = (namespace, str(involved.get("kind")), str(involved.get("name")), reason)
-        now = time.monotonic()
-        if now - self.last.get(key, -1e9) < self.per_object_seconds:
+        """Queue one Event on ``involved`` (an owner reference, or the Namespace); False when a
+        name is not one Kubernetes accepts, rate-limited or the queue is full (dropped). An owner
+        of a kind we cannot look up gets its Event on the Namespace."""
+        about = _involved(namespace, involved)
+        if about is None:
+            metrics.EVENTS.labels("invalid").inc()
+            return False
+        # The uid too: a forged request naming a real owner with another uid does not silence it.
+        key = (namespace, about["kind"], about["name"], about.get("uid", ""), reason[:64])
+        if self.recent.get(key) is not None:
             metrics.EVENTS.labels("rate_limited").inc()
             return False
-        if len(self.last) >= RATE_LIMIT_ENTRIES:
-            # Forget what is past its window, then the oldest: bounded by entries, and by bytes
-            # since every name in a key is a checked Kubernetes name (serving/observe.py).
-            self.last = {k: t for k, t in self.last.items() if now - t < self.per_object_seconds}
-            while len(self.last) >= RATE_LIMIT_ENTRIES:
-                del self.last[next(iter(self.last))]
-        self.last.pop(key, None)  # re-inserted last: the dict stays in time order
-        self.last[key] = now
+        self.recent.put(key, True, ENTRY_OVERHEAD + sum(map(len, key)))
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{involved.get('name') or namespace}.", "namespace": namespace},
-            "involvedObject": dict(involved),
+            "metadata": {"generateName": f"{about['name']}.", "namespace": namespace},
+            "involvedObject": about,
             "reason": reason,
             "message": message[:1024],  # fixed words and checked names (serving/observe.py)
             "type": "Warning" if warning else "Normal",
@@ -325,12 +386,81 @@ class EventRecorder(_Loop):
             except queue.Empty:
                 continue
             try:
+                verdict = self.verify(event["involvedObject"])
+                if verdict:
+                    metrics.EVENTS.labels(verdict).inc()
+                    continue
                 self.api.request("POST", f"/api/v1/namespaces/{event['metadata']['namespace']}/events", body=event)
                 metrics.EVENTS.labels("sent").inc()
             except Exception as error:  # noqa: BLE001 - an Event is never worth a dead thread
                 metrics.EVENTS.labels("failed").inc()
                 metrics.KUBE_ERRORS.labels(self.operation).inc()
                 log.warning("could not create an Event", extra={"fields": {"error": str(error), "reason": event["reason"]}})
+
+    def verify(self, involved: dict[str, str]) -> str:
+        """"" when the object exists as named (a Namespace gets its uid filled in), else why not:
+        ``unverified`` (not found, or another uid) or ``lookup_limited`` (no lookup left this
+        second). Raises ApiError when the API cannot say."""
+        key = (involved.get("namespace", involved["name"]), involved["kind"], involved["name"])
+        uid = self.owners.get(key)
+        if uid is None:
+            if not self.lookups.take():
+                return "lookup_limited"
+            uid = self._lookup(involved)
+            self.owners.put(key, uid, ENTRY_OVERHEAD + sum(map(len, key)) + len(uid))
+        if not uid or involved.setdefault("uid", uid) != uid:
+            return "unverified"
+        return ""
+
+    def _lookup(self, involved: Mapping[str, str]) -> str:
+        """The object's uid as the API has it, "" when it does not exist."""
+        if involved["kind"] == "Namespace":
+            path = f"/api/v1/namespaces/{involved['name']}"
+        else:
+            api_version, resource = OWNERS[(_group(involved["apiVersion"]), involved["kind"])]
+            base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+            path = f"{base}/namespaces/{involved['namespace']}/{resource}/{involved['name']}"
+        found = self.api.get(path)
+        uid = ((found or {}).get("metadata") or {}).get("uid")
+        return uid if isinstance(uid, str) and _UID.fullmatch(uid) else ""
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def _involved(namespace: str, owner: Mapping[str, Any]) -> dict[str, str] | None:
+    """What an Event is about: the pod's controller when it is a kind we can look up, else the
+    Namespace; None when a name is not one Kubernetes would accept."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        return None
+    api_version, kind, name, uid = (owner.get(field) for field in ("apiVersion", "kind", "name", "uid"))
+    if kind == "Namespace":
+        return {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
+    if not (isinstance(name, str) and _OBJECT_NAME.fullmatch(name) and isinstance(uid, str) and _UID.fullmatch(uid)):
+        return None
+    known = OWNERS.get((_group(api_version), kind)) if isinstance(api_version, str) and isinstance(kind, str) else None
+    if known is None:
+        return {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
+    return {"apiVersion": known[0], "kind": str(kind), "name": name, "uid": uid, "namespace": namespace}
+
+
+class TokenBucket:
+    """At most ``rate`` takes a second on average, and ``rate`` (at least one) at once."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.clock = rate, clock
+        self.capacity = max(1.0, rate)
+        self.tokens, self.stamp = self.capacity, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class Cluster:
@@ -344,11 +474,13 @@ class Cluster:
         version_every: float = 600.0,
         watch_seconds: int = 300,
         events: bool = True,
+        owner_seconds: float = 60.0,
+        lookups_per_second: float = 10.0,
     ) -> None:
         self.api = api
         self.namespaces = NamespaceCache(api, watch_seconds=watch_seconds)
         self.versions = VersionCheck(api, on_native, every=version_every)
-        self.events = EventRecorder(api) if events else None
+        self.events = EventRecorder(api, owner_seconds=owner_seconds, lookups_per_second=lookups_per_second) if events else None
         self.loops: list[_Loop] = [loop for loop in (self.namespaces, self.versions, self.events) if loop is not None]
 
     def start(self) -> None:

@@ -66,6 +66,10 @@ def _show(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:77] + "...")
 
 
+show_value = _show
+"""How messages quote a value, for those who locate them (``admission/validate.locate``)."""
+
+
 class _Problems:
     """Collects every failure of one pod so the user sees them all at once."""
 
@@ -216,6 +220,7 @@ KEYS: dict[str, KeySpec] = {
     "wait-for-timeout": KeySpec("a duration such as 90s, 5m, 1h30m; 0 = forever", "5m", "how long each wait-for container waits before failing", _grammar(grammar.parse_duration), "wait_for_timeout"),
     "adapter": KeySpec("comma-separated adapter profile names", "nginx-prometheus", "adapter containers from the catalog", _adapters, "adapters"),
     "native-sidecars": KeySpec('"true" or "false"', "true", "sidecars become init containers with restartPolicy: Always (Kubernetes >= 1.29)", _grammar(grammar.parse_bool), "native_sidecars"),
+    "ambassadors-first": KeySpec('"true" or "false"', "false", "native sidecars: ambassadors start before the pod's own init containers, which can use them (default true)", _grammar(grammar.parse_bool), "ambassadors_first"),
     STATUS: KeySpec("written by Entourage (JSON)", "", "what was injected; a pod that has it gets nothing more"),
 }
 for _kind in ANNOTATION_KINDS.values():
@@ -229,6 +234,7 @@ for _kind in ANNOTATION_KINDS.values():
         )
 
 
+# Keyed by the Settings object (one per loaded configuration), never by a request.
 @functools.lru_cache(maxsize=8)
 def _known_keys(settings: Settings) -> list[str]:
     keys = set(KEYS)

@@ -87,7 +87,8 @@ def format_host_port(host: str, port: int) -> str:
 
 def parse_url_path(text: str) -> str:
     """An absolute URL path with an optional query, from a conservative character set."""
-    if len(text) > 512 or not _SAFE_URL_PATH.fullmatch(text) or "/../" in text + "/" or text.endswith("/.."):
+    # A `..` segment followed by `/`, by the query's `?` (`/a/..?x=1`) or by nothing is refused.
+    if len(text) > 512 or not _SAFE_URL_PATH.fullmatch(text) or "/../" in text + "/" or "/..?" in text + "?":
         raise ValueError("expected an absolute URL path such as /healthz (letters, digits and ._~%/:@=+-)")
     return text
 

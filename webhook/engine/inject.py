@@ -18,18 +18,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from webhook.engine import caches, patch
+from webhook.engine import caches, patch, policy, status
 from webhook.engine.annotations import INJECT, STATUS, json_type, own_annotations, parse_annotations
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
 from webhook.engine.request import InjectionRequest, Route, WaitTarget
 from webhook.engine.settings import ANNOTATION_KINDS, Limits, Profile, Settings
+from webhook.engine.status import Component
 from webhook.errors import PodDenied
 
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
-STATUS_VERSION = 1
+UID_RANGE = "openshift.io/sa.scc.uid-range"
+"""Set by OpenShift on every namespace: pods get a UID from this range, and a fixed one outside it
+is rejected by the restricted SCC."""
 
 # Why a pod came back unchanged; used by logs, metrics labels and tests.
 INJECTED = "injected"
@@ -56,10 +57,15 @@ class Injection:
     patch: list[dict[str, Any]] = field(default_factory=list)
     status: Mapping[str, list[str]] = field(default_factory=dict)
     """What was injected, by section (also written to the status annotation)."""
-    kinds: tuple[str, ...] = ()
-    """The config kind (``waitFor``, ``ambassador``, ``logging``, ``adapter``) of each injected
-    container, one per container in ``components``' order: metrics count by it."""
+    made: tuple[Component, ...] = ()
+    """Each injected container's kind, profile, profile version, image and fingerprint, in
+    ``components``' order: the status annotation records them, metrics count by them."""
     warnings: tuple[str, ...] = ()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The config kind (``waitFor``, ``ambassador``, ``logging``, ``adapter``) of each injected container."""
+        return tuple(component.kind for component in self.made)
 
     @property
     def components(self) -> list[str]:
@@ -103,12 +109,46 @@ def inject_pod(
     _check_annotations_shape(pod)
     own = requested_annotations(pod, settings, namespace_annotations)
     skipped = skip_reason(own)
+    if skipped in (NO_ANNOTATION, ALREADY_INJECTED):
+        return Injection(skipped, pod)
+    governing = policy.applying(settings.policies, namespace_annotations) if settings.policies else []
+    if governing:
+        _check_enforced(pod, settings, namespace_annotations, governing)
     if skipped is not None:
         return Injection(skipped, pod)
     request = parse_annotations(own, settings)
     if not request.wants_anything:
         return Injection(NOTHING_REQUESTED, pod, warnings=request.warnings)
-    return _Builder(pod, request, settings, cluster).build()
+    if governing:
+        _check_allowed(request, settings, governing)
+    assigned_uid = settings.run_as_user == "auto" and UID_RANGE in (namespace_annotations or {})
+    return _Builder(pod, request, settings, cluster, assigned_uid=assigned_uid).build()
+
+
+def _check_enforced(pod: Mapping[str, Any], settings: Settings, namespace: Mapping[str, str] | None, governing: list[policy.Policy]) -> None:
+    """A pod may not override (or opt out of) what a policy enforces from its namespace."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    problems = policy.enforced_problems(
+        governing,
+        own_annotations(annotations, settings.annotation_prefix),
+        own_annotations(namespace or {}, settings.annotation_prefix),
+        settings.annotation_prefix,
+    )
+    if problems:
+        raise PodDenied(problems)
+
+
+def _check_allowed(request: InjectionRequest, settings: Settings, governing: list[policy.Policy]) -> None:
+    """Every profile, upstream and wait-for target the request uses is one the policies allow."""
+    chosen = {
+        "logging": [request.logging] if request.logging else [],
+        "ambassador": [settings.defaults.ambassador] if request.routes else [],
+        "waitFor": [settings.defaults.wait_for] if request.wait_for else [],
+        "adapter": list(request.adapters),
+    }
+    problems = policy.request_problems(governing, request, chosen, settings.annotation_prefix)
+    if problems:
+        raise PodDenied(problems)
 
 
 def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
@@ -128,7 +168,7 @@ def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
             raise PodDenied([f"metadata.annotations[{shown!r}]: expected a string value, got {json_type(value)}"])
 
 
-_GROWN = frozenset({"containers", "initContainers", "volumes"})
+_GROWN = frozenset({"containers", "initContainers", "volumes", "imagePullSecrets"})
 """The spec lists injection adds to; every other spec field is passed through as it is."""
 
 Overrides = tuple[tuple[tuple[str, str], str], ...]
@@ -138,8 +178,10 @@ Overrides = tuple[tuple[tuple[str, str], str], ...]
 class _Builder:
     """Plans the containers and volumes for one pod, collecting every problem before denying."""
 
-    def __init__(self, pod: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts) -> None:
+    def __init__(self, pod: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts, *, assigned_uid: bool = False) -> None:
         self.pod, self.request, self.settings = pod, request, settings
+        self.assigned_uid = assigned_uid
+        """The namespace assigns UIDs (OpenShift): injected containers name none."""
         self.prefix = settings.annotation_prefix
         self.problems: list[str] = []
         self.warnings: list[str] = list(request.warnings)
@@ -164,6 +206,14 @@ class _Builder:
         self.ports = self._ports_in_use()
         self.logging_target: int | None = None
         """Index of the user container that build() gave new log volume mounts."""
+        self.profile_of: dict[str, Profile] = {}
+        """Injected container name → the profile it was rendered from."""
+        self.used: list[Profile] = []
+        """Each profile a container was built from, in order: their imagePullSecrets go to the pod."""
+        self.ca_volume: str | None = None
+        """The wait-for CA bundle's volume, added once for all https targets."""
+        self.object_volumes: dict[tuple[str, str], str] = {}
+        """(configMap or secret, object name) → the pod volume a profile's volumes mount it from."""
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -180,8 +230,10 @@ class _Builder:
 
         sidecars = [*ambassadors, *([agent] if agent else []), *adapters]
         new_volumes = self.volumes[len(self.spec.get("volumes") or []) :]
+        early = ambassadors if self.native and self.request.ambassadors_first else []
         if self.native:
-            init_containers = [*waits, *self.init_containers, *sidecars]
+            # Wait-for containers need no proxy; the pod's own init containers (a migration) may.
+            init_containers = [*waits, *early, *self.init_containers, *sidecars[len(early) :]]
             containers = self.containers
         else:
             init_containers = [*waits, *self.init_containers]
@@ -189,12 +241,16 @@ class _Builder:
             containers = [*ambassadors, *self.containers, *([agent] if agent else []), *adapters]
             self._warn_about_classic_sidecars(sidecars)
 
-        status = {
+        sections = {
             "initContainers": [c["name"] for c in waits] + ([c["name"] for c in sidecars] if self.native else []),
             "containers": [] if self.native else [c["name"] for c in sidecars],
             "volumes": [v["name"] for v in new_volumes],
         }
         spec = dict(self.spec)
+        pull_secrets = self._pull_secrets()
+        if pull_secrets:
+            spec["imagePullSecrets"] = [*(self.spec.get("imagePullSecrets") or []), *({"name": name} for name in pull_secrets)]
+            sections["imagePullSecrets"] = pull_secrets
         spec["containers"] = containers
         if len(init_containers) != len(self.init_containers):
             spec["initContainers"] = init_containers
@@ -203,16 +259,26 @@ class _Builder:
         metadata = dict(self.pod.get("metadata") or {})
         annotations = dict(metadata.get("annotations") or {})
         added: dict[str, str] = {}
-        if status["containers"] and DEFAULT_CONTAINER not in annotations:
+        if sections["containers"] and DEFAULT_CONTAINER not in annotations:
             added[DEFAULT_CONTAINER] = self.spec["containers"][0]["name"]
-        added[f"{self.prefix}/{STATUS}"] = orjson.dumps({"version": STATUS_VERSION, **status}).decode()
+        made = tuple(self._component(container) for container in [*waits, *sidecars])
+        added[f"{self.prefix}/{STATUS}"] = status.encode(sections, made)
         annotations.update(added)
         metadata["annotations"] = annotations
         desired = {**self.pod, "metadata": metadata, "spec": spec}
-        leading = {"containers": 0 if self.native else len(ambassadors), "initContainers": len(waits)}
-        sidecar_kinds = ["ambassador"] * len(ambassadors) + ["logging"] * bool(agent) + ["adapter"] * len(adapters)
-        kinds = ("waitFor",) * len(waits) + tuple(sidecar_kinds)
-        return Injection(INJECTED, desired, self._operations(desired, added, leading), status, kinds, tuple(self.warnings))
+        leading = {"containers": 0 if self.native else len(ambassadors), "initContainers": len(waits) + len(early)}
+        return Injection(INJECTED, desired, self._operations(desired, added, leading), sections, made, tuple(self.warnings))
+
+    def _component(self, container: Mapping[str, Any]) -> Component:
+        profile = self.profile_of[container["name"]]
+        return Component(
+            name=container["name"],
+            kind=profile.kind,
+            profile=profile.name,
+            profile_version=status.profile_version(profile),
+            image=container["image"],
+            fingerprint=status.fingerprint(container),
+        )
 
     def _operations(self, desired: Mapping[str, Any], added: Mapping[str, str], leading: Mapping[str, int]) -> list[patch.Operation]:
         """The JSONPatch, written from what build() added (``leading``: elements put before the
@@ -246,7 +312,25 @@ class _Builder:
     def _profile(self, kind: str, name: str) -> Profile:
         profile = self.settings.profile(kind, name)
         assert profile is not None, f"{kind} profile {name} was validated by parse_annotations or the config"
+        self.used.append(profile)
         return profile
+
+    def _claim(self, base: str, profile: Profile) -> str:
+        """A free container name for a component rendered from ``profile``."""
+        name = self.names.claim(base)
+        self.profile_of[name] = profile
+        return name
+    def _pull_secrets(self) -> list[str]:
+        """The used profiles' imagePullSecrets the pod does not list yet, each once; the pod's own
+        are kept as they are."""
+        wanted = dict.fromkeys(name for profile in self.used for name in profile.image_pull_secrets)
+        if not wanted:
+            return []
+        own = self.spec.get("imagePullSecrets")
+        if own is not None and not _object_list(own):
+            raise PodDenied(["spec.imagePullSecrets: expected a list of objects with names"])
+        present = {secret.get("name") for secret in own or ()}
+        return [name for name in wanted if name not in present]
 
     def _resources(self, kind: str, profile: Profile) -> tuple[Mapping[str, Mapping[str, str]], Overrides]:
         """The container's resources, and the overrides they come from (part of its shared key)."""
@@ -284,26 +368,38 @@ class _Builder:
 
     def _wait_for(self, target: WaitTarget) -> dict[str, Any]:
         profile = self._profile("waitFor", self.settings.defaults.wait_for)
-        name = self.names.claim("entourage-wait-" + slug(target.target.split("://")[-1]))
+        name = self._claim("entourage-wait-" + slug(target.target.split("://")[-1]), profile)
         resources, overrides = self._resources("waitFor", profile)
         timeout = self.request.wait_for_timeout
         params = self._params("waitFor", profile)
+        ca_volume = None
+        if waitfor.needs_ca_bundle(profile, target):
+            if self.ca_volume is None:
+                self.ca_volume = self.volume_names.claim("entourage-wait-for-ca")
+                self.volumes.append(waitfor.ca_volume(profile, self.ca_volume))
+            ca_volume = self.ca_volume
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides),
-            lambda: waitfor.build(profile, name=name, target=target, timeout=timeout, params=params, resources=resources),
+            ("waitFor", profile, name, target, timeout, tuple(params.items()), overrides, ca_volume, mounts, uidless),
+            lambda: _adjusted(
+                waitfor.build(profile, name=name, target=target, timeout=timeout, params=params, resources=resources, ca_volume=ca_volume),
+                mounts,
+                uidless,
+            ),
         )
 
     def _ambassador(self, route: Route) -> dict[str, Any]:
         profile = self._profile("ambassador", self.settings.defaults.ambassador)
-        name = self.names.claim(f"entourage-ambassador-{route.local_port}")
+        name = self._claim(f"entourage-ambassador-{route.local_port}", profile)
         self._claim_port(route.local_port, f"ambassador route {str(route)!r}", "ambassador", str(route))
         params = self._params("ambassador", profile)
         resources, overrides = self._resources("ambassador", profile)
         native = self.native
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("ambassador", profile, name, route, tuple(params.items()), overrides, native),
+            ("ambassador", profile, name, route, tuple(params.items()), overrides, native, mounts, uidless),
             lambda: _sidecar(
-                ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), native
+                _adjusted(ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), mounts, uidless), native
             ),
         )
 
@@ -312,12 +408,13 @@ class _Builder:
         params = self._params("adapter", profile)
         for port_name, port in adapter.ports(profile, params):
             self._claim_port(port, f"adapter {profile_name!r} ({port_name})", "adapter", profile_name)
-        name = self.names.claim(f"entourage-adapter-{profile_name}")
+        name = self._claim(f"entourage-adapter-{profile_name}", profile)
         resources, overrides = self._resources("adapter", profile)
         native = self.native
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("adapter", profile, name, tuple(params.items()), overrides, native),
-            lambda: _sidecar(adapter.build(profile, name=name, params=params, resources=resources), native),
+            ("adapter", profile, name, tuple(params.items()), overrides, native, mounts, uidless),
+            lambda: _sidecar(_adjusted(adapter.build(profile, name=name, params=params, resources=resources), mounts, uidless), native),
         )
 
     def _logging(self) -> dict[str, Any]:
@@ -347,17 +444,35 @@ class _Builder:
             target["volumeMounts"] = app_mounts
             self.containers[index] = target
             self.logging_target = index
-        name = self.names.claim("entourage-logging")
+        name = self._claim("entourage-logging", profile)
         app = str(target.get("name", ""))
         params = self._params("logging", profile)
         resources, overrides = self._resources("logging", profile)
         native = self.native
+        mounts, uidless = self._profile_volumes(profile, params), self.assigned_uid
         return shared(
-            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native),
+            ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native, mounts, uidless),
             lambda: _sidecar(
-                logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), native
+                _adjusted(logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), mounts, uidless),
+                native,
             ),
         )
+
+    def _profile_volumes(self, profile: Profile, params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """(pod volume, mount path) of each of the profile's volumes: one pod volume per object,
+        shared by every component that mounts it."""
+        if not profile.volumes:
+            return ()
+        values = profile.values(params)
+        mounts = []
+        for volume in profile.volumes:
+            key = (volume.source, volume.object_name(values))
+            pod_volume = self.object_volumes.get(key)
+            if pod_volume is None:
+                pod_volume = self.object_volumes[key] = self.volume_names.claim(f"entourage-{profile.name}-{volume.name}")
+                self.volumes.append(volume.volume(pod_volume, key[1]))
+            mounts.append((pod_volume, volume.mount_path))
+        return tuple(mounts)
 
     def _logging_target(self) -> int | None:
         names = [c["name"] for c in self.containers]
@@ -380,6 +495,17 @@ class _Builder:
             self.warnings.append(
                 f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"'
             )
+
+
+def _adjusted(container: dict[str, Any], mounts: tuple[tuple[str, str], ...], uidless: bool) -> dict[str, Any]:
+    """The built container with the profile's volumes mounted read-only after its own mounts,
+    and, where the namespace assigns UIDs, without runAsUser and runAsGroup (runAsNonRoot stays)."""
+    if mounts:
+        own = container.get("volumeMounts") or []
+        container["volumeMounts"] = [*own, *({"name": name, "mountPath": path, "readOnly": True} for name, path in mounts)]
+    if uidless:
+        container["securityContext"] = {k: v for k, v in container["securityContext"].items() if k not in ("runAsUser", "runAsGroup")}
+    return container
 
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")

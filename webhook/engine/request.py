@@ -49,6 +49,8 @@ class InjectionRequest:
     wait_for_timeout: int = 300
     adapters: tuple[str, ...] = ()
     native_sidecars: bool | None = None
+    ambassadors_first: bool = True
+    """Native mode: ambassadors start before the pod's own init containers (which may use them)."""
     resources: Mapping[str, Mapping[tuple[str, str], str]] = field(default_factory=dict)
     """Annotation kind (``wait-for``) → {(section, resource): quantity}."""
     params: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)

@@ -2,12 +2,15 @@
 
 The configuration file (``--config``) has the same shape as ``BUILTIN_PROFILES`` under
 ``profiles``: a profile named like a built-in one is merged over it (so an air-gapped cluster can
-point ``image`` at its own registry), a new name adds a profile. Everything is validated at load
+point ``image`` at its own registry), a new name adds a profile. ``imageRegistry`` moves every
+profile's image to a mirror at once (``rehome``), and ``imagePullSecrets`` names the Secrets every
+injected image needs (a profile may add its own). Everything is validated at load
 time so that a broken file is refused as a whole and the previous configuration stays in force.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -18,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from webhook.engine import grammar
+from webhook.engine import grammar, policy
+from webhook.engine.policy import Policy
 from webhook.engine.quantity import parse_quantity
 from webhook.errors import ConfigError
 
@@ -32,7 +36,7 @@ BUILTIN_PLACEHOLDERS: Mapping[str, frozenset[str]] = {
     "logging": frozenset({"paths", "path-globs", "path-map"}),
     "ambassador": frozenset({"local-port", "upstream-host", "upstream-port", "upstream"}),
     "adapter": frozenset(),
-    "waitFor": frozenset({"kind", "target", "timeout-seconds"}),
+    "waitFor": frozenset({"kind", "target", "timeout-seconds", "ca-file"}),
 }
 """Placeholders the engine fills in per kind; profile parameters add their own names."""
 
@@ -54,6 +58,12 @@ RESTRICTED_SECURITY_CONTEXT: Mapping[str, Any] = {
 """Every injected container starts from this: Pod Security Standards ``restricted`` and then some."""
 
 _SECURITY_OVERRIDES = frozenset({"runAsUser", "runAsGroup", "readOnlyRootFilesystem", "seccompProfile", "capabilities"})
+_REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$")
+"""A registry host, an optional port and an optional path (``registry.corp.example:5000/mirror``)."""
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+"""A DNS subdomain (RFC 1123): how Kubernetes names Secrets and ConfigMaps."""
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+"""A key of a ConfigMap's or Secret's data."""
 _PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})$")
 
 
@@ -100,6 +110,57 @@ class Param:
         return _parse_param_value(self.type, self.values, text)
 
 
+@dataclass(frozen=True)
+class CaBundle:
+    """A CA bundle from a ConfigMap or Secret of the pod's own namespace, mounted read-only.
+
+    Named in the configuration only: a pod annotation can neither choose it nor point it at
+    another namespace or a host path. ``kube-root-ca.crt`` (key ``ca.crt``), which Kubernetes
+    puts in every namespace, holds the cluster's own CA.
+    """
+
+    source: str
+    """``configMap`` or ``secret``."""
+    name: str
+    key: str = "ca.crt"
+
+    def volume(self, name: str, path: str) -> dict[str, Any]:
+        """The pod volume holding just this key, as the file ``path``; read-only to everyone."""
+        items = [{"key": self.key, "path": path}]
+        if self.source == "secret":
+            return {"name": name, "secret": {"secretName": self.name, "items": items, "defaultMode": 0o444}}
+        return {"name": name, "configMap": {"name": self.name, "items": items, "defaultMode": 0o444}}
+
+
+@dataclass(frozen=True)
+class ProfileVolume:
+    """A ConfigMap or Secret of the pod's own namespace, mounted read-only in the companion: its
+    configuration or credentials, the platform way.
+
+    The object's name is fixed in the profile or comes from a parameter of type ``name`` (a DNS
+    label a pod may set): a pod can choose which object of its own namespace, never another
+    namespace's (configMap and secret volumes have none) nor a host path."""
+
+    name: str
+    """Part of the pod volume's name, unique in the profile."""
+    source: str
+    """``configMap`` or ``secret``."""
+    ref: str
+    """The object's name, or ``{param}``."""
+    mount_path: str
+    optional: bool = False
+
+    def object_name(self, values: Mapping[str, str]) -> str:
+        return render_text(self.ref, values)
+
+    def volume(self, name: str, object_name: str) -> dict[str, Any]:
+        if self.source == "secret":
+            # 0444: the companion runs as a non-root UID that owns nothing in the volume, and only
+            # its own container mounts it.
+            return {"name": name, "secret": {"secretName": object_name, "defaultMode": 0o444, "optional": self.optional}}
+        return {"name": name, "configMap": {"name": object_name, "defaultMode": 0o444, "optional": self.optional}}
+
+
 @dataclass(frozen=True, eq=False)
 class Profile:
     """One injectable container: image, command, resources; chosen by name, never built by a pod.
@@ -127,6 +188,12 @@ class Profile:
     params: Mapping[str, Param] = field(default_factory=dict)
     description: str = ""
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    """Secrets (of the pod's namespace) the image needs: added to the pod's imagePullSecrets."""
+    ca_bundle: CaBundle | None = None
+    """Wait-for only: the CA bundle that verifies https targets instead of the image's roots."""
+    volumes: tuple[ProfileVolume, ...] = ()
+    """ConfigMaps and Secrets of the pod's namespace mounted read-only in the container."""
 
     def values(self, params: Mapping[str, str]) -> dict[str, str]:
         """Every declared parameter's value: the pod's (validated) annotation over the default."""
@@ -141,8 +208,8 @@ class Defaults:
     """Profile for ``logging: "true"``."""
     ambassador: str = "socat"
     """Profile for every ambassador route."""
-    wait_for: str = "busybox"
-    """Profile that runs the wait-for script."""
+    wait_for: str = "curl"
+    """Profile that runs the wait-for script (``busybox`` cannot wait for https targets)."""
     wait_for_timeout: int = 300
     """Seconds a wait-for container waits before failing (``wait-for-timeout``; 0 = forever)."""
     logging_paths: tuple[str, ...] = ("/var/log/app",)
@@ -187,9 +254,23 @@ class Settings:
     """``true``, ``false`` or ``auto`` (native only when the cluster is known to support it)."""
     on_error: str = "deny"
     """What an unexpected engine failure answers: ``deny`` (with a message) or ``allow`` unchanged."""
+    run_as_user: str = "auto"
+    """``auto``: in a namespace that assigns UIDs (OpenShift's ``openshift.io/sa.scc.uid-range``
+    annotation), injected containers carry no runAsUser/runAsGroup, which the platform rejects
+    outside the namespace's range, and keep runAsNonRoot; elsewhere the profile's. ``profile``:
+    always the profile's."""
+    validation: str = "deny"
+    """What ``POST /validate`` does with invalid annotations on workloads and Namespaces and with
+    changes to injected containers: ``deny`` (a workload UPDATE that leaves our annotations as
+    they were is only warned about, so an unrelated edit of an old workload is never blocked),
+    ``warn`` (admit with warnings) or ``off`` (admit without looking)."""
     defaults: Defaults = field(default_factory=Defaults)
     limits: Limits = field(default_factory=Limits)
     profiles: Mapping[str, Mapping[str, Profile]] = field(default_factory=dict)
+    image_registry: str | None = None
+    """Where every profile's image is pulled from instead of its own registry (``rehome``)."""
+    policies: tuple[Policy, ...] = ()
+    """Who may use what, by namespace labels (webhook/engine/policy.py)."""
 
     def profile(self, kind: str, name: str) -> Profile | None:
         return self.profiles.get(kind, {}).get(name)
@@ -312,7 +393,10 @@ def _params(where: str, value: Any) -> dict[str, Param]:
     return params
 
 
-_PROFILE_KEYS = ("description", "image", "imagePullPolicy", "command", "args", "tlsArgs", "readyCommand", "env", "ports", "resources", "securityContext", "params")
+_PROFILE_KEYS = (
+    "description", "image", "imagePullPolicy", "imagePullSecrets", "command", "args", "tlsArgs", "readyCommand", "env",
+    "ports", "resources", "securityContext", "params", "caBundle", "volumes",
+)
 
 
 def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
@@ -361,7 +445,12 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
         params=params,
         description=str(data.get("description", "")),
         image_pull_policy=pull_policy,
+        image_pull_secrets=_secret_names(f"{where}.imagePullSecrets", data.get("imagePullSecrets")),
+        ca_bundle=_ca_bundle(f"{where}.caBundle", data.get("caBundle")) if "caBundle" in data else None,
+        volumes=_volumes(f"{where}.volumes", data.get("volumes"), params),
     )
+    if kind != "waitFor" and profile.ca_bundle is not None:
+        raise ConfigError(f"{where}.caBundle: only wait-for profiles have a CA bundle (ambassadors take a ca-file parameter)")
     if kind == "ambassador" and not profile.tls_args:
         raise ConfigError(f"{where}.tlsArgs: required for an ambassador (arguments for tls:// upstreams)")
     if kind == "ambassador" and not profile.ready_command:
@@ -374,6 +463,92 @@ def _profile(kind: str, name: str, data: Mapping[str, Any]) -> Profile:
         _absolute_program(f"{where}.readyCommand[0]", profile.ready_command[0])
     _check_placeholders(where, profile)
     return profile
+
+
+def _secret_names(where: str, value: Any) -> tuple[str, ...]:
+    """Names of Secrets in the pod's namespace, each once, in order."""
+    names = _strings(where, value)
+    for name in names:
+        if len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: {name!r}: expected a Secret name (a DNS subdomain: lower-case letters, digits, '-' and '.')")
+    return tuple(dict.fromkeys(names))
+
+
+_RESERVED_MOUNTS = ("/var/run/entourage", "/etc/entourage", "/proc", "/sys", "/dev")
+"""Paths the engine mounts its own volumes under, or the runtime owns."""
+
+
+def _volumes(where: str, value: Any, params: Mapping[str, Param]) -> tuple[ProfileVolume, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of volumes")
+    volumes: list[ProfileVolume] = []
+    for index, item in enumerate(value):
+        here = f"{where}[{index}]"
+        data = _mapping(here, item)
+        _check_keys(here, data, ("name", "configMap", "secret", "mountPath", "optional"))
+        name = data.get("name")
+        if not isinstance(name, str) or not grammar.DNS_LABEL.fullmatch(name) or len(name) > 20:
+            raise ConfigError(f"{here}.name: expected a DNS label of at most 20 characters, got {name!r}")
+        sources = [source for source in ("configMap", "secret") if source in data]
+        if len(sources) != 1:
+            raise ConfigError(f"{here}: expected exactly one of configMap or secret (an object of the pod's namespace), got {sorted(data)}")
+        source, ref = sources[0], data[sources[0]]
+        bound = PLACEHOLDER.fullmatch(ref) if isinstance(ref, str) else None
+        if bound:
+            param = params.get(bound[1])
+            if param is None or param.type != "name":
+                raise ConfigError(f"{here}.{source}: {ref!r}: a placeholder here names a parameter of type name (a DNS label a pod may set)")
+        elif not isinstance(ref, str) or len(ref) > 253 or not _OBJECT_NAME.fullmatch(ref):
+            raise ConfigError(f"{here}.{source}: {ref!r}: expected the name of a {source} in the pod's namespace, or {{param}}")
+        path = data.get("mountPath")
+        if not isinstance(path, str) or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path) or "/../" in path + "/" or "/./" in path + "/":
+            raise ConfigError(f"{here}.mountPath: expected an absolute, normalised path, got {path!r}")
+        if any(path == reserved or path.startswith(reserved + "/") for reserved in _RESERVED_MOUNTS):
+            raise ConfigError(f"{here}.mountPath: {path}: {', '.join(_RESERVED_MOUNTS)} are reserved")
+        optional = data.get("optional", False)
+        if not isinstance(optional, bool):
+            raise ConfigError(f"{here}.optional: expected true or false")
+        for other in volumes:
+            if other.name == name:
+                raise ConfigError(f"{here}.name: {name!r} is used twice")
+            if path == other.mount_path or path.startswith(other.mount_path + "/") or other.mount_path.startswith(path + "/"):
+                raise ConfigError(f"{here}.mountPath: {path} overlaps {other.mount_path}")
+        volumes.append(ProfileVolume(name=name, source=source, ref=ref, mount_path=path, optional=optional))
+    return tuple(volumes)
+
+
+def _ca_bundle(where: str, value: Any) -> CaBundle:
+    data = _mapping(where, value)
+    _check_keys(where, data, ("configMap", "secret", "key"))
+    sources = [source for source in ("configMap", "secret") if source in data]
+    if len(sources) != 1:
+        raise ConfigError(f"{where}: expected exactly one of configMap or secret (the name of one in the pod's namespace), got {sorted(data)}")
+    source = sources[0]
+    name, key = data[source], data.get("key", "ca.crt")
+    if not isinstance(name, str) or len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
+        raise ConfigError(f"{where}.{source}: {name!r}: expected the name of a {source} in the pod's namespace (a DNS subdomain)")
+    if not isinstance(key, str) or len(key) > 253 or not _DATA_KEY.fullmatch(key):
+        raise ConfigError(f"{where}.key: {key!r}: expected a data key such as ca.crt (letters, digits, '-', '_', '.')")
+    return CaBundle(source=source, name=name, key=key)
+
+
+def rehome(image: str, registry: str) -> str:
+    """``image`` pulled from ``registry``: its own registry host replaced, its path kept.
+
+    An image without a registry host is Docker Hub's, whose single-name images live under
+    ``library/`` (``busybox:1.36.1`` → ``REGISTRY/library/busybox:1.36.1``), as Harbor proxy
+    caches and ``crane copy`` mirrors lay them out. An image already under ``registry`` is kept.
+    """
+    if image.startswith(registry + "/"):
+        return image
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        path = rest
+    else:
+        path = image if rest else f"library/{image}"
+    return f"{registry}/{path}"
 
 
 def _absolute_program(where: str, program: str) -> None:
@@ -499,7 +674,11 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     from webhook.engine.profiles.catalog import BUILTIN_PROFILES
 
     data = _mapping("configuration", data)
-    _check_keys("configuration", data, ("annotationPrefix", "nativeSidecars", "onError", "defaults", "limits", "profiles"))
+    _check_keys(
+        "configuration",
+        data,
+        ("annotationPrefix", "nativeSidecars", "onError", "validation", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles", "policies"),
+    )
     prefix = data.get("annotationPrefix", "entourage.dev")
     if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.fullmatch(part) for part in prefix.split(".")) or len(prefix) > 200:
         raise ConfigError(f"annotationPrefix: expected a DNS subdomain such as entourage.dev, got {prefix!r}")
@@ -509,6 +688,13 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     on_error = data.get("onError", "deny")
     if on_error not in ("deny", "allow"):
         raise ConfigError(f"onError: expected deny or allow, got {on_error!r}")
+    run_as_user = data.get("runAsUser", "auto")
+    if run_as_user not in ("auto", "profile"):
+        raise ConfigError(f"runAsUser: expected auto or profile, got {run_as_user!r}")
+    validation = data.get("validation", "deny")
+    validation = "off" if validation is False else validation  # YAML 1.1: an unquoted off is false
+    if validation not in ("deny", "warn", "off"):
+        raise ConfigError(f"validation: expected deny, warn or off, got {validation!r}")
 
     raw_profiles = _mapping("profiles", data.get("profiles"))
     _check_keys("profiles", raw_profiles, KINDS)
@@ -519,19 +705,46 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
             spec = _mapping(f"profiles.{kind}.{name}", spec)
             declared[str(name)] = _merge(declared[name], spec) if name in declared else dict(spec)
         profiles[kind] = {name: _profile(kind, name, spec) for name, spec in declared.items()}
+    registry = _image_registry(data.get("imageRegistry"))
+    pull_secrets = _secret_names("imagePullSecrets", data.get("imagePullSecrets"))
+    if registry is not None or pull_secrets:
+        for by_name in profiles.values():
+            for name, profile in by_name.items():
+                by_name[name] = _relocated(profile, registry, pull_secrets)
 
     settings = Settings(
         annotation_prefix=prefix,
         native_sidecars=native,
         on_error=on_error,
+        run_as_user=run_as_user,
+        validation=validation,
         defaults=_defaults(_mapping("defaults", data.get("defaults"))),
         limits=_limits(_mapping("limits", data.get("limits"))),
         profiles=profiles,
+        image_registry=registry,
+        policies=policy.load("policies", data.get("policies"), {kind: tuple(declared) for kind, declared in profiles.items()}),
     )
     for kind, name in (("logging", settings.defaults.logging), ("ambassador", settings.defaults.ambassador), ("waitFor", settings.defaults.wait_for)):
         if settings.profile(kind, name) is None:
             raise ConfigError(f"defaults.{kind}: no {kind} profile named {name!r}{_suggest(name, tuple(profiles[kind]))}")
     return settings
+
+
+def _image_registry(value: Any) -> str | None:
+    if value is None or value == "":
+        return None  # the chart's default: each image's own registry
+    if not isinstance(value, str) or len(value) > 200 or not _REGISTRY.fullmatch(value.rstrip("/")):
+        raise ConfigError(f"imageRegistry: {value!r}: expected a registry host with an optional port and path, such as registry.corp.example/mirror")
+    return value.rstrip("/")
+
+
+def _relocated(profile: Profile, registry: str | None, pull_secrets: tuple[str, ...]) -> Profile:
+    """The profile with its image moved to ``registry`` and the global pull secrets before its own."""
+    image = rehome(profile.image, registry) if registry is not None else profile.image
+    if not _PINNED_IMAGE.fullmatch(image):
+        raise ConfigError(f"imageRegistry: profiles.{profile.kind}.{profile.name}.image {profile.image!r} becomes {image!r}, not a valid image")
+    secrets = tuple(dict.fromkeys((*pull_secrets, *profile.image_pull_secrets)))
+    return dataclasses.replace(profile, image=image, image_pull_secrets=secrets)
 
 
 def parse_settings(text: str, *, source: str = "configuration") -> Settings:

@@ -1,4 +1,10 @@
-"""The ASGI app: ``POST /mutate`` to the lean endpoint, health, readiness and metrics to FastAPI."""
+"""The ASGI app: ``POST /mutate`` and ``POST /validate`` to lean endpoints, health, readiness and metrics to FastAPI.
+
+With a metrics port (``--metrics-port``) the routes split by the port a request arrived on: that
+port serves ``/metrics``, ``/healthz`` and ``/readyz`` alone, and ``/metrics`` is served nowhere
+else (the webhook port is open to anyone who can reach the Service; the metrics port only to the
+NetworkPolicy's ``metricsFrom``).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,11 @@ from webhook.admission.reuse import AnswerCache
 from webhook.serving import openapi
 from webhook.serving.endpoint import MutateEndpoint
 from webhook.serving.runtime import Runtime
+from webhook.serving.validation import ValidateEndpoint
 
 
 def create_app(runtime: Runtime) -> ASGIApp:
-    """The ASGI app: ``/mutate`` goes to the lean MutateEndpoint, the rest to FastAPI."""
+    """The ASGI app: ``/mutate`` and ``/validate`` go to their lean endpoints, the rest to FastAPI."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,13 +44,22 @@ def create_app(runtime: Runtime) -> ASGIApp:
         answers=AnswerCache(runtime.options.answer_cache_size),
     )
 
+    validate = ValidateEndpoint(lambda: runtime.state, runtime.observe_validation, body_timeout=runtime.options.request_timeout)
+    lean: dict[str, ASGIApp] = {"/mutate": mutate, "/validate": validate}
+    metrics_port = runtime.options.metrics_port
+    not_found = PlainTextResponse("Not Found", status_code=404)
+
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/mutate":
+        if metrics_port is not None and scope["type"] == "http" and not _served(scope["path"], on_metrics_port=_port(scope) == metrics_port):
+            await not_found(scope, receive, send)
+            return
+        endpoint = lean.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None:
             await app(scope, receive, send)
             return
         if runtime.draining:
             send = _closing(send)
-        await mutate(scope, receive, send)
+        await endpoint(scope, receive, send)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -62,6 +78,16 @@ def create_app(runtime: Runtime) -> ASGIApp:
         return Response(body, media_type=content_type)
 
     return dispatch
+
+
+def _port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return int(server[1]) if server else None
+
+
+def _served(path: str, *, on_metrics_port: bool) -> bool:
+    """With a metrics port: it serves /metrics and health alone, and /metrics is served nowhere else."""
+    return path in ("/metrics", "/healthz", "/readyz") if on_metrics_port else path != "/metrics"
 
 
 def _closing(send: Send) -> Send:

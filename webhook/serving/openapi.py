@@ -1,4 +1,4 @@
-"""The OpenAPI document the server publishes at /openapi.json, /mutate included.
+"""The OpenAPI document the server publishes at /openapi.json, /mutate and /validate included.
 
 /mutate is a plain ASGI endpoint (see fastpath.py), invisible to FastAPI's schema generation,
 so its operation is written here from the contract in README.md; schemathesis tests the server
@@ -80,6 +80,11 @@ MUTATE = {
     },
 }
 
+VALIDATE = {
+    **MUTATE,
+    "summary": "Answer an AdmissionReview (admission.k8s.io/v1) for a workload or Namespace CREATE/UPDATE, or a pod UPDATE: allowed, with warnings, or denied with every problem located",
+}
+
 STATUS_SCHEMA = {
     "type": "object",
     "required": ["kind", "apiVersion", "status", "code", "reason", "message"],
@@ -101,6 +106,7 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             schema["paths"]["/mutate"] = {"post": MUTATE}
+            schema["paths"]["/validate"] = {"post": VALIDATE}
             schema.setdefault("components", {}).setdefault("schemas", {})["Status"] = STATUS_SCHEMA
             app.openapi_schema = schema
         return app.openapi_schema

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from webhook import metrics
 from webhook.admission.reuse import DEFAULT_SIZE
 from webhook.cluster.rotation import CertificateOptions
 from webhook.serving import logs
+from webhook.serving.listener import ListenerConfig
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,21 @@ class ServeOptions:
     """Bytes a request head (request line and headers) may have; past it: 431 and close."""
     head_timeout: float = 10.0
     """Seconds from a connection's (or a keep-alive request's) first byte to the end of its head."""
-    max_connections: int = 1000
-    """Open connections per process; a new one past it is closed at once (the apiserver keeps
-    a handful alive per replica, so the established ones keep working)."""
-    keep_alive_timeout: float = 75.0
+    max_connections: int = 512
+    """Connections per process, established or in their TLS handshake; past it the listener stops
+    accepting and new ones wait in the kernel's backlog (the established ones keep working).
+    511 connections holding unfinished 60 KB heads took 115 MiB, within the chart's 256 MiB."""
+    handshake_timeout: float = 5.0
+    """Seconds for a TLS handshake, opening or closing (uvloop's own default is 60 s)."""
+    keep_alive_timeout: float = 100.0
     """Seconds an idle keep-alive connection stays open: longer than the apiserver's own idle
-    timeout for webhook connections, so it never reuses one we are closing."""
+    timeout for webhook connections (90 s, Go's http.Transport), so the apiserver always closes an
+    idle connection first and never sends a request on one we are closing (Go does not retry a
+    POST that failed that way). An idle connection holds a slot of ``max_connections``."""
+    metrics_port: int | None = None
+    """A second port for ``/metrics`` (served only there), ``/healthz`` and ``/readyz``, asking for
+    no client certificate: the kubelet's probes and Prometheus work with ``client_ca_file``, and a
+    NetworkPolicy admits scrapers to it apart from the webhook port. None: all on ``port``."""
     answer_cache_size: int = DEFAULT_SIZE
     """Answers kept for identical requests (webhook/admission/reuse.py); 0: every request runs the engine."""
     log_level: str = "info"
@@ -65,8 +76,21 @@ class ServeOptions:
     version_check_seconds: float = 600.0
     watch_seconds: int = 300
     events: bool = True
+    event_owner_seconds: float = 60.0
+    """How long the answer to "does this Event's owner exist?" is remembered, found or not."""
+    event_lookups_per_second: float = 10.0
+    """Owner lookups (GETs) the Events worker may make a second; Events that would need more are
+    dropped, so forged requests naming unknown owners cost the API server at most this."""
     certificates: CertificateOptions | None = None
     """Self-managed certificates (a Secret) and the caBundles to keep; needs ``cluster``."""
+    self_test_seconds: float = 60.0
+    """Seconds between two self-test rounds (webhook/cluster/selftest.py); 0: off. Needs ``cluster``."""
+    self_test_configuration: str = "entourage"
+    """The MutatingWebhookConfiguration whose namespaceSelector chooses the probed namespaces."""
+    self_test_namespaces: tuple[str, ...] = ()
+    """Probe these namespaces instead of the selected ones."""
+    self_test_image: str = "registry.k8s.io/pause:3.10"
+    """The probe pod's image: a dry run pulls nothing, but policies may check the registry."""
 
     def ssl_context(self, config: uvicorn.Config, default: Callable[[], Any]) -> Any:
         """uvicorn's ``ssl_context_factory``: the first call into our code in every (worker)
@@ -74,6 +98,12 @@ class ServeOptions:
         from webhook.serving.runtime import Runtime
 
         return Runtime.for_process(self).tls.context
+
+    def open_ssl_context(self) -> Any:
+        """The metrics port's TLS context: the same certificate, no client certificate asked for."""
+        from webhook.serving.runtime import Runtime
+
+        return Runtime.for_process(self).tls.open_context
 
 
 def serve(options: ServeOptions) -> None:
@@ -86,17 +116,17 @@ def serve(options: ServeOptions) -> None:
     created = None
     if options.workers > 1 and not os.environ.get(metrics.MULTIPROCESS_ENV):
         created = os.environ[metrics.MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="entourage-metrics-")
-    config = uvicorn.Config(
+    config = ListenerConfig(
         "webhook.serving.app:app_factory",
+        max_connections=options.max_connections,
+        handshake_timeout=options.handshake_timeout,
+        metrics_port=options.metrics_port,
+        open_ssl_context_factory=options.open_ssl_context,
         factory=True,
         host=options.host,
         port=options.port,
         workers=options.workers,
         ssl_context_factory=options.ssl_context,
-        # Explicit: "auto" would silently fall back to asyncio and h11 (about a quarter of the
-        # throughput) if uvloop or httptools went missing; this way start-up fails instead.
-        loop="uvloop",
-        http="webhook.serving.listener:BoundedHttpToolsProtocol",  # httptools, with limits
         access_log=False,  # one JSON line per admission instead; the access log costs most of the throughput
         log_config=None,
         log_level=options.log_level,
@@ -105,21 +135,33 @@ def serve(options: ServeOptions) -> None:
         timeout_graceful_shutdown=max(1, int(options.shutdown_timeout)),
         lifespan="on",
     )
+    # Our own sockets, always: the listener (BoundedLoop) accepts from sockets handed to it.
+    sockets = [config.bind_socket()]
+    if options.metrics_port is not None:
+        sockets.append(_bind(options.host, options.metrics_port))
     try:
         if options.workers > 1:
             from uvicorn.supervisors import Multiprocess
 
-            sock = config.bind_socket()
             try:
-                Multiprocess(config, sockets=[sock]).run()
+                Multiprocess(config, sockets=sockets).run()
             finally:
                 if created:
                     shutil.rmtree(created, ignore_errors=True)
         else:
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=sockets)
     finally:
         if certificates is not None:
             certificates.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket like uvicorn's own (``Config.bind_socket``), for the metrics port."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def _manage_certificates(options: ServeOptions) -> tuple[ServeOptions, Any]:

@@ -29,6 +29,7 @@ import uvicorn
 
 from webhook import __version__, metrics
 from webhook.admission.decide import Decision, NamespaceAnnotations
+from webhook.admission.validate import Verdict
 from webhook.engine.inject import ClusterFacts
 from webhook.engine.settings import Settings, load_settings
 from webhook.serving import listener, logs, observe
@@ -86,7 +87,7 @@ class Runtime:
     def for_process(cls, options: ServeOptions) -> Runtime:
         if cls._process is None or cls._process.options != options:
             logs.configure(options.log_level)  # a spawned worker starts with no logging set up
-            listener.configure(max_head_bytes=options.max_header_bytes, head_timeout=options.head_timeout, max_connections=options.max_connections)
+            listener.configure(max_head_bytes=options.max_header_bytes, head_timeout=options.head_timeout)
             cls._process = cls(options)
         return cls._process
 
@@ -145,7 +146,22 @@ class Runtime:
             version_every=options.version_check_seconds,
             watch_seconds=options.watch_seconds,
             events=options.events,
+            owner_seconds=options.event_owner_seconds,
+            lookups_per_second=options.event_lookups_per_second,
         )
+        if options.self_test_seconds > 0:
+            from webhook.cluster.selftest import SelfTest
+
+            self.cluster.loops.append(
+                SelfTest(
+                    api,
+                    configuration=options.self_test_configuration,
+                    prefix=self.state.settings.annotation_prefix,
+                    image=options.self_test_image,
+                    namespaces=options.self_test_namespaces,
+                    every=options.self_test_seconds,
+                )
+            )
         metrics.NAMESPACE_CACHE_SYNCED.set(0)
         self.update(namespace_annotations=self.cluster.namespaces.get)
         self.cluster.start()
@@ -206,3 +222,7 @@ class Runtime:
     def observe(self, decision: Decision) -> None:
         """Called by the endpoint after each answer: metrics, the log line, an Event."""
         observe.admission(decision, self.admission_log, self.cluster.events if self.cluster is not None else None)
+
+    def observe_validation(self, verdict: Verdict) -> None:
+        """Called by ``/validate`` after each answer: the metric and the log line."""
+        observe.validation(verdict, self.admission_log)

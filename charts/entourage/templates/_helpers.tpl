@@ -79,6 +79,44 @@ Object names.
 {{- include "entourage.fullname" . }}
 {{- end }}
 
+{{/*
+"true" when the ValidatingWebhookConfiguration is installed: config.validation is not off (YAML
+1.1 reads an unquoted off as false, so both spellings count).
+*/}}
+{{- define "entourage.validating" -}}
+{{- if not (has (toString .Values.config.validation) (list "off" "false")) }}true{{ end }}
+{{- end }}
+
+{{/*
+The namespaceSelector both webhook configurations share: the validating webhook judges exactly
+the namespaces whose pods the mutating one injects.
+*/}}
+{{- define "entourage.namespaceSelector" -}}
+matchExpressions:
+  {{- if eq .Values.injection.mode "opt-in" }}
+  # opt-in: only namespaces labelled entourage.dev/injection=enabled.
+  - key: entourage.dev/injection
+    operator: In
+    values: ["enabled"]
+  {{- else }}
+  # cluster-wide: every namespace not labelled entourage.dev/injection=disabled.
+  - key: entourage.dev/injection
+    operator: NotIn
+    values: ["disabled"]
+  {{- end }}
+  # Never the webhook's own namespace (it must not block its own pods) nor the control plane's.
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: {{ include "entourage.excludedNamespaces" . }}
+{{- end }}
+
+{{/*
+The container port of /healthz, /readyz and /metrics: "metrics" when there is a metrics port.
+*/}}
+{{- define "entourage.healthPort" -}}
+{{- if gt (int .Values.server.metricsPort) 0 }}metrics{{ else }}https{{ end }}
+{{- end }}
+
 {{- define "entourage.configMapName" -}}
 {{- printf "%s-config" (include "entourage.fullname" .) }}
 {{- end }}
@@ -129,6 +167,18 @@ Checks that cannot be expressed in values.schema.json.
 {{- end }}
 {{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
 {{- fail "podDisruptionBudget: set one of minAvailable and maxUnavailable" }}
+{{- end }}
+{{- $server := .Values.server }}
+{{- if eq (int $server.metricsPort) (int $server.port) }}
+{{- fail (printf "server.metricsPort (%v) must differ from server.port" $server.metricsPort) }}
+{{- end }}
+{{- if .Values.clientAuth.enabled }}
+{{- if not .Values.clientAuth.caConfigMap }}
+{{- fail "clientAuth.caConfigMap is required when clientAuth.enabled is true (a ConfigMap with the CA of the apiserver's client certificate)" }}
+{{- end }}
+{{- if eq (int $server.metricsPort) 0 }}
+{{- fail "clientAuth needs server.metricsPort: the kubelet's probes present no client certificate" }}
+{{- end }}
 {{- end }}
 {{- $c := .Values.certificates }}
 {{- if and (eq $c.mode "cert-manager") $c.patchCABundle }}

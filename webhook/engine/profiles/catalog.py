@@ -11,6 +11,7 @@ from typing import Any
 from webhook.engine.scripts import compact
 
 BUSYBOX_IMAGE = "busybox:1.36.1"
+CURL_IMAGE = "curlimages/curl:8.11.1"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -107,8 +108,28 @@ BUILTIN_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "waitFor": {
+        "curl": {
+            "description": "A POSIX sh script that waits for a tcp, http(s) or dns target with a bounded back-off; "
+            "https targets must present a certificate that verifies for their host name (curl with OpenSSL, "
+            "TLS 1.2 and 1.3, SNI), against the image's roots or the profile's caBundle.",
+            # Alpine's busybox (sh, nc, nslookup, timeout) plus curl built with OpenSSL.
+            "image": CURL_IMAGE,
+            "command": ["/bin/sh", "-c", compact("wait_for.sh"), "entourage-wait-for"],
+            "args": ["{kind}", "{target}", "{timeout-seconds}", "{ca-file}", "{insecure}"],
+            "params": {
+                "insecure": {
+                    "type": "enum",
+                    "values": ["false", "true"],
+                    "default": "false",
+                    "description": "true: https targets are NOT verified (any certificate passes, so the wait may pass for "
+                    "the wrong server); for the rare service whose certificate cannot verify",
+                },
+            },
+            "resources": _resources("10m", "16Mi", "100m", "32Mi"),
+        },
         "busybox": {
-            "description": "A POSIX sh script that waits for a tcp, http(s) or dns target with a bounded back-off.",
+            "description": "The same script in the busybox image: tcp, http and dns only (busybox's TLS client "
+            "cannot verify certificates, so https targets fail with exit code 2; use curl).",
             "image": BUSYBOX_IMAGE,
             "command": ["/bin/sh", "-c", compact("wait_for.sh"), "entourage-wait-for"],
             "args": ["{kind}", "{target}", "{timeout-seconds}"],

@@ -115,6 +115,8 @@ def _scalars(values: Values) -> dict[str, str]:
     return {name: value for name, value in values.items() if isinstance(value, str)}
 
 
+# Keyed by a profile of the loaded configuration, never by anything a request holds: not in
+# caches.CACHES, and 64 entries of a few hundred bytes need no byte bound.
 @functools.lru_cache(maxsize=64)
 def _security_context_json(profile: Profile) -> bytes:
     """Each container gets its own copy (builders may add a capability); decoding this is the

@@ -1,0 +1,106 @@
+"""``POST /validate`` as a plain ASGI callable: the validating webhook, beside ``/mutate``.
+
+Same server, same TLS, same limits as ``/mutate`` (``endpoint.py``): POST only, JSON only, the
+apiserver's 3 MiB, a body deadline, a 400 ``Status`` for anything that is not an
+AdmissionReview, and one catch-all so nothing becomes a 5xx. Two differences, both deliberate:
+the body gets the full decode (a pod UPDATE compares whole containers, a workload carries its
+pod deep in ``spec``, neither of which the partial decode keeps), and an unexpected failure
+admits with a warning (``validate.failed``): the mutating webhook still decides at pod creation.
+Validation is not on the hot path of every pod, so answers are not kept for reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import orjson
+
+from webhook.admission.review import bad_request, decode
+from webhook.admission.validate import Verdict, failed, validate
+from webhook.errors import ReviewError
+from webhook.serving.endpoint import MAX_BODY, AdmissionState, Receive, Scope, Send, _answer, _Deadlines, _read
+
+log = logging.getLogger("entourage.admission")
+
+_NOT_POST = orjson.dumps(bad_request("use POST for /validate", 405))
+_TOO_LARGE = orjson.dumps(bad_request(f"the body is larger than {MAX_BODY} bytes", 413))
+
+
+class ValidateEndpoint:
+    """The ASGI app for ``POST /validate``."""
+
+    def __init__(
+        self, state: Callable[[], AdmissionState], observe: Callable[[Verdict], None] | None = None, *, body_timeout: float | None = None
+    ) -> None:
+        self.state = state
+        self.observe = observe
+        self.body_timeout = body_timeout
+        self._deadlines = _Deadlines(body_timeout) if body_timeout is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = _refusal(scope)
+        if refused is not None:
+            await _answer(send, refused[0], refused[1])
+            return
+        body = await self._body(receive, send)
+        if body is None:
+            return
+        state = self.state()
+        try:
+            review = decode(body)
+        except ReviewError as error:
+            await _answer(send, 400, orjson.dumps(bad_request(str(error))))
+            return
+        try:
+            verdict = validate(review, state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+        except ReviewError as error:  # e.g. an UPDATE without its oldObject
+            await _answer(send, 400, orjson.dumps(bad_request(str(error))))
+            return
+        except Exception as error:  # THE catch-all: admitted with a warning, never a 500
+            log.exception("validation failed unexpectedly (uid %s)", review["request"]["uid"])
+            verdict = failed(review, error)
+        await _answer(send, 200, orjson.dumps(verdict.review))
+        if self.observe is not None:
+            try:
+                self.observe(verdict)
+            except Exception:  # the answer is sent; a metrics or log failure must not surface
+                log.exception("recording a validation failed")
+
+    async def _body(self, receive: Receive, send: Send) -> bytes | None:
+        """The body, or None when an error answer was sent (408, 413)."""
+        if self._deadlines is None:
+            body = await _read(receive)
+        else:
+            task = self._deadlines.start()
+            try:
+                body = await _read(receive)
+            except asyncio.CancelledError:
+                if not self._deadlines.expired(task):
+                    raise
+                message = f"the request body did not arrive within {self.body_timeout:g} seconds"
+                await _answer(send, 408, orjson.dumps(bad_request(message, 408)), close=True)
+                return None
+            finally:
+                self._deadlines.stop(task)
+        if body is None:
+            await _answer(send, 413, _TOO_LARGE)
+        return body
+
+
+def _refusal(scope: Scope) -> tuple[int, bytes] | None:
+    """The 405, 415 or 413 a request gets before its body is read, or None."""
+    if scope["method"] != "POST":
+        return 405, _NOT_POST
+    headers: dict[bytes, bytes] = {}
+    for key, value in scope["headers"]:
+        headers.setdefault(bytes(key), bytes(value))  # the first of each
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        message = f"expected Content-Type application/json, got {content_type[:64].decode('latin-1')!r}"
+        return 415, orjson.dumps(bad_request(message, 415))
+    declared = headers.get(b"content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        return 413, _TOO_LARGE
+    return None
