@@ -52,9 +52,9 @@ format: venv
 	$(BIN)/ruff check --fix webhook tests soak bench
 	$(BIN)/ruff format webhook tests soak bench
 
-## golden: rewrite tests/testdata/inject/*.injected from the current engine
+## golden: rewrite tests/testdata/inject/*.injected and tests/testdata/pipe/*.result from the current engine
 golden: venv
-	REFRESH_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py
+	REFRESH_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py tests/test_inject_pipe.py
 
 ## bench: req/s and latency of `entourage serve` against a bare-uvicorn baseline, with wrk (~5 min)
 bench: venv

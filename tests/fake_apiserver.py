@@ -7,6 +7,9 @@ real apiserver answers them (no cluster runs in tests).
   the given resourceVersion, an ERROR event with a 410 Status when it is too old, and it ends after
   ``timeoutSeconds``
 - ``GET /api/v1/namespaces/{ns}``, ``GET /api/v1/pods``, ``GET /api/v1/namespaces/{ns}/pods``
+- ``GET /api/v1/namespaces/{ns}/pods/{name}``
+- ``GET /apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices?labelSelector=kubernetes.io/service-name=NAME``
+- ``GET /apis/admissionregistration.k8s.io/v1/{mutating,validating}webhookconfigurations`` (the list)
 - ``GET /api/v1/nodes``                              NodeList with ``status.nodeInfo.kubeletVersion``
 - ``GET`` of one workload object: ``/apis/apps/v1/namespaces/{ns}/{replicasets,deployments,
   statefulsets,daemonsets}/{name}``, ``/apis/batch/v1/namespaces/{ns}/{jobs,cronjobs}/{name}``,
@@ -87,6 +90,7 @@ class FakeApiServer:
         self.validating_configurations: dict[str, dict[str, Any]] = {}
         self.configuration_history: list[tuple[int, str, str, dict[str, Any]]] = []
         """(resourceVersion, event type, resource plural, object) of webhook configuration changes."""
+        self.endpoint_slices: list[dict[str, Any]] = []
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.secret_writes: list[str] = []
         """"POST name" / "PUT name" / "CONFLICT name": every write attempt on a Secret."""
@@ -177,6 +181,37 @@ class FakeApiServer:
             }  # fmt: skip
             self.configuration_history.append((self.resource_version, "ADDED", f"{kind}webhookconfigurations", self.configurations(f"{kind}webhookconfigurations")[name]))
             self.lock.notify_all()
+
+    def put_configuration(self, configuration: dict[str, Any]) -> None:
+        """Store a whole Mutating/ValidatingWebhookConfiguration as written (selectors, conditions)."""
+        with self.lock:
+            plural = configuration["kind"].lower() + "s"
+            configuration = copy.deepcopy(configuration)
+            configuration["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=self._bump(), generation=1)
+            self.configurations(plural)[configuration["metadata"]["name"]] = configuration
+
+    def put_manifest(self, item: dict[str, Any]) -> None:
+        """Store a whole workload as written (its pod template and all), served like ``put_object``'s."""
+        api_version, resource = RESOURCES[item["kind"]]
+        metadata = item["metadata"]
+        with self.lock:
+            stored = copy.deepcopy(item)
+            stored["metadata"].setdefault("uid", str(uuid.uuid4()))
+            stored["metadata"]["resourceVersion"] = self._bump()
+            self.objects[(api_version, resource, metadata["namespace"], metadata["name"])] = stored
+
+    def put_endpoint_slice(self, namespace: str, service: str, *ready: bool | None) -> None:
+        """An EndpointSlice of the Service with one endpoint per ``ready`` condition (None: unset)."""
+        endpoints = [
+            {"addresses": [f"10.0.0.{index + 10}"], "conditions": {} if state is None else {"ready": state, "serving": state, "terminating": False}}
+            for index, state in enumerate(ready)
+        ]
+        with self.lock:
+            self.endpoint_slices.append({
+                "metadata": {"name": f"{service}-{uuid.uuid4().hex[:5]}", "namespace": namespace, "resourceVersion": self._bump(),
+                             "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+                "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "https", "port": 8443, "protocol": "TCP"}],
+            })  # fmt: skip
 
     def configurations(self, plural: str) -> dict[str, dict[str, Any]]:
         """The stored Mutating or Validating webhook configurations, by name."""
@@ -330,6 +365,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/api/v1/pods" or (m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)):
             namespace = None if path == "/api/v1/pods" else m[1]  # type: ignore[index]
             self._list("PodList", [pod for pod in api.pods if namespace in (None, pod["metadata"]["namespace"])])
+        elif m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)", path):
+            found = next((pod for pod in api.pods if (pod["metadata"]["namespace"], pod["metadata"]["name"]) == (m[1], m[2])), None)
+            if found is None:
+                self._send(404, _status(404, "NotFound", f'pods "{m[2]}" not found'))
+            else:
+                self._send(200, {"kind": "Pod", "apiVersion": "v1", **found})
+        elif m := re.fullmatch(r"/apis/discovery\.k8s\.io/v1/namespaces/([^/]+)/endpointslices", path):
+            service = (query.get("labelSelector") or "").removeprefix("kubernetes.io/service-name=")
+            with api.lock:
+                slices = [s for s in api.endpoint_slices if s["metadata"]["namespace"] == m[1] and s["metadata"]["labels"]["kubernetes.io/service-name"] == service]
+            self._list("EndpointSliceList", slices)
+        elif (m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)) and query.get("watch") not in ("true", "1"):
+            with api.lock:
+                self._list(m[1].capitalize().replace("webhookconfigurations", "WebhookConfigurationList"), list(api.configurations(m[1]).values()))
         elif m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)/([^/]+)", path):
             with api.lock:
                 found = api.configurations(m[1]).get(m[2])

@@ -82,14 +82,13 @@ def test_inject_reports_a_denied_document_and_exits_non_zero(tmp_path: Path) -> 
     manifest = tmp_path / "pod.yaml"
     manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {entourage.dev/wait-for: 'db;reboot'}}\nspec: {containers: [{name: a, image: 'a:1'}]}\n")
     code, out, err = run(["inject", "-f", str(manifest)])
-    assert code == 1
+    assert code == 1 and out == ""
     assert "document 0 (Pod p): entourage.dev/wait-for: 'db;reboot'" in err
-    assert yaml.safe_load(out)["spec"]["containers"] == [{"name": "a", "image": "a:1"}]
 
 
 def test_inject_says_so_when_the_yaml_is_broken() -> None:
     code, _, err = run(["inject", "-f", "-"], "a: [b")
-    assert code == 1 and "not valid YAML" in err
+    assert code == 2 and "not valid YAML" in err
 
 
 BILLION_LAUGHS = """\
@@ -122,7 +121,7 @@ def test_inject_refuses_yaml_aliases_at_once_naming_the_document(tmp_path: Path)
     started = time.monotonic()
     code, out, err = run(["inject", "-f", str(manifest)])
     assert time.monotonic() - started < 1
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err == f"entourage: {manifest}: document 1, line 11: YAML aliases (*a) are not accepted: write the value out in full\n"
 
 

@@ -127,7 +127,9 @@ def test_denied_cases_are_denied_by_the_webhook_with_the_golden_message(case: Pa
     response = admit(as_review(pod), golden_settings).review["response"]
     assert response["allowed"] is False and response["status"]["code"] == 400
     message = response["status"]["message"].removeprefix("Entourage cannot inject this pod: ")
-    assert message in golden_path(case, ".denied").read_text()
+    golden = golden_path(case, ".denied").read_text()
+    for problem in message.split("; "):  # one line per problem there
+        assert problem in golden
 
 
 def test_every_golden_file_has_its_input_case() -> None:

@@ -1,4 +1,4 @@
-"""The `entourage` command: serve, certs, inject, audit, config validate. Argument parsing and YAML in/out only."""
+"""The `entourage` command: serve, certs, inject, audit, explain, config validate. Argument parsing and YAML in/out only."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from webhook import __version__, certs, yamlio
 from webhook.admission.reuse import DEFAULT_SIZE
 from webhook.cluster import rotation
 from webhook.engine.settings import Settings, load_settings
-from webhook.engine.workloads import inject_document
-from webhook.errors import ConfigError, PodDenied
+from webhook.engine.workloads import inject_manifest
+from webhook.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         help="check configuration files exactly as `serve` loads them; exit 1 naming the key and value of the first problem in each",
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="YAML configuration file(s), e.g. the chart's config.yaml")
+    _add_explain_parser(commands)
     return parser
 
 
@@ -115,6 +116,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO = sys.stdin, stdout
             return _audit(args, stdout, stderr)
         if args.command == "config":
             return _validate_config(args.files, stdout, stderr)
+        if args.command == "explain":
+            return _explain(args, stdin, stdout, stderr)
         return _serve(args, stderr)
     except ConfigError as error:
         print(f"entourage: configuration error: {error}", file=stderr)
@@ -406,35 +409,178 @@ def _certs(args: argparse.Namespace, stdout: TextIO) -> int:
 
 
 def _inject(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """Safe in a pipe: stdout gets the whole stream or nothing. Exit 0 when every document was
+    injected or passed through, 1 when any pod asked for something invalid (every problem on
+    stderr), 2 when the input cannot be read (usage, missing file, broken YAML, a YAML alias)."""
     settings = load_settings(args.config)
     if args.native_sidecars:
         settings = replace(settings, native_sidecars=args.native_sidecars)
-    if args.filename == "-":
-        text = stdin.read()
-    else:
-        with open(args.filename, encoding="utf-8") as file:
-            text = file.read()
+    loaded = _read_manifests(args.filename, stdin, stderr)
+    if loaded is None:
+        return 2
+    documents, texts = loaded
+    pieces: list[str] = []
+    failed = 0
+    for index, document in enumerate(documents):
+        result = inject_manifest(document, settings)
+        for site, denial in result.denials:
+            for problem in denial.problems:
+                print(f"entourage: document {index} ({site.where}): {problem}", file=stderr)
+        for site, injection in result.injections:
+            for warning in injection.warnings:
+                print(f"entourage: warning: document {index} ({site.where}): {warning}", file=stderr)
+        failed += bool(result.denials)
+        if texts is None:
+            pieces.append(yamlio.dump_all([result.document]))
+        elif result.changed:
+            pieces.append(yamlio.leading_comments(texts[index]) + yamlio.dump_all([result.document]))
+        else:
+            pieces.append(texts[index])
+    if failed:
+        print(f"entourage: {failed} of {len(documents)} documents failed; nothing was written to stdout", file=stderr)
+        return 1
+    stdout.write(yamlio.join_documents(pieces))
+    return 0
+
+
+def _read_manifests(filename: str, stdin: TextIO, stderr: TextIO) -> tuple[list[Any], list[str] | None] | None:
+    """The documents of ``-f`` and their source texts (see yamlio.document_texts), or None after
+    saying on stderr why the input cannot be read."""
+    try:
+        if filename == "-":
+            text = stdin.read()
+        else:
+            with open(filename, encoding="utf-8") as file:
+                text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"entourage: cannot read {filename}: {error}", file=stderr)
+        return None
     try:
         documents = yamlio.load_all(text)
     except yamlio.AliasRefused as error:
-        print(f"entourage: {args.filename}: {error}", file=stderr)
-        return 1
+        print(f"entourage: {filename}: {error}", file=stderr)
+        return None
     except yaml.YAMLError as error:
-        print(f"entourage: {args.filename}: not valid YAML: {error}", file=stderr)
-        return 1
-    output: list[Any] = []
-    failed = 0
-    for index, document in enumerate(documents):
-        try:
-            injected, injection = inject_document(document, settings)
-        except PodDenied as denial:
-            failed += 1
-            name = (document.get("metadata") or {}).get("name", "?") if isinstance(document, dict) else "?"
-            print(f"entourage: document {index} ({document.get('kind')} {name}): {denial}", file=stderr)
-            injected, injection = document, None
-        if injection is not None:
-            for warning in injection.warnings:
-                print(f"entourage: warning: document {index}: {warning}", file=stderr)
-        output.append(injected)
-    stdout.write(yamlio.dump_all(output))
-    return 1 if failed else 0
+        print(f"entourage: {filename}: not valid YAML: {error}", file=stderr)
+        return None
+    return documents, yamlio.document_texts(text, documents)
+
+
+# -- entourage explain -----------------------------------------------------------------------------
+
+
+def _add_explain_parser(commands: Any) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="why a pod is (not) injected, and where each setting comes from: offline (-f) or in a cluster (KIND/NAME)",
+        description="Offline: entourage explain -f FILE|- . In a cluster: entourage explain -n NS pod/NAME (or deployment/, "
+        "statefulset/, daemonset/, replicaset/, job/, cronjob/). Exit 0 when explained (injected or not), 1 when the cluster "
+        "cannot be asked or the object is not there, 2 on a usage error or unreadable input.",
+    )
+    explain.add_argument("object", nargs="?", metavar="KIND/NAME", help="an object in the cluster, e.g. pod/web-7d9f or deployment/web")
+    explain.add_argument("-f", "--filename", help="offline: YAML file with one or more documents, or - for stdin")
+    explain.add_argument("-n", "--namespace", help="the object's namespace (cluster: default 'default'; offline: used in the fix commands)")
+    explain.add_argument(
+        "--namespace-annotations", action="append", default=[], metavar="KEY=VALUE|FILE",
+        help="offline: the namespace's annotations, as KEY=VALUE (repeatable) or a Namespace manifest file",
+    )  # fmt: skip
+    explain.add_argument("--kubeconfig", help="cluster: kubeconfig to use (default: in-cluster, then ~/.kube/config)")
+    explain.add_argument(
+        "--webhook-configuration", action="append", default=[], metavar="NAME",
+        help="cluster: the Mutating/ValidatingWebhookConfiguration(s) to evaluate (default: every one whose name or webhook names contain 'entourage')",
+    )  # fmt: skip
+    explain.add_argument("--config", help="the webhook's configuration file (profiles, defaults, annotationPrefix)")
+    explain.add_argument("--native-sidecars", choices=["true", "false"], help="as the cluster would resolve nativeSidecars: auto")
+    explain.add_argument("--output", "-o", choices=["text", "json"], default="text")
+
+
+def _explain(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from webhook.engine import explain
+
+    if bool(args.filename) == bool(args.object):
+        print("entourage: explain needs either -f FILE|- (offline) or KIND/NAME (in a cluster), not both", file=stderr)
+        return 2
+    settings = load_settings(args.config)
+    if args.native_sidecars:
+        settings = replace(settings, native_sidecars=args.native_sidecars)
+    if args.filename:
+        explanations = _explain_offline(args, settings, stdin, stderr)
+    else:
+        code, explanations = _explain_in_cluster(args, settings, stderr)
+        if code:
+            return code
+    if explanations is None:
+        return 2
+    stdout.write(explain.as_json(explanations) if args.output == "json" else explain.render(explanations))
+    return 0
+
+
+def _namespace_annotations(values: list[str], stderr: TextIO) -> dict[str, str] | None:
+    """--namespace-annotations: KEY=VALUE pairs and Namespace manifests, merged in order."""
+    annotations: dict[str, str] = {}
+    for value in values:
+        if os.path.exists(value):
+            try:
+                with open(value, encoding="utf-8") as file:
+                    loaded = yamlio.load_all(file.read())
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+                print(f"entourage: --namespace-annotations {value}: {error}", file=stderr)
+                return None
+            found = loaded[0] if loaded else {}
+            if isinstance(found, dict) and found.get("kind") == "Namespace":
+                found = (found.get("metadata") or {}).get("annotations") or {}
+            if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+                print(f"entourage: --namespace-annotations {value}: expected a Namespace manifest or a map of strings to strings", file=stderr)
+                return None
+            annotations.update({str(k): v for k, v in found.items()})
+        elif "=" in value:
+            key, _, text = value.partition("=")
+            annotations[key] = text
+        else:
+            print(f"entourage: --namespace-annotations {value!r}: expected KEY=VALUE or an existing file", file=stderr)
+            return None
+    return annotations
+
+
+def _explain_offline(args: argparse.Namespace, settings: Any, stdin: TextIO, stderr: TextIO) -> list[Any] | None:
+    from webhook.engine import explain
+    from webhook.engine.workloads import pod_sites
+
+    namespace_annotations = _namespace_annotations(args.namespace_annotations, stderr) if args.namespace_annotations else None
+    if args.namespace_annotations and namespace_annotations is None:
+        return None
+    loaded = _read_manifests(args.filename, stdin, stderr)
+    if loaded is None:
+        return None
+    explanations = []
+    for index, document in enumerate(loaded[0]):
+        for site in pod_sites(document):
+            target = explain.Target.of(site, namespace=args.namespace or "", document=index)
+            explanations.append(explain.explain_pod(site.template, settings, target, namespace_annotations=namespace_annotations))
+    return explanations
+
+
+def _explain_in_cluster(args: argparse.Namespace, settings: Any, stderr: TextIO) -> tuple[int, list[Any] | None]:
+    from webhook.cluster import explain as cluster_explain
+    from webhook.cluster import kube
+
+    try:
+        reference = cluster_explain.parse_reference(args.object)
+        cluster_explain.check_name(args.namespace or "default", "namespace")
+    except ValueError as error:
+        print(f"entourage: {error}", file=stderr)
+        return 2, None
+    try:
+        api = kube.Api(args.kubeconfig or (None if _in_cluster() else os.path.expanduser("~/.kube/config")))
+    except Exception as error:  # noqa: BLE001 - the kubernetes package raises several kinds
+        print(f"entourage: cannot configure API access: {error}", file=stderr)
+        return 1, None
+    try:
+        return 0, cluster_explain.explain_object(
+            api, reference, namespace=args.namespace or "default", settings=settings, configurations=tuple(args.webhook_configuration)
+        )
+    except kube.ApiError as error:
+        print(f"entourage: {error}", file=stderr)
+        return 1, None
+    finally:
+        api.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,3 +65,58 @@ def load_all(text: str) -> list[Any]:
 
 def dump_all(documents: Iterable[Any]) -> str:
     return yaml.dump_all(list(documents), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
+
+
+_MARKER = re.compile(r"^(---|\.\.\.)(?=[ \t\r]|$)", re.MULTILINE)
+
+
+def document_texts(text: str, documents: list[Any]) -> list[str] | None:
+    """The source text of each document ``load_all`` returned, so one that passes through
+    unchanged is written back byte for byte (comments, quoting, key order and all); the text
+    begins at its ``---`` line, if it has one. None when the stream cannot be cut at its
+    markers into exactly those documents (directives, say): then everything is re-dumped."""
+    cuts = [0]
+    for match in _MARKER.finditer(text):
+        if match[1] == "---":
+            cuts.append(match.start())
+        else:
+            cuts.append(text.find("\n", match.end()) + 1 or len(text))
+    cuts.append(len(text))
+    texts: list[str] = []
+    values: list[Any] = []
+    for start, end in itertools.pairwise(cuts):
+        piece = text[start:end]
+        try:
+            loaded = load_all(piece)
+        except yaml.YAMLError:
+            return None
+        if len(loaded) > 1:
+            return None
+        if loaded:
+            texts.append(piece)
+            values.append(loaded[0])
+    return texts if values == documents else None
+
+
+def join_documents(texts: Iterable[str]) -> str:
+    """Documents, each its own text (``---`` line or not), as one stream with a ``---`` between."""
+    out: list[str] = []
+    for index, piece in enumerate(texts):
+        piece = piece if piece.endswith("\n") else piece + "\n"
+        starts_marked = _MARKER.match(piece) is not None and piece.startswith("---")
+        out.append(piece if index == 0 or starts_marked else "---\n" + piece)
+    return "".join(out)
+
+
+def leading_comments(text: str) -> str:
+    """The comment lines a document's text begins with (after its ``---``), such as helm's
+    ``# Source:`` line: kept above a document that is injected and so written anew."""
+    lines = text.splitlines(keepends=True)
+    if lines and lines[0].startswith("---"):
+        lines = lines[1:]
+    kept = []
+    for line in lines:
+        if not line.lstrip().startswith("#"):
+            break
+        kept.append(line)
+    return "".join(kept)
