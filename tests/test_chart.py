@@ -673,6 +673,7 @@ def test_the_container_runs_serve_with_tls_config_and_the_serving_port() -> None
         "--port", "8443",
         "--config", "/etc/entourage/config/config.yaml", "--drain-seconds", "5",
         "--metrics-port", "9443",
+        "--self-test-seconds", "0",
     ]  # fmt: skip
 
 
@@ -971,3 +972,25 @@ def test_the_docker_build_context_leaves_out_local_state() -> None:
     ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*" or {".venv", ".git", ".tools"} <= set(ignore)
     assert "!webhook/" in ignore and "!pyproject.toml" in ignore
+
+
+def test_the_self_test_is_off_unless_asked_for_and_then_gets_only_the_rbac_it_needs() -> None:
+    docs = render()
+    assert flag(container(docs)["args"], "--self-test-seconds") == "0"
+    rules = one(docs, "ClusterRole")["rules"]
+    assert not any("pods" in rule["resources"] for rule in rules)
+    enabled = render({"selfTest": {"enabled": True, "intervalSeconds": 120}})
+    args = container(enabled)["args"]
+    assert flag(args, "--self-test-seconds") == "120" and flag(args, "--self-test-configuration") == "entourage"
+    rules = one(enabled, "ClusterRole")["rules"]
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]} in rules
+    assert {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["entourage"], "verbs": ["get"]} in rules
+    scoped = render({"selfTest": {"enabled": True, "namespaces": ["shop", "billing"]}})
+    assert not any("pods" in rule["resources"] for rule in one(scoped, "ClusterRole")["rules"])
+    roles = [doc for doc in scoped if doc["kind"] == "Role" and doc["metadata"]["name"].endswith("-self-test")]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["billing", "shop"]
+    assert all(role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}] for role in roles)
+    args = container(scoped)["args"]
+    assert [args[i + 1] for i, arg in enumerate(args) if arg == "--self-test-namespace"] == ["shop", "billing"]
+    for doc in scoped:
+        validate(doc)
