@@ -43,14 +43,14 @@ test: venv tools
 
 ## lint: ruff (rules and format) and mypy --strict over webhook/; zero findings on main
 lint: venv
-	$(BIN)/ruff check webhook tests soak bench
-	$(BIN)/ruff format --check webhook tests soak bench
+	$(BIN)/ruff check webhook tests soak bench scripts
+	$(BIN)/ruff format --check webhook tests soak bench scripts
 	$(BIN)/mypy
 
 ## format: apply ruff's safe fixes and the formatter
 format: venv
-	$(BIN)/ruff check --fix webhook tests soak bench
-	$(BIN)/ruff format webhook tests soak bench
+	$(BIN)/ruff check --fix webhook tests soak bench scripts
+	$(BIN)/ruff format webhook tests soak bench scripts
 
 ## golden: rewrite tests/testdata/inject/*.injected and tests/testdata/pipe/*.result from the current engine
 golden: venv

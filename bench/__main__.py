@@ -18,8 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,16", help="comma-separated keep-alive connection counts (default 1,16)")
     cases = (*payloads.CASES, *VARIED)
     parser.add_argument("--cases", default=",".join(cases), help=f"comma-separated subset of {', '.join(cases)}")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="entourage serve --log-level (default: the server's own)")
-    parser.add_argument("--memory-requests", type=int, default=200_000, help="drive Entourage until it has served this many requests (RSS check)")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="entourage serve --log-level (default: the server's own)"
+    )
+    parser.add_argument(
+        "--memory-requests", type=int, default=200_000, help="drive Entourage until it has served this many requests (RSS check)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results (default bench-results.json)")
     parser.add_argument("--no-micro", action="store_true", help="skip the in-process engine timings")
     parser.add_argument("--micro-only", action="store_true", help="only the in-process engine timings")

@@ -85,12 +85,30 @@ def _large_container(index: int, volumes: list[str]) -> dict[str, Any]:
         "env": [_env(index, n) for n in range(LARGE_ENV_PER_CONTAINER)],
         "resources": {"limits": {"cpu": "2", "memory": "4Gi"}, "requests": {"cpu": "500m", "memory": "2Gi"}},
         "volumeMounts": mounts,
-        "livenessProbe": {"tcpSocket": {"port": 7000 + index}, "initialDelaySeconds": 30, "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3},
-        "readinessProbe": {"exec": {"command": ["/usr/local/bin/ready.sh"]}, "timeoutSeconds": 1, "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 3},
+        "livenessProbe": {
+            "tcpSocket": {"port": 7000 + index},
+            "initialDelaySeconds": 30,
+            "timeoutSeconds": 1,
+            "periodSeconds": 10,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "exec": {"command": ["/usr/local/bin/ready.sh"]},
+            "timeoutSeconds": 1,
+            "periodSeconds": 5,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
         "imagePullPolicy": "IfNotPresent",
-        "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
 
 
@@ -103,9 +121,19 @@ def _fields_of(container: dict[str, Any]) -> dict[str, Any]:
     mounts = {f'k:{{"mountPath":"{m["mountPath"]}"}}': {".": {}, "f:mountPath": {}, "f:name": {}} for m in container["volumeMounts"]}
     return {
         ".": {},
-        "f:args": {}, "f:command": {}, "f:env": {}, "f:image": {}, "f:imagePullPolicy": {},
-        "f:livenessProbe": {}, "f:name": {}, "f:ports": {}, "f:readinessProbe": {}, "f:resources": {},
-        "f:securityContext": {}, "f:terminationMessagePath": {}, "f:terminationMessagePolicy": {},
+        "f:args": {},
+        "f:command": {},
+        "f:env": {},
+        "f:image": {},
+        "f:imagePullPolicy": {},
+        "f:livenessProbe": {},
+        "f:name": {},
+        "f:ports": {},
+        "f:readinessProbe": {},
+        "f:resources": {},
+        "f:securityContext": {},
+        "f:terminationMessagePath": {},
+        "f:terminationMessagePolicy": {},
         "f:volumeMounts": {".": {}, **mounts},
     }
 
@@ -122,8 +150,22 @@ def large_review() -> dict[str, Any]:
     metadata.update(
         name="db-0",
         namespace="data",
-        labels={"app.kubernetes.io/name": "db", "apps.kubernetes.io/pod-index": "0", "controller-revision-hash": "db-5c8f7d9b6", "statefulset.kubernetes.io/pod-name": "db-0"},
-        ownerReferences=[{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "5b2e8f1c-3d4a-4e6b-9c7d-1a2b3c4d5e6f", "controller": True, "blockOwnerDeletion": True}],
+        labels={
+            "app.kubernetes.io/name": "db",
+            "apps.kubernetes.io/pod-index": "0",
+            "controller-revision-hash": "db-5c8f7d9b6",
+            "statefulset.kubernetes.io/pod-name": "db-0",
+        },
+        ownerReferences=[
+            {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "name": "db",
+                "uid": "5b2e8f1c-3d4a-4e6b-9c7d-1a2b3c4d5e6f",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
     )
     claims = [f"data-{n}" for n in range(4)]
     volumes: list[dict[str, Any]] = [{"name": c, "persistentVolumeClaim": {"claimName": f"{c}-db-0"}} for c in claims]
@@ -163,7 +205,9 @@ def varied_reviews() -> list[dict[str, Any]]:
         target["metadata"]["generateName"] = VARIED_NAME
         for section in ("containers", "initContainers", "volumes"):
             if section in pod["spec"]:
-                target["spec"][section] = pod["spec"][section] + ([v for v in target["spec"].get("volumes", []) if "projected" in v] if section == "volumes" else [])
+                target["spec"][section] = pod["spec"][section] + (
+                    [v for v in target["spec"].get("volumes", []) if "projected" in v] if section == "volumes" else []
+                )
         try:
             injected = inject_pod(target, settings).reason == INJECTED
         except Exception:  # noqa: BLE001 - a case the built-in profiles deny is simply not used

@@ -111,7 +111,16 @@ def _python_command(name: str, options: Options | None = None) -> list[str]:
 def _start(name: str, certs: Path, work: Path, options: Options) -> Server:
     port = _free_port()
     command = ["taskset", "-c", str(options.server_cpu), *_python_command(name, options), *([] if name == "baseline" else ["serve"])]
-    command += ["--tls-cert-file", str(certs / "tls.crt"), "--tls-private-key-file", str(certs / "tls.key"), "--host", "127.0.0.1", "--port", str(port)]
+    command += [
+        "--tls-cert-file",
+        str(certs / "tls.crt"),
+        "--tls-private-key-file",
+        str(certs / "tls.key"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     if options.log_level:
         command += ["--log-level", options.log_level]
     log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the server
@@ -120,7 +129,9 @@ def _start(name: str, certs: Path, work: Path, options: Options) -> Server:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}; see {work / (name + '.log')}:\n{(work / (name + '.log')).read_text()[-2000:]}")
+            raise RuntimeError(
+                f"{name} exited with {process.returncode}; see {work / (name + '.log')}:\n{(work / (name + '.log')).read_text()[-2000:]}"
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return server
@@ -139,16 +150,30 @@ def _stop(server: Server) -> None:
             server.process.wait()
 
 
-def wrk(server: Server, body_file: Path, *, connections: int, duration: float, options: Options, work: Path, vary: str = "") -> dict[str, Any]:
+def wrk(
+    server: Server, body_file: Path, *, connections: int, duration: float, options: Options, work: Path, vary: str = ""
+) -> dict[str, Any]:
     """One wrk run; returns its measurements (latencies in ms). ``vary``: see VARIED."""
     output = work / "wrk.out"
-    command = ["taskset", "-c", str(options.client_cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s"]
+    command = [
+        "taskset",
+        "-c",
+        str(options.client_cpu),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+    ]
     command += ["-s", str(LUA), f"https://127.0.0.1:{server.port}/mutate"]
     cpu_before = server.cpu_seconds()
     busy_before = _busy_seconds((options.server_cpu, options.client_cpu))
     started = time.perf_counter()
     with open(output, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_VARY": vary})
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_VARY": vary}
+        )
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
@@ -192,7 +217,9 @@ def _busy_seconds(cpus: tuple[int, ...]) -> float:
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?"
+    )
     versions = {}
     for module in ("uvicorn", "uvloop", "httptools", "orjson", "fastapi", "starlette"):
         try:
@@ -215,7 +242,12 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     with the errors of all runs and the mean req/s for reference."""
     best = max(runs, key=lambda run: run["rps"])
     keys = ("rps", "p50_ms", "p99_ms", "p999_ms", "server_cpu", "client_cpu", "other_cpu")
-    return {**{key: best[key] for key in keys}, "rps_mean": mean(run["rps"] for run in runs), "errors": sum(run["errors"] for run in runs), "runs": len(runs)}
+    return {
+        **{key: best[key] for key in keys},
+        "rps_mean": mean(run["rps"] for run in runs),
+        "errors": sum(run["errors"] for run in runs),
+        "runs": len(runs),
+    }
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -302,14 +334,23 @@ def run(options: Options) -> dict[str, Any]:
         raise SystemExit("bench: needs wrk and taskset (apt-get install wrk util-linux)")
     work = Path(tempfile.mkdtemp(prefix="entourage-bench-"))
     certs = work / "certs"
-    subprocess.run([*_python_command("entourage"), "certs", "--service", "x", "--namespace", "y", "--out-dir", str(certs), "--force"], check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        [*_python_command("entourage"), "certs", "--service", "x", "--namespace", "y", "--out-dir", str(certs), "--force"],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     reviews = payloads.reviews()
     bodies = {case: orjson.dumps(review) for case, review in reviews.items()}
     files = payloads.write(work / "bodies")
     for case, (source, _) in VARIED.items():
         files[case] = files[source]
     ca_file = str(certs / "ca.crt")
-    result: dict[str, Any] = {"machine": machine(), "options": {k: str(v) for k, v in options.__dict__.items()}, "body_bytes": {c: len(b) for c, b in bodies.items()}}
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "options": {k: str(v) for k, v in options.__dict__.items()},
+        "body_bytes": {c: len(b) for c, b in bodies.items()},
+    }
     micro_results = None
     if options.micro:
         from bench import micro
@@ -319,12 +360,22 @@ def run(options: Options) -> dict[str, Any]:
     servers = {name: _start(name, certs, work, options) for name in SERVERS}
     try:
         verify.check_baseline(servers["baseline"].port, ca_file=ca_file, reviews=reviews, bodies=bodies)
-        verify.check_server("entourage", servers["entourage"].port, ca_file=ca_file, reviews=reviews, bodies=bodies, varied=payloads.varied_reviews())
+        verify.check_server(
+            "entourage", servers["entourage"].port, ca_file=ca_file, reviews=reviews, bodies=bodies, varied=payloads.varied_reviews()
+        )
         print(f"bench: answers verified (uid echoed, patch applies, injected containers present); work dir {work}", file=sys.stderr)
         for case in options.cases:
             for server in servers.values():
                 vary = VARIED[case][1] if case in VARIED else ""
-                wrk(server, files[case], connections=max(options.connections), duration=options.warmup, options=options, work=work, vary=vary)
+                wrk(
+                    server,
+                    files[case],
+                    connections=max(options.connections),
+                    duration=options.warmup,
+                    options=options,
+                    work=work,
+                    vary=vary,
+                )
         warmed_up = {name: server.served for name, server in servers.items()}
         runs: list[dict[str, Any]] = []
         for alternation in range(options.alternations):
@@ -332,7 +383,15 @@ def run(options: Options) -> dict[str, Any]:
                 for connections in options.connections:
                     for name in SERVERS:
                         vary = VARIED[case][1] if case in VARIED else ""
-                        measured = wrk(servers[name], files[case], connections=connections, duration=options.duration, options=options, work=work, vary=vary)
+                        measured = wrk(
+                            servers[name],
+                            files[case],
+                            connections=connections,
+                            duration=options.duration,
+                            options=options,
+                            work=work,
+                            vary=vary,
+                        )
                         runs.append({"server": name, "case": case, "connections": connections, "alternation": alternation, **measured})
                         print(
                             f"bench: {name:9} {case:11} c={connections:<3} {measured['rps']:9,.0f} req/s  p99 {measured['p99_ms']:.2f} ms  errors {measured['errors']}  other CPU {measured['other_cpu']:.0%}",
@@ -363,8 +422,12 @@ def run(options: Options) -> dict[str, Any]:
 def _print(result: dict[str, Any], micro_results: dict[str, dict[str, float]] | None) -> None:
     m = result["machine"]
     print(f"\nMachine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}, {m['wrk']}")
-    print(f"uvicorn {m['uvicorn']}, uvloop {m['uvloop']}, httptools {m['httptools']}, orjson {m['orjson']}; server on CPU {result['options']['server_cpu']}, wrk on CPU {result['options']['client_cpu']}")
-    print("Each row is the best of its alternations (other load only slows a run); 'other CPU' is what else ran on the two pinned cores, as a share of one core.")
+    print(
+        f"uvicorn {m['uvicorn']}, uvloop {m['uvloop']}, httptools {m['httptools']}, orjson {m['orjson']}; server on CPU {result['options']['server_cpu']}, wrk on CPU {result['options']['client_cpu']}"
+    )
+    print(
+        "Each row is the best of its alternations (other load only slows a run); 'other CPU' is what else ran on the two pinned cores, as a share of one core."
+    )
     print("Bodies: " + ", ".join(f"{case} {size:,} B" for case, size in result["body_bytes"].items()) + "\n")
     print(table(result["rows"]))
     mem = result["memory"]

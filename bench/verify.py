@@ -69,7 +69,13 @@ def check_answer(where: str, review: dict[str, Any], status: int, body: bytes, *
 
 
 def check_server(
-    name: str, port: int, *, ca_file: str, reviews: dict[str, dict[str, Any]], bodies: dict[str, bytes], varied: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()
+    name: str,
+    port: int,
+    *,
+    ca_file: str,
+    reviews: dict[str, dict[str, Any]],
+    bodies: dict[str, bytes],
+    varied: tuple[dict[str, Any], ...] | list[dict[str, Any]] = (),
 ) -> None:
     """Entourage: every case in full (each varied pod too), plus the HTTP errors of the lean endpoint."""
     for case, body in bodies.items():
@@ -85,7 +91,9 @@ def check_server(
     ):
         status, answer = post(port, body, ca_file=ca_file, method=method, content_type=content_type)
         if status != expected or orjson.loads(answer).get("kind") != "Status":
-            raise VerificationError(f"{name}: {method} {content_type}: expected HTTP {expected} with a Status, got {status}: {answer[:200]!r}")
+            raise VerificationError(
+                f"{name}: {method} {content_type}: expected HTTP {expected} with a Status, got {status}: {answer[:200]!r}"
+            )
 
 
 def check_baseline(port: int, *, ca_file: str, reviews: dict[str, dict[str, Any]], bodies: dict[str, bytes]) -> None:

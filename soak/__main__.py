@@ -18,21 +18,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", choices=["run", "corpus"], default="run")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts to run (default: all of {','.join(PARTS)})")
     parser.add_argument("--duration", type=float, default=180.0, help="soak seconds (default 180)")
-    parser.add_argument("--concurrency", type=int, default=8, help="soak keep-alive clients (default 8); the burst uses --burst-factor times as many")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="soak keep-alive clients (default 8); the burst uses --burst-factor times as many"
+    )
     parser.add_argument("--burst-factor", type=int, default=10)
     parser.add_argument("--burst-seconds", type=float, default=10.0)
     parser.add_argument("--validate-every", type=int, default=250, help="re-validate every Nth patched pod with podcheck (default 250)")
     parser.add_argument("--faults", default="certificate,config,sigterm,worker-kill,api-outage")
-    parser.add_argument("--fuzz-inputs", type=int, default=100_000, help="in-process inputs in all: corpus + mutations + hypothesis + atheris (default 100000)")
+    parser.add_argument(
+        "--fuzz-inputs",
+        type=int,
+        default=100_000,
+        help="in-process inputs in all: corpus + mutations + hypothesis + atheris (default 100000)",
+    )
     parser.add_argument("--hypothesis-examples", type=int, default=10_000)
     parser.add_argument("--atheris-runs", type=int, default=20_000, help="0 to skip atheris")
     parser.add_argument("--tls-sample", type=int, default=2_000, help="fuzz inputs also sent to the real server over TLS")
     parser.add_argument("--schemathesis-examples", type=int, default=100)
     parser.add_argument("--schemathesis-seconds", type=int, default=30)
-    parser.add_argument("--adversarial-cases", default="", help="comma-separated adversarial bodies (default: all of soak/adversarial.py's CASES)")
-    parser.add_argument("--memory-requests", type=int, default=1_000_000, help="adversarial requests of the memory flood, after its warm-up (default 1000000)")
-    parser.add_argument("--memory-warmup-seconds", type=float, default=60.0, help="the memory flood's warm-up, until every cache is full (default 60)")
-    parser.add_argument("--memory-seconds", type=float, default=1800.0, help="the memory flood stops here even if not every request was sent (default 1800)")
+    parser.add_argument(
+        "--adversarial-cases", default="", help="comma-separated adversarial bodies (default: all of soak/adversarial.py's CASES)"
+    )
+    parser.add_argument(
+        "--memory-requests",
+        type=int,
+        default=1_000_000,
+        help="adversarial requests of the memory flood, after its warm-up (default 1000000)",
+    )
+    parser.add_argument(
+        "--memory-warmup-seconds", type=float, default=60.0, help="the memory flood's warm-up, until every cache is full (default 60)"
+    )
+    parser.add_argument(
+        "--memory-seconds", type=float, default=1800.0, help="the memory flood stops here even if not every request was sent (default 1800)"
+    )
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000, help="mutation and hypothesis seed (printed, to replay)")
     options = parser.parse_args(argv)
 
@@ -96,13 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         if atheris_runs:
             executed, atheris_seconds, problem = fuzz.atheris_run(atheris_runs, max_seconds=300)
             total, seconds = total + executed, seconds + atheris_seconds
-            print(f"  atheris (coverage-guided, in a subprocess): {executed} inputs in {atheris_seconds:.1f}s{'; ' + problem if problem else '; no crash'}")
+            print(
+                f"  atheris (coverage-guided, in a subprocess): {executed} inputs in {atheris_seconds:.1f}s{'; ' + problem if problem else '; no crash'}"
+            )
             if problem:
                 stats.failures.append(problem)
         else:
             print("  atheris: not installed, skipped")
         print(f"  TOTAL in process: {total} inputs in {seconds:.1f}s")
-        sample = [fuzz.Input(data) for data in corpus.load().values()] + list(fuzz.mutations(corpus.load(), max(0, options.tls_sample - seeds), options.seed + 1))
+        sample = [fuzz.Input(data) for data in corpus.load().values()] + list(
+            fuzz.mutations(corpus.load(), max(0, options.tls_sample - seeds), options.seed + 1)
+        )
         tls, notes = fuzz.tls_sample(sample)
         print(f"  over TLS against the real server: {tls.summary()}")
         for note in notes:
@@ -126,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         heading("schemathesis")
         print("  against the server's own /openapi.json (/mutate described in webhook/serving/openapi.py)")
         code, summary, output = fuzz.schemathesis_run(max_examples=options.schemathesis_examples, max_time=options.schemathesis_seconds)
-        print(f"  schemathesis run (examples, coverage, fuzzing; checks not_a_server_error, status_code/content_type/response_schema conformance): exit {code}; {summary}")
+        print(
+            f"  schemathesis run (examples, coverage, fuzzing; checks not_a_server_error, status_code/content_type/response_schema conformance): exit {code}; {summary}"
+        )
         if code != 0:
             print("  FAIL:\n" + "\n".join("    " + line for line in output.splitlines()[-40:]))
             failed.append("schemathesis")
@@ -139,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         heading("adversarial bodies at 1.5 MB and 3 MiB: server CPU per request, a normal admission alongside")
         chosen = [name.strip() for name in options.adversarial_cases.split(",") if name.strip()]
         if set(chosen) - set(adversarial.CASES):
-            parser.error(f"--adversarial-cases: unknown {sorted(set(chosen) - set(adversarial.CASES))}; choose from {', '.join(adversarial.CASES)}")
+            parser.error(
+                f"--adversarial-cases: unknown {sorted(set(chosen) - set(adversarial.CASES))}; choose from {', '.join(adversarial.CASES)}"
+            )
         _, problems = adversarial.run(cases=chosen or None)
         print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)
         failed += ["adversarial"] if problems else []
@@ -147,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in parts:
         from soak import memory
 
-        heading(f"memory: {options.memory_requests} adversarial requests, every one distinct, after a {options.memory_warmup_seconds:g}s warm-up")
-        result = memory.memory(requests=options.memory_requests, warmup_seconds=options.memory_warmup_seconds, max_seconds=options.memory_seconds)
+        heading(
+            f"memory: {options.memory_requests} adversarial requests, every one distinct, after a {options.memory_warmup_seconds:g}s warm-up"
+        )
+        result = memory.memory(
+            requests=options.memory_requests, warmup_seconds=options.memory_warmup_seconds, max_seconds=options.memory_seconds
+        )
         print(result.report())
         problems = result.problems()
         print("  " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)), flush=True)

@@ -20,7 +20,7 @@ app = App()
 def one(data: bytes) -> None:
     item = Input(data, chunks=1 + len(data) % 4)  # the whole input is the body, so seeds stay seeds
     sent, error = app.call(item)
-    status, problem = verdict(item, sent, error)
+    _status, problem = verdict(item, sent, error)
     if problem:
         raise AssertionError(problem)
 

@@ -154,7 +154,7 @@ class Target:
 
 
 class Response:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, headers: dict[bytes, bytes], body: bytes) -> None:
         self.status, self.headers, self.body = status, headers, body
@@ -219,7 +219,9 @@ class Client:
     async def _connect(self) -> bool:
         try:
             self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(self.target.host, self.target.port, ssl=self.target.context, server_hostname=self.target.server_name),
+                asyncio.open_connection(
+                    self.target.host, self.target.port, ssl=self.target.context, server_hostname=self.target.server_name
+                ),
                 self.timeout,
             )
         except (OSError, TimeoutError, ssl.SSLError) as error:
@@ -259,7 +261,8 @@ class Client:
             self._close()
 
     async def one(self, case: Case, uid: str) -> None:
-        assert self.writer is not None and self.reader is not None
+        assert self.writer is not None
+        assert self.reader is not None
         stats = self.stats
         started = time.perf_counter()
         try:

@@ -47,10 +47,15 @@ def _delete(path: str):  # type: ignore[no-untyped-def]
 def seeds() -> dict[str, bytes]:
     P = "entourage.dev/"
     reference = _review()
-    everything = {P + "logging": "true", P + "ambassador": "6379=redis:6379,tls://api.example.com:443", P + "wait-for": "tcp://db:5432,dns://db", P + "adapter": "nginx-prometheus"}
+    everything = {
+        P + "logging": "true",
+        P + "ambassador": "6379=redis:6379,tls://api.example.com:443",
+        P + "wait-for": "tcp://db:5432,dns://db",
+        P + "adapter": "nginx-prometheus",
+    }
     deep = b"[" * 5000 + b"]" * 5000
     deep_object = b'{"a":' * 3000 + b"1" + b"}" * 3000
-    found = {
+    return {
         "reference-review.json": reference,
         "reference-all-patterns.json": _review(annotations=everything),
         "reference-native-sidecars.json": _review(annotations={**everything, P + "native-sidecars": "true"}),
@@ -65,20 +70,36 @@ def seeds() -> dict[str, bytes]:
         "deep-array.json": deep,
         "deep-object.json": deep_object,
         "deep-in-object.json": _review(_set("request.object.spec.containers", json.loads(b"[" * 200 + b"]" * 200))),
-        "huge-integer.json": _review(_set("request.object.spec.terminationGracePeriodSeconds", "@@BIG@@"), {P + "logging": "true"}).replace(b'"@@BIG@@"', b"1" + b"0" * 400),
-        "integer-past-64-bits.json": _review(_set("request.object.spec.terminationGracePeriodSeconds", "@@BIG@@"), {P + "logging": "true"}).replace(b'"@@BIG@@"', b"18446744073709551616"),
-        "huge-integer-raw.json": b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":' + b"9" * 5000 + b"}}",
+        "huge-integer.json": _review(_set("request.object.spec.terminationGracePeriodSeconds", "@@BIG@@"), {P + "logging": "true"}).replace(
+            b'"@@BIG@@"', b"1" + b"0" * 400
+        ),
+        "integer-past-64-bits.json": _review(
+            _set("request.object.spec.terminationGracePeriodSeconds", "@@BIG@@"), {P + "logging": "true"}
+        ).replace(b'"@@BIG@@"', b"18446744073709551616"),
+        "huge-integer-raw.json": b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":'
+        + b"9" * 5000
+        + b"}}",
         "huge-float.json": b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"CREATE","kind":{"group":"","kind":"Pod"},"object":{"spec":{"containers":[{"name":"a","ports":[{"containerPort":1e400}]}]}}}}',
         "nan.json": b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":NaN}}',
         "duplicate-keys.json": b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","uid":"b","operation":"CREATE","kind":{"group":"","version":"v1","kind":"Pod"},"object":{"metadata":{},"spec":{"containers":[]}}}}',
-        "unicode-annotations.json": _review(annotations={P + "wait-for": "db\uff1a5432", P + "logging": "tr\u0443e", "\u202e" + P + "x": "\u0000"}),
+        "unicode-annotations.json": _review(
+            annotations={P + "wait-for": "db\uff1a5432", P + "logging": "tr\u0443e", "\u202e" + P + "x": "\u0000"}
+        ),
         "unicode-escapes.json": reference.replace(b'"checkout-7d9c6b5f4-"', b'"\\ud83d\\ude00\\u0000\\udc00"'),
         "invalid-utf8.json": reference.replace(b"checkout-7d9c6b5f4-", b"\xff\xfe\xc3\x28"),
         "bom.json": b"\xef\xbb\xbf" + reference,
-        "shell-metacharacters.json": _review(annotations={P + "ambassador": "6379=redis:6379;rm -rf /", P + "wait-for": "$(id)`id`|id&&id", P + "logging-paths": "/var/log/app\n/etc"}),
+        "shell-metacharacters.json": _review(
+            annotations={
+                P + "ambassador": "6379=redis:6379;rm -rf /",
+                P + "wait-for": "$(id)`id`|id&&id",
+                P + "logging-paths": "/var/log/app\n/etc",
+            }
+        ),
         "very-long-annotation.json": _review(annotations={P + "wait-for": "a" * 20_000}),
         "thousands-of-routes.json": _review(annotations={P + "ambassador": ",".join(f"{1024 + i}=svc-{i}:80" for i in range(3000))}),
-        "nested-prefix.json": _review(annotations={P + P + "logging": "true", "entourage.dev.entourage.dev/logging": "true", P + "logging/extra": "true"}),
+        "nested-prefix.json": _review(
+            annotations={P + P + "logging": "true", "entourage.dev.entourage.dev/logging": "true", P + "logging/extra": "true"}
+        ),
         "wrong-type-apiVersion.json": _review(_set("apiVersion", 1)),
         "wrong-type-request.json": _review(_set("request", [])),
         "wrong-type-uid.json": _review(_set("request.uid", {"a": 1})),
@@ -92,25 +113,34 @@ def seeds() -> dict[str, bytes]:
         "no-object.json": _review(_delete("request.object")),
         "wrong-type-metadata.json": _review(_set("request.object.metadata", [1, 2])),
         "wrong-type-annotations.json": _review(_set("request.object.metadata.annotations", ["entourage.dev/logging=true"])),
-        "annotation-values-not-strings.json": _review(annotations={P + "logging": True, P + "wait-for": 5432, P + "ambassador": None, P + "adapter": ["a"]}),  # type: ignore[dict-item]
+        "annotation-values-not-strings.json": _review(
+            annotations={P + "logging": True, P + "wait-for": 5432, P + "ambassador": None, P + "adapter": ["a"]}
+        ),  # type: ignore[dict-item]
         "wrong-type-spec.json": _review(_set("request.object.spec", "spec"), {P + "logging": "true"}),
         "wrong-type-containers.json": _review(_set("request.object.spec.containers", {"name": "app"}), {P + "logging": "true"}),
         "containers-of-nulls.json": _review(_set("request.object.spec.containers", [None, 1, "x", []]), {P + "logging": "true"}),
         "no-containers.json": _review(_delete("request.object.spec.containers"), {P + "logging": "true"}),
-        "wrong-type-ports.json": _review(lambda r: r["request"]["object"]["spec"]["containers"][0].__setitem__("ports", "8080"), {P + "ambassador": "8080=x:1"}),
+        "wrong-type-ports.json": _review(
+            lambda r: r["request"]["object"]["spec"]["containers"][0].__setitem__("ports", "8080"), {P + "ambassador": "8080=x:1"}
+        ),
         "wrong-type-volumes.json": _review(_set("request.object.spec.volumes", {"a": 1}), {P + "logging": "true"}),
         "wrong-type-initContainers.json": _review(_set("request.object.spec.initContainers", 7), {P + "wait-for": "tcp://db:5432"}),
-        "wrong-type-volumeMounts.json": _review(lambda r: r["request"]["object"]["spec"]["containers"][0].__setitem__("volumeMounts", {"x": 1}), {P + "logging": "true"}),
+        "wrong-type-volumeMounts.json": _review(
+            lambda r: r["request"]["object"]["spec"]["containers"][0].__setitem__("volumeMounts", {"x": 1}), {P + "logging": "true"}
+        ),
         "status-annotation-garbage.json": _review(annotations={P + "status": "{not json", P + "logging": "true"}),
-        "update-with-old-object.json": _review(lambda r: r["request"].update(operation="UPDATE", oldObject=copy.deepcopy(r["request"]["object"]))),
+        "update-with-old-object.json": _review(
+            lambda r: r["request"].update(operation="UPDATE", oldObject=copy.deepcopy(r["request"]["object"]))
+        ),
         "delete-without-object.json": _review(lambda r: r["request"].update(operation="DELETE", object=None)),
         "subresource.json": _review(_set("request.subResource", "ephemeralcontainers"), {P + "logging": "true"}),
         "v1beta1.json": _review(_set("apiVersion", "admission.k8s.io/v1beta1")),
         "ownerReferences-not-a-list.json": _review(_set("request.object.metadata.ownerReferences", True)),
-        "ownerReferences-number-on-update.json": _review(lambda r: (r["request"].update(operation="UPDATE"), r["request"]["object"]["metadata"].__setitem__("ownerReferences", 1.5))),
+        "ownerReferences-number-on-update.json": _review(
+            lambda r: (r["request"].update(operation="UPDATE"), r["request"]["object"]["metadata"].__setitem__("ownerReferences", 1.5))
+        ),
         "response-instead-of-request.json": b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u","allowed":true}}',
     }
-    return found
 
 
 def load() -> dict[str, bytes]:

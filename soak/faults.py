@@ -62,7 +62,9 @@ class FaultResult:
         if stats.answered + stats.failed != stats.sent:
             self.problems.append(f"{stats.sent} sent but {stats.answered} answered and {stats.failed} failed")
         if stats.failed > accounted or stats.wrong or stats.status.keys() - {200}:
-            self.problems.append(f"{stats.failed} failed, {stats.wrong} wrong, statuses {dict(stats.status)}: {stats.failures[:5]} {stats.wrongs[:5]}")
+            self.problems.append(
+                f"{stats.failed} failed, {stats.wrong} wrong, statuses {dict(stats.status)}: {stats.failures[:5]} {stats.wrongs[:5]}"
+            )
         if stats.connect_errors and not allow_connect_errors:
             self.problems.append(f"{stats.connect_errors} connection failures: {stats.connect_failures[:5]}")
 
@@ -97,7 +99,9 @@ def _metric(webhook: webhook_process.Webhook, name: str) -> float:
     return webhook.metrics().get(name, 0.0)
 
 
-async def _mixed_load(tgt: Target, cases: list[mix.Case], stats: Stats, *, duration: float, keepalive: int = 6, fresh: int = 2, **options: Any) -> None:
+async def _mixed_load(
+    tgt: Target, cases: list[mix.Case], stats: Stats, *, duration: float, keepalive: int = 6, fresh: int = 2, **options: Any
+) -> None:
     checker = Checker(validate_every=0)
     await asyncio.gather(
         load(tgt, cases, concurrency=keepalive, duration=duration, stats=stats, checker=checker, **options),
@@ -280,7 +284,9 @@ def sigterm(*, drain: float = 2.0, propagation: float = 1.0, slow: int = 3) -> F
         run(scenario())
         code = webhook.process.wait(15)
         stopped = time.monotonic() - t0[0]
-        result.details.append(f"exit status {code} {stopped:.1f}s after SIGTERM; {slow} slow requests in flight at the close: {slow - sum('in flight' in f for f in result.stats.failures)} answered")
+        result.details.append(
+            f"exit status {code} {stopped:.1f}s after SIGTERM; {slow} slow requests in flight at the close: {slow - sum('in flight' in f for f in result.stats.failures)} answered"
+        )
         result.details.append(f"answers with Connection: close during the drain: {result.stats.server_closes}")
         if code != 0:
             result.problems.append(f"exit status {code}")
@@ -330,8 +336,7 @@ def worker_kill(seconds: float = 10.0) -> FaultResult:
                 data = b""
                 while b"\r\n\r\n" not in data:
                     data += conn.recv(65536)
-                owner = procs.socket_owners(webhook.port, _workers(webhook)).get(conn.getsockname()[1])
-            return owner
+                return procs.socket_owners(webhook.port, _workers(webhook)).get(conn.getsockname()[1])
 
         async def scenario() -> None:
             task = asyncio.create_task(_mixed_load(tgt, cases, result.stats, duration=seconds, keepalive=8, fresh=2))
@@ -339,7 +344,9 @@ def worker_kill(seconds: float = 10.0) -> FaultResult:
             owners = procs.socket_owners(webhook.port, workers)
             per_worker = {pid: sum(1 for owner in owners.values() if owner == pid) for pid in workers}
             victim = max(per_worker, key=lambda pid: per_worker[pid])
-            killed.update(pid=victim, ports={port for port, owner in owners.items() if owner == victim}, at=time.monotonic(), per_worker=per_worker)
+            killed.update(
+                pid=victim, ports={port for port, owner in owners.items() if owner == victim}, at=time.monotonic(), per_worker=per_worker
+            )
             os.kill(victim, signal.SIGKILL)
             result.details.append(f"client connections per worker at the kill: {per_worker}; SIGKILL to {victim}")
             replaced = await _until(lambda: [pid for pid in _workers(webhook) if pid not in workers], timeout=seconds / 2)
@@ -358,7 +365,9 @@ def worker_kill(seconds: float = 10.0) -> FaultResult:
         stats = result.stats
         lost = [failure for port, failures in stats.lost.items() if port in killed.get("ports", ()) for failure in failures]
         elsewhere = [failure for port, failures in stats.lost.items() if port not in killed.get("ports", ()) for failure in failures]
-        result.details.append(f"lost with the killed worker: {len(lost)} request(s) in flight on its {len(killed.get('ports', ()))} connection(s); failures elsewhere: {len(elsewhere)}")
+        result.details.append(
+            f"lost with the killed worker: {len(lost)} request(s) in flight on its {len(killed.get('ports', ()))} connection(s); failures elsewhere: {len(elsewhere)}"
+        )
         if len(lost) > len(killed.get("ports", ())):
             result.problems.append(f"more requests lost than connections the victim held: {lost[:5]}")
         if elsewhere:
@@ -386,7 +395,7 @@ def api_outage(seconds: float = 9.0, outage: float = 3.0) -> FaultResult:
     api.set_nodes("v1.30.2")
     for name, namespace_annotations in NAMESPACES.items():
         api.put_namespace(name, namespace_annotations)
-    settings_text = "nativeSidecars: \"false\"\n"
+    settings_text = 'nativeSidecars: "false"\n'
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
         file.write(settings_text)
         file.flush()
@@ -412,16 +421,22 @@ def api_outage(seconds: float = 9.0, outage: float = 3.0) -> FaultResult:
                     api.stop()
                     stopped = time.monotonic()
                     noticed = await _until(lambda: _metric(webhook, errors) > before, timeout=outage)
-                    result.details.append(f"API stopped; the webhook {'noticed (watch errors counted)' if noticed else 'did not count a watch error'} within {time.monotonic() - stopped:.1f}s")
+                    result.details.append(
+                        f"API stopped; the webhook {'noticed (watch errors counted)' if noticed else 'did not count a watch error'} within {time.monotonic() - stopped:.1f}s"
+                    )
                     await asyncio.sleep(max(0.0, stopped + outage - time.monotonic()))
                     api.start(api.port)
                     api.put_namespace("fresh", {"entourage.dev/logging": "true"})
                     back = time.monotonic()
                     seen = await _until(lambda: probe("fresh") == "entourage-logging", timeout=seconds / 2, step=0.2)
                     if seen:
-                        result.details.append(f"API back; a namespace created after the outage applied {time.monotonic() - back:.1f}s later")
+                        result.details.append(
+                            f"API back; a namespace created after the outage applied {time.monotonic() - back:.1f}s later"
+                        )
                     else:
-                        result.problems.append("a namespace created after the API came back was never applied (the watch did not reconnect)")
+                        result.problems.append(
+                            "a namespace created after the API came back was never applied (the watch did not reconnect)"
+                        )
                     await task
 
                 run(scenario())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -95,7 +96,9 @@ class App:
         self._directory = tempfile.TemporaryDirectory(prefix="entourage-fuzz-")
         certificates = certs.generate("entourage", "entourage")
         certs.write(certificates, Path(self._directory.name), force=True)
-        options = ServeOptions(str(Path(self._directory.name) / "tls.crt"), str(Path(self._directory.name) / "tls.key"), request_timeout=5.0)
+        options = ServeOptions(
+            str(Path(self._directory.name) / "tls.crt"), str(Path(self._directory.name) / "tls.key"), request_timeout=5.0
+        )
         self.runtime = Runtime(options)
         quiet = logging.getLogger("entourage")  # the engine's tracebacks of internal errors are counted, not printed
         quiet.handlers[:] = [logging.NullHandler()]
@@ -212,18 +215,47 @@ def run_inputs(app: App, items: Iterable[Input], stats: FuzzStats, engine: str) 
 def _strategies() -> Any:
     from hypothesis import strategies as st
 
-    scalars = st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40)
-    json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20)
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=40)
+    )
+    json_values = st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20
+    )
     reference = mix_reference()
     prefix = "entourage.dev/"
     keys = st.sampled_from(
         [prefix + k for k in ("logging", "logging-paths", "logging-container", "ambassador", "wait-for", "wait-for-timeout", "adapter", "native-sidecars", "inject", "status",
                               "logging-cpu-limit", "ambassador-memory-request", "adapter.nginx-prometheus.status-port", "logging.fluent-bit.port")]
     ) | st.text(max_size=30)  # fmt: skip
-    values = st.sampled_from(["true", "false", "fluent-bit", "6379=redis:6379", "tls://a.b:443", "tcp://db:5432", "http://x:80/p?q=1", "dns://db", "90s", "0", "nginx-prometheus", "/var/log/app", "100m", "1Gi"]) | st.text(max_size=60)
+    values = st.sampled_from(
+        [
+            "true",
+            "false",
+            "fluent-bit",
+            "6379=redis:6379",
+            "tls://a.b:443",
+            "tcp://db:5432",
+            "http://x:80/p?q=1",
+            "dns://db",
+            "90s",
+            "0",
+            "nginx-prometheus",
+            "/var/log/app",
+            "100m",
+            "1Gi",
+        ]
+    ) | st.text(max_size=60)
     annotation_values = values | json_values
-    spec_fields = st.sampled_from(["containers", "initContainers", "volumes", "hostNetwork", "restartPolicy", "securityContext", "ephemeralContainers", "nodeName"])
-    container_fields = st.sampled_from(["name", "image", "ports", "volumeMounts", "env", "resources", "securityContext", "restartPolicy", "command"])
+    spec_fields = st.sampled_from(
+        ["containers", "initContainers", "volumes", "hostNetwork", "restartPolicy", "securityContext", "ephemeralContainers", "nodeName"]
+    )
+    container_fields = st.sampled_from(
+        ["name", "image", "ports", "volumeMounts", "env", "resources", "securityContext", "restartPolicy", "command"]
+    )
 
     @st.composite
     def pod_reviews(draw: Any) -> bytes:
@@ -238,7 +270,9 @@ def _strategies() -> Any:
             if isinstance(containers, list) and containers and isinstance(containers[0], dict):
                 containers[0][draw(container_fields)] = draw(json_values)
         if draw(st.booleans()):
-            request[draw(st.sampled_from(["namespace", "operation", "kind", "subResource", "dryRun", "uid"]))] = draw(json_values | st.text(min_size=1, max_size=20))
+            request[draw(st.sampled_from(["namespace", "operation", "kind", "subResource", "dryRun", "uid"]))] = draw(
+                json_values | st.text(min_size=1, max_size=20)
+            )
         try:
             return json.dumps(review, allow_nan=False).encode()
         except (ValueError, TypeError):
@@ -259,8 +293,21 @@ def _strategies() -> Any:
         return json.dumps(draw(json_values)).encode()
 
     bodies = st.binary(max_size=2000) | any_json() | reviews_with_any_object() | pod_reviews()
-    content_types = st.just(b"application/json") | st.sampled_from([b"application/json; charset=utf-8", b"APPLICATION/JSON", b"text/plain", b"", b"application/json\x00", b"\xff\xfe"]) | st.binary(max_size=30) | st.none()
-    return st.builds(Input, body=bodies, method=st.just("POST") | st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "post"]), content_type=content_types, chunks=st.integers(1, 4))
+    content_types = (
+        st.just(b"application/json")
+        | st.sampled_from(
+            [b"application/json; charset=utf-8", b"APPLICATION/JSON", b"text/plain", b"", b"application/json\x00", b"\xff\xfe"]
+        )
+        | st.binary(max_size=30)
+        | st.none()
+    )
+    return st.builds(
+        Input,
+        body=bodies,
+        method=st.just("POST") | st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "post"]),
+        content_type=content_types,
+        chunks=st.integers(1, 4),
+    )
 
 
 def mix_reference() -> str:
@@ -274,7 +321,14 @@ def hypothesis_run(app: App, stats: FuzzStats, examples: int, seed: int = 0) -> 
 
     inputs = _strategies()
 
-    @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck), derandomize=False)
+    @settings(
+        max_examples=examples,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+    )
     @given(inputs)
     def one(item: Input) -> None:
         run_inputs(app, [item], stats, "hypothesis")
@@ -349,7 +403,11 @@ def _byte_mutation(rng: random.Random, data: bytes, other: bytes) -> bytes:
     if action == 3:
         return data[:at] + other[rng.randrange(max(1, len(other))) :]
     if action == 4:
-        return data[:at] + rng.choice([b"{", b"[", b"]", b"}", b'"', b"\\", b",", b":", b"\x00", b"\xff", b"1e999", b"-0", b"null"]) + data[at:]
+        return (
+            data[:at]
+            + rng.choice([b"{", b"[", b"]", b"}", b'"', b"\\", b",", b":", b"\x00", b"\xff", b"1e999", b"-0", b"null"])
+            + data[at:]
+        )
     return data[:at] + data[at : at + rng.randrange(1, 200)] * rng.randrange(2, 5) + data[at:]
 
 
@@ -358,10 +416,8 @@ def mutations(seeds: dict[str, bytes], count: int, seed: int = 0) -> Iterator[In
     pool = list(seeds.values())
     parsed = []
     for data in pool:
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
             parsed.append(orjson.dumps(orjson.loads(data)))  # only what orjson round-trips
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
-            pass
     for _ in range(count):
         if rng.random() < 0.6 and parsed:
             document = orjson.loads(rng.choice(parsed))
@@ -471,7 +527,10 @@ def tls_sample(items: list[Input], *, raw_http: bool = True) -> tuple[FuzzStats,
             ]  # fmt: skip
             for data in garbage:
                 try:
-                    with socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw, context.wrap_socket(raw, server_hostname="localhost") as conn:
+                    with (
+                        socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw,
+                        context.wrap_socket(raw, server_hostname="localhost") as conn,
+                    ):
                         conn.sendall(data)
                         answer = b""
                         while True:
@@ -495,7 +554,9 @@ def tls_sample(items: list[Input], *, raw_http: bool = True) -> tuple[FuzzStats,
         notes.append(f"server alive after the sample: {webhook.process.poll() is None}, a real admission answered HTTP {alive}")
         if alive != 200 or webhook.process.poll() is not None:
             stats.failures.append("the server did not survive the sample")
-        escaped = [line for line in webhook.log_path.read_text().splitlines() if "Exception in ASGI application" in line or "Traceback" in line]
+        escaped = [
+            line for line in webhook.log_path.read_text().splitlines() if "Exception in ASGI application" in line or "Traceback" in line
+        ]
         errors = server_errors(webhook)
         if escaped:
             stats.failures.append(f"exceptions in the server log: {escaped[:3]}")
@@ -505,6 +566,7 @@ def tls_sample(items: list[Input], *, raw_http: bool = True) -> tuple[FuzzStats,
 
 
 # -- schemathesis -------------------------------------------------------------------------------
+
 
 def schemathesis_run(max_examples: int = 200, max_time: int = 60) -> tuple[int, str, str]:
     """(exit status, summary line, output tail) of ``schemathesis run`` against a real server."""

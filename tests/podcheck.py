@@ -59,9 +59,7 @@ def apiserver_problems(pod: Mapping[str, Any]) -> list[str]:
                 if field in container:
                     problems.append(f"{container['name']}: {field} is only allowed on native sidecars")
     listened = Counter(
-        p["containerPort"]
-        for c in [*containers, *(i for i in init if i.get("restartPolicy") == "Always")]
-        for p in c.get("ports") or []
+        p["containerPort"] for c in [*containers, *(i for i in init if i.get("restartPolicy") == "Always")] for p in c.get("ports") or []
     )
     problems += [f"containerPort {p} declared twice" for p, k in listened.items() if k > 1]
     return problems

@@ -15,21 +15,48 @@ from webhook.engine.settings import Settings
 from webhook.errors import PodDenied
 
 VALID = [
-    ("logging", "true"), ("logging", "false"), ("logging", "tail"), ("logging", "fluent-bit"),
-    ("logging-paths", "/var/log/app"), ("logging-paths", "/var/log/app, /data/audit"), ("logging-paths", "/a_b/c-d/e.f"),
+    ("logging", "true"),
+    ("logging", "false"),
+    ("logging", "tail"),
+    ("logging", "fluent-bit"),
+    ("logging-paths", "/var/log/app"),
+    ("logging-paths", "/var/log/app, /data/audit"),
+    ("logging-paths", "/a_b/c-d/e.f"),
     ("logging-container", "app"),
-    ("ambassador", "redis:6379"), ("ambassador", "6380=redis:6379"), ("ambassador", "tls://api.example.com:443"),
-    ("ambassador", "8443=tls://10.0.0.1:443"), ("ambassador", "[fd00::1]:5432"), ("ambassador", "a:1,b:2,c:3"),
-    ("wait-for", "db:5432"), ("wait-for", "tcp://db.prod.svc.cluster.local:5432"), ("wait-for", "http://api"),
-    ("wait-for", "http://api:8080/healthz"), ("wait-for", "https://api.example.com/ready?full=1"), ("wait-for", "dns://my-db-service"),
-    ("wait-for", "tcp://[::1]:80"), ("wait-for", "http://[fd00::1]:8080/x"),
-    ("wait-for-timeout", "90s"), ("wait-for-timeout", "5m"), ("wait-for-timeout", "1h"), ("wait-for-timeout", "1h30m"), ("wait-for-timeout", "0"),
-    ("adapter", "nginx-prometheus"), ("adapter", "nginx-prometheus,statsd-prometheus"), ("adapter", "false"),
-    ("native-sidecars", "true"), ("native-sidecars", "false"),
-    ("logging-cpu-request", "50m"), ("ambassador-memory-limit", "128Mi"), ("wait-for-cpu-limit", "0.5"), ("adapter-memory-request", "1Gi"),
-    ("adapter.nginx-prometheus.status-port", "8081"), ("adapter.nginx-prometheus.status-path", "/nginx_status"),
-    ("logging.fluent-bit.host", "fluentd.logging"), ("ambassador.socat.ca-file", "/etc/ssl/custom.pem"),
-    ("inject", "true"), ("inject", "false"),
+    ("ambassador", "redis:6379"),
+    ("ambassador", "6380=redis:6379"),
+    ("ambassador", "tls://api.example.com:443"),
+    ("ambassador", "8443=tls://10.0.0.1:443"),
+    ("ambassador", "[fd00::1]:5432"),
+    ("ambassador", "a:1,b:2,c:3"),
+    ("wait-for", "db:5432"),
+    ("wait-for", "tcp://db.prod.svc.cluster.local:5432"),
+    ("wait-for", "http://api"),
+    ("wait-for", "http://api:8080/healthz"),
+    ("wait-for", "https://api.example.com/ready?full=1"),
+    ("wait-for", "dns://my-db-service"),
+    ("wait-for", "tcp://[::1]:80"),
+    ("wait-for", "http://[fd00::1]:8080/x"),
+    ("wait-for-timeout", "90s"),
+    ("wait-for-timeout", "5m"),
+    ("wait-for-timeout", "1h"),
+    ("wait-for-timeout", "1h30m"),
+    ("wait-for-timeout", "0"),
+    ("adapter", "nginx-prometheus"),
+    ("adapter", "nginx-prometheus,statsd-prometheus"),
+    ("adapter", "false"),
+    ("native-sidecars", "true"),
+    ("native-sidecars", "false"),
+    ("logging-cpu-request", "50m"),
+    ("ambassador-memory-limit", "128Mi"),
+    ("wait-for-cpu-limit", "0.5"),
+    ("adapter-memory-request", "1Gi"),
+    ("adapter.nginx-prometheus.status-port", "8081"),
+    ("adapter.nginx-prometheus.status-path", "/nginx_status"),
+    ("logging.fluent-bit.host", "fluentd.logging"),
+    ("ambassador.socat.ca-file", "/etc/ssl/custom.pem"),
+    ("inject", "true"),
+    ("inject", "false"),
 ]
 
 INVALID = [
@@ -93,11 +120,13 @@ def case_id(key: str, value: str) -> str:
     """A test id without backslashes: pytest escapes newlines and non-ASCII characters with
     them, and such an id cannot select its test by name once the module was collected in the
     same process, which is how `make mutate` runs the tests."""
-    return f"{key}={ascii(value)}".replace("\\", "^")
+    return f"{key}={value!a}".replace("\\", "^")
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), INVALID, ids=[case_id(k, v) for k, v, _ in INVALID])
-def test_an_invalid_value_is_denied_naming_the_key_the_value_and_what_is_expected(settings: Settings, key: str, value: str, expected: str) -> None:
+def test_an_invalid_value_is_denied_naming_the_key_the_value_and_what_is_expected(
+    settings: Settings, key: str, value: str, expected: str
+) -> None:
     with pytest.raises(PodDenied) as denial:
         parse_annotations({key: value}, settings)
     (message,) = denial.value.problems
@@ -122,7 +151,10 @@ def test_very_long_values_are_refused_before_parsing(settings: Settings) -> None
         parse_annotations({"wait-for": "a:1," * 2000}, settings)
     with pytest.raises(PodDenied) as denial:
         parse_annotations({"wait-for": "a" * 4097, "loging": "true"}, settings)
-    assert denial.value.problems[0] == f"entourage.dev/wait-for: {'a' * 77 + '...'!r}: longer than 4096 characters" and len(denial.value.problems) == 2
+    assert (
+        denial.value.problems[0] == f"entourage.dev/wait-for: {'a' * 77 + '...'!r}: longer than 4096 characters"
+        and len(denial.value.problems) == 2
+    )
     with pytest.raises(PodDenied) as denial:
         parse_annotations({"wait-for": "a" * 4096}, settings)
     assert denial.value.problems == [f"entourage.dev/wait-for: {'a' * 77 + '...'!r}: expected host:port"]
@@ -177,7 +209,9 @@ def test_a_valid_key_without_effect_gets_a_warning_naming_it(settings: Settings,
 
 
 def test_keys_that_have_no_effect_get_warnings_not_denials(settings: Settings) -> None:
-    request = parse_annotations({"logging-paths": "/x", "wait-for-timeout": "1m", "adapter-cpu-limit": "1", "adapter.nginx-prometheus.port": "9999"}, settings)
+    request = parse_annotations(
+        {"logging-paths": "/x", "wait-for-timeout": "1m", "adapter-cpu-limit": "1", "adapter.nginx-prometheus.port": "9999"}, settings
+    )
     assert len(request.warnings) == 4 and not request.wants_anything
 
 
@@ -192,30 +226,68 @@ def test_every_documented_key_is_known_to_the_parser(settings: Settings) -> None
     [
         ({"inject": "no"}, """entourage.dev/inject: 'no': expected "false" (or "true", which changes nothing)"""),
         ({"adapter": "a,b,c,d,e"}, "entourage.dev/adapter: 'a,b,c,d,e': at most 4 adapters are allowed, got 5"),
-        ({"adapter": "statsd-prometheus,statsd-prometheus"}, "entourage.dev/adapter: 'statsd-prometheus,statsd-prometheus': the same adapter is listed twice"),
-        ({"logging-paths": ",".join(f"/p{i}" for i in range(9))}, "entourage.dev/logging-paths: '/p0,/p1,/p2,/p3,/p4,/p5,/p6,/p7,/p8': at most 8 paths are allowed, got 9"),
+        (
+            {"adapter": "statsd-prometheus,statsd-prometheus"},
+            "entourage.dev/adapter: 'statsd-prometheus,statsd-prometheus': the same adapter is listed twice",
+        ),
+        (
+            {"logging-paths": ",".join(f"/p{i}" for i in range(9))},
+            "entourage.dev/logging-paths: '/p0,/p1,/p2,/p3,/p4,/p5,/p6,/p7,/p8': at most 8 paths are allowed, got 9",
+        ),
         ({"logging-paths": "/a,/a"}, "entourage.dev/logging-paths: '/a,/a': the same path is listed twice"),
-        ({"logging-paths": "/a,/a b"}, "entourage.dev/logging-paths: '/a,/a b': '/a b': expected an absolute directory such as /var/log/app (letters, digits and ._-)"),
+        (
+            {"logging-paths": "/a,/a b"},
+            "entourage.dev/logging-paths: '/a,/a b': '/a b': expected an absolute directory such as /var/log/app (letters, digits and ._-)",
+        ),
         ({"wait-for": "db:1,db:1"}, "entourage.dev/wait-for: 'db:1,db:1': the same target is listed twice"),
         ({"inj": "false"}, "entourage.dev/inj: 'false': unknown annotation; not a key Entourage knows"),
         ({"adapter.nope.port": "1"}, "entourage.dev/adapter.nope.port: '1': unknown annotation; not a key Entourage knows"),
-        ({"adapter.nginx-prometheus": "1"}, "entourage.dev/adapter.nginx-prometheus: '1': unknown annotation; did you mean entourage.dev/adapter.nginx-prometheus.port?"),
+        (
+            {"adapter.nginx-prometheus": "1"},
+            "entourage.dev/adapter.nginx-prometheus: '1': unknown annotation; did you mean entourage.dev/adapter.nginx-prometheus.port?",
+        ),
         ({"logging": 3}, "entourage.dev/logging: annotation values are strings, got a number"),
         ({"wait-for": "db:5432,tcp://db:5432"}, "entourage.dev/wait-for: 'db:5432,tcp://db:5432': the same target is listed twice"),
-        ({"ambassador": "http://db:80"}, "entourage.dev/ambassador: 'http://db:80': the only upstream scheme is tls:// (plain TCP has none)"),
-        ({"ambassador": "1=2=db:5432"}, "entourage.dev/ambassador: '1=2=db:5432': expected a DNS name (letters, digits, '-' and '.') or an IP address"),
+        (
+            {"ambassador": "http://db:80"},
+            "entourage.dev/ambassador: 'http://db:80': the only upstream scheme is tls:// (plain TCP has none)",
+        ),
+        (
+            {"ambassador": "1=2=db:5432"},
+            "entourage.dev/ambassador: '1=2=db:5432': expected a DNS name (letters, digits, '-' and '.') or an IP address",
+        ),
         ({"wait-for": "ftp://db:21"}, "entourage.dev/wait-for: 'ftp://db:21': expected tcp://, http://, https:// or dns:// (or host:port)"),
         ({"wait-for": "http://u@db/x"}, "entourage.dev/wait-for: 'http://u@db/x': credentials in URLs are not allowed"),
-        ({"wait-for": "http://db?a?b"}, "entourage.dev/wait-for: 'http://db?a?b': expected an absolute URL path such as /healthz (letters, digits and ._~%/:@=+-)"),
+        (
+            {"wait-for": "http://db?a?b"},
+            "entourage.dev/wait-for: 'http://db?a?b': expected an absolute URL path such as /healthz (letters, digits and ._~%/:@=+-)",
+        ),
         ({"wait-for": "http:///x"}, "entourage.dev/wait-for: 'http:///x': expected a host name or IP address, got an empty string"),
     ],
     ids=[
-        "inject", "adapters-limit", "adapters-twice", "paths-limit", "paths-twice", "one-path-of-two", "targets-twice", "no-suggestion",
-        "unknown-profile", "no-param", "not-a-string", "same-target-normalised", "route-scheme", "route-two-equals", "target-scheme",
-        "credentials", "two-queries", "no-authority",
-    ],  # fmt: skip
+        "inject",
+        "adapters-limit",
+        "adapters-twice",
+        "paths-limit",
+        "paths-twice",
+        "one-path-of-two",
+        "targets-twice",
+        "no-suggestion",
+        "unknown-profile",
+        "no-param",
+        "not-a-string",
+        "same-target-normalised",
+        "route-scheme",
+        "route-two-equals",
+        "target-scheme",
+        "credentials",
+        "two-queries",
+        "no-authority",
+    ],
 )
-def test_messages_name_the_key_the_value_and_what_is_expected_word_for_word(settings: Settings, own: dict[str, object], message: str) -> None:
+def test_messages_name_the_key_the_value_and_what_is_expected_word_for_word(
+    settings: Settings, own: dict[str, object], message: str
+) -> None:
     with pytest.raises(PodDenied) as denial:
         parse_annotations(own, settings)
     assert denial.value.problems == [message]

@@ -164,7 +164,10 @@ def test_the_namespace_is_looked_up_as_admit_reads_it_and_cluster_facts_reach_th
     native = cache.admit(long_name, SETTINGS, namespace_annotations=lookup, cluster=ClusterFacts(native_sidecars=True))
     assert asked == ["n" * 63]
     assert native.review == admit(long_name, SETTINGS, namespace_annotations=lookup, cluster=ClusterFacts(native_sidecars=True)).review
-    assert native.components == ["entourage-logging"] and "/spec/initContainers" in base64.b64decode(native.review["response"]["patch"]).decode()
+    assert (
+        native.components == ["entourage-logging"]
+        and "/spec/initContainers" in base64.b64decode(native.review["response"]["patch"]).decode()
+    )
     without = review("uid-2", {})
     del without["request"]["namespace"]
     assert cache.admit(without, SETTINGS, namespace_annotations=lookup).components == [] and asked == ["n" * 63, "n" * 63]

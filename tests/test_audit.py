@@ -205,7 +205,9 @@ def test_restart_with_yes_patches_each_workload_template_once(api: FakeApiServer
     for _, _, _, body in api.workload_patches:
         stamp = body["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
         assert len(stamp) == 20 and stamp.endswith("Z")
-    assert api.objects[("apps/v1", "deployments", "shop", "web")]["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+    assert api.objects[("apps/v1", "deployments", "shop", "web")]["spec"]["template"]["metadata"]["annotations"][
+        "kubectl.kubernetes.io/restartedAt"
+    ]
     assert all(request.startswith(("GET", "PATCH /apis/apps/v1/namespaces/shop/")) for request in api.requests)
 
 

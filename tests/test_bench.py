@@ -36,7 +36,11 @@ def test_annotated_payloads_are_injected_and_the_unannotated_one_is_not() -> Non
 def test_the_verifier_rejects_a_patch_that_does_not_inject() -> None:
     review = payloads.small_review()
     empty = base64.b64encode(orjson.dumps([])).decode()
-    answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch", "patch": empty}}
+    answer = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": review["request"]["uid"], "allowed": True, "patchType": "JSONPatch", "patch": empty},
+    }
     with pytest.raises(verify.VerificationError, match="no entourage-ambassador-\\* container"):
         verify.check_answer("small", review, 200, orjson.dumps(answer), annotated=True)
 

@@ -75,7 +75,17 @@ def test_a_flood_of_different_pods_keeps_every_cache_within_its_bounds() -> None
 def test_the_answer_cache_is_bounded_in_bytes() -> None:
     cache = AnswerCache(size=1000, max_bytes=400_000)
     for index in range(300):
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": f"u{index}", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop", "object": _flood_pod(index)}}
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": f"u{index}",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE",
+                "namespace": "shop",
+                "object": _flood_pod(index),
+            },
+        }
         cache.admit(review, SETTINGS)  # type: ignore[arg-type]
     assert cache.kept.bytes <= 400_000 and 0 < len(cache.entries) < 300
 
@@ -213,12 +223,16 @@ def test_every_cache_a_request_can_fill_has_a_flood_here() -> None:
 
 
 @pytest.mark.parametrize("name", list(FLOODS))
-def test_a_flood_of_distinct_entries_stays_within_each_caches_bounds_and_its_estimates(name: str, empty_caches: dict[str, caches.BoundedCache[Any]]) -> None:
+def test_a_flood_of_distinct_entries_stays_within_each_caches_bounds_and_its_estimates(
+    name: str, empty_caches: dict[str, caches.BoundedCache[Any]]
+) -> None:
     step, count = FLOODS[name]
     kept = kept_by(lambda: [step(index) for index in range(count)])
     cache = empty_caches[name]
     assert len(cache.entries) <= cache.max_entries and cache.bytes <= cache.max_bytes
-    assert len(cache.entries) == cache.max_entries or cache.bytes > cache.max_bytes * 0.9, f"the flood did not reach a bound: {len(cache.entries)} entries, {cache.bytes} bytes"
+    assert len(cache.entries) == cache.max_entries or cache.bytes > cache.max_bytes * 0.9, (
+        f"the flood did not reach a bound: {len(cache.entries)} entries, {cache.bytes} bytes"
+    )
     estimated = sum(each.bytes for each in empty_caches.values())
     assert kept <= estimated + SLACK, f"tracemalloc counted {kept} bytes kept, the caches' estimates {estimated}"
     assert len(patch._encoded) == len(empty_caches["containers"].entries), "a container's JSON leaves with it"

@@ -27,7 +27,7 @@ MUTATING, VALIDATING = "mutatingwebhookconfigurations", "validatingwebhookconfig
 OPTIONS = rotation.CertificateOptions(
     secret="entourage-tls", namespace="entourage", service="entourage", mutating=("entourage",), validating=("entourage",)
 )
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 # -- the policy, with a clock of our own ----------------------------------------------------------
@@ -44,7 +44,7 @@ def test_a_new_secret_holds_an_ecdsa_p256_ca_that_signed_the_serving_certificate
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    stored = rotation.initial(short(), datetime.datetime.now(datetime.timezone.utc))
+    stored = rotation.initial(short(), datetime.datetime.now(datetime.UTC))
     assert stored.trusted == (stored.issuer.cert_pem,) and certs.signed_by(stored.cert_pem, stored.issuer.cert_pem)
     key = x509.load_pem_x509_certificate(stored.cert_pem).public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
@@ -52,7 +52,7 @@ def test_a_new_secret_holds_an_ecdsa_p256_ca_that_signed_the_serving_certificate
 
 def test_the_serving_certificate_is_renewed_at_two_thirds_of_its_life_by_the_same_ca() -> None:
     options = short(ca=3000, serving=90)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     stored = rotation.initial(options, now)
     assert rotation.next_state(stored, options, now + datetime.timedelta(seconds=50), configurations_trust_all=True) is None
     renewed = rotation.next_state(stored, options, now + datetime.timedelta(seconds=62), configurations_trust_all=True)
@@ -63,13 +63,15 @@ def test_the_serving_certificate_is_renewed_at_two_thirds_of_its_life_by_the_sam
 
 def test_a_ca_rotation_adds_switches_after_the_overlap_and_the_configurations_then_drops() -> None:
     options = short(ca=90, serving=89, overlap=10)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     old = rotation.initial(options, now)
     at = now + datetime.timedelta(seconds=61)
     added = rotation.next_state(old, options, at, configurations_trust_all=True)
     assert added is not None and added.next is not None and added.issuer == old.issuer
     assert added.trusted == (added.next.cert_pem, old.issuer.cert_pem) and added.cert_pem == old.cert_pem
-    assert rotation.next_state(added, options, at + datetime.timedelta(seconds=5), configurations_trust_all=True) is None, "overlap not over"
+    assert rotation.next_state(added, options, at + datetime.timedelta(seconds=5), configurations_trust_all=True) is None, (
+        "overlap not over"
+    )
     later = at + datetime.timedelta(seconds=11)
     assert rotation.next_state(added, options, later, configurations_trust_all=False) is None, "a configuration lacks the new CA"
     switched = rotation.next_state(added, options, later, configurations_trust_all=True)
@@ -251,10 +253,15 @@ def test_renewals_and_a_ca_rotation_keep_every_request_succeeding(api: FakeApiSe
 
 def test_serve_refuses_certificates_secret_without_api_access_or_with_certificate_files(tmp_path: Path) -> None:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("KUBERNETES_")}
-    alone = subprocess.run([ENTOURAGE, "serve", "--certificates-secret", "x", "--namespace", "ns"], capture_output=True, text=True, env=environment)
+    alone = subprocess.run(
+        [ENTOURAGE, "serve", "--certificates-secret", "x", "--namespace", "ns"], capture_output=True, text=True, env=environment
+    )
     assert alone.returncode == 2 and "--certificates-secret needs API access" in alone.stderr
     both = subprocess.run(
-        [ENTOURAGE, "serve", "--certificates-secret", "x", "--tls-cert-file", "a", "--tls-private-key-file", "b"], capture_output=True, text=True, env=environment
+        [ENTOURAGE, "serve", "--certificates-secret", "x", "--tls-cert-file", "a", "--tls-private-key-file", "b"],
+        capture_output=True,
+        text=True,
+        env=environment,
     )
     assert both.returncode == 2 and "leave out --tls-cert-file" in both.stderr
     none = subprocess.run([ENTOURAGE, "serve"], capture_output=True, text=True, env=environment)

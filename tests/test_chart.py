@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import kubernetes_validate
 import pytest
@@ -61,7 +61,9 @@ CRD_KINDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 # https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set
-LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 # Kinds whose names must be DNS labels (63 characters; a Job's name becomes its pods' job-name
 # label value); every other name is a subdomain (253).
@@ -102,7 +104,9 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
 
 @functools.cache
 def _template(values_json: str) -> str:
-    done = run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", f"{KUBE_VERSION}.0", values=json.loads(values_json))
+    done = run_helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", f"{KUBE_VERSION}.0", values=json.loads(values_json)
+    )
     if done.returncode != 0:
         raise AssertionError(f"helm template failed:\n{done.stderr}")
     return done.stdout
@@ -180,7 +184,9 @@ def test_helm_is_a_working_helm_4_binary() -> None:
 def test_the_helm_installer_does_nothing_when_helm_is_already_installed(tmp_path: Path) -> None:
     target = tmp_path / "helm"  # a copy: never let the script touch the helm the tests use
     shutil.copy2(helm(), target)
-    done = subprocess.run(["bash", str(REPO / "scripts" / "install-helm.sh"), str(target)], capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-helm.sh"), str(target)], capture_output=True, text=True, timeout=30, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert "already installed" in done.stdout
     assert "downloading" not in done.stdout
@@ -214,7 +220,17 @@ def test_the_chart_lints_and_renders_valid_kubernetes_objects_in_every_mode(cert
     docs = render(values)
     for doc in docs:
         validate(doc)
-    expected = ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    expected = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    ]
     expected += ["ValidatingWebhookConfiguration"]
     expected += ["ConfigMap", "Job"]  # the configuration check (pre-install/pre-upgrade hook)
     expected += {"cert-manager": ["Certificate", "Certificate", "Issuer", "Issuer"], "helm": ["Secret"], "secret": []}[cert_mode]
@@ -227,7 +243,10 @@ def test_the_optional_objects_render_valid_when_everything_is_switched_on() -> N
         "networkPolicy": {"enabled": True, "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
         "clientAuth": {"enabled": True, "caConfigMap": "apiserver-client-ca"},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
-        "webhook": {"matchConditions": {"enabled": True}, "objectSelector": {"matchExpressions": [{"key": "entourage.dev/skip", "operator": "DoesNotExist"}]}},
+        "webhook": {
+            "matchConditions": {"enabled": True},
+            "objectSelector": {"matchExpressions": [{"key": "entourage.dev/skip", "operator": "DoesNotExist"}]},
+        },
         "priorityClassName": "system-cluster-critical",
         "imagePullSecrets": [{"name": "regcred"}],
         "server": {"workers": 2, "extraArgs": ["--log-level=debug"], "extraEnv": [{"name": "TZ", "value": "UTC"}]},
@@ -282,16 +301,40 @@ def test_free_form_profiles_pass_the_schema() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        pytest.param({"shutdown": {"terminationGracePeriodSeconds": 10}}, "must be greater than preStopSleepSeconds + drainSeconds", id="grace too short"),
-        pytest.param({"certificates": {"mode": "secret", "secret": {"caBundle": PEM_CA}}}, "certificates.secret.name is required", id="secret without name"),
-        pytest.param({"certificates": {"mode": "secret", "secret": {"name": "x"}}}, "certificates.secret.caBundle is required", id="secret without CA"),
-        pytest.param({"certificates": {"mode": "secret", "secret": {"name": "x", "caBundle": base64.b64encode(b"nope").decode()}}}, "base64-encoded PEM", id="CA not PEM"),
+        pytest.param(
+            {"shutdown": {"terminationGracePeriodSeconds": 10}},
+            "must be greater than preStopSleepSeconds + drainSeconds",
+            id="grace too short",
+        ),
+        pytest.param(
+            {"certificates": {"mode": "secret", "secret": {"caBundle": PEM_CA}}},
+            "certificates.secret.name is required",
+            id="secret without name",
+        ),
+        pytest.param(
+            {"certificates": {"mode": "secret", "secret": {"name": "x"}}},
+            "certificates.secret.caBundle is required",
+            id="secret without CA",
+        ),
+        pytest.param(
+            {"certificates": {"mode": "secret", "secret": {"name": "x", "caBundle": base64.b64encode(b"nope").decode()}}},
+            "base64-encoded PEM",
+            id="CA not PEM",
+        ),
         pytest.param({"certificates": {"mode": "cert-manager", "patchCABundle": True}}, "cainjector", id="self-patching with cert-manager"),
         pytest.param({"podDisruptionBudget": {"minAvailable": 1}}, "only one of minAvailable and maxUnavailable", id="both PDB bounds"),
         pytest.param({"serviceAccount": {"create": False}}, "serviceAccount.name is required", id="no service account"),
-        pytest.param({"server": {"metricsPort": 8443}}, "server.metricsPort (8443) must differ from server.port", id="metrics port is the webhook port"),
+        pytest.param(
+            {"server": {"metricsPort": 8443}},
+            "server.metricsPort (8443) must differ from server.port",
+            id="metrics port is the webhook port",
+        ),
         pytest.param({"clientAuth": {"enabled": True}}, "clientAuth.caConfigMap is required", id="client auth without CA"),
-        pytest.param({"clientAuth": {"enabled": True, "caConfigMap": "ca"}, "server": {"metricsPort": 0}}, "clientAuth needs server.metricsPort", id="client auth without probe port"),
+        pytest.param(
+            {"clientAuth": {"enabled": True, "caConfigMap": "ca"}, "server": {"metricsPort": 0}},
+            "clientAuth needs server.metricsPort",
+            id="client auth without probe port",
+        ),
     ],
 )
 def test_helm_template_rejects_inconsistent_values_with_a_clear_message(values: dict[str, Any], message: str) -> None:
@@ -333,7 +376,9 @@ def test_the_webhook_intercepts_pod_creation_only_with_safe_settings() -> None:
     assert hook["failurePolicy"] == "Fail"
     assert hook["reinvocationPolicy"] == "IfNeeded"
     assert hook["matchPolicy"] == "Equivalent"
-    assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}]
+    assert hook["rules"] == [
+        {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}
+    ]
     assert "objectSelector" not in hook
     service = one(docs, "Service")
     assert hook["clientConfig"]["service"] == {"name": service["metadata"]["name"], "namespace": NAMESPACE, "path": "/mutate", "port": 443}
@@ -367,26 +412,53 @@ def validating(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("injection_mode", INJECTION_MODES)
 def test_the_validating_webhook_has_the_mutating_ones_exclusions_and_ignores_its_own_failures(injection_mode: str) -> None:
     selector = {"matchExpressions": [{"key": "entourage.dev/skip", "operator": "DoesNotExist"}]}
-    docs = render({"injection": {"mode": injection_mode, "excludedNamespaces": ["istio-system"]}, "webhook": {"objectSelector": selector, "timeoutSeconds": 3}})
+    docs = render(
+        {
+            "injection": {"mode": injection_mode, "excludedNamespaces": ["istio-system"]},
+            "webhook": {"objectSelector": selector, "timeoutSeconds": 3},
+        }
+    )
     mutating = webhook(docs)
     for hook in validating(docs):
         assert hook["namespaceSelector"] == mutating["namespaceSelector"]
         assert hook["objectSelector"] == selector
-        assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"], hook["admissionReviewVersions"]) == ("Ignore", "None", 3, ["v1"])
+        assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"], hook["admissionReviewVersions"]) == (
+            "Ignore",
+            "None",
+            3,
+            ["v1"],
+        )
         assert hook["clientConfig"]["service"] == {**mutating["clientConfig"]["service"], "path": "/validate"}
 
 
 def test_the_validating_webhook_sees_workloads_namespaces_and_only_injected_pods_updates() -> None:
     workloads, pods = validating(render())
     assert workloads["rules"] == [
-        {"operations": ["CREATE", "UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "scope": "Namespaced"},
-        {"operations": ["CREATE", "UPDATE"], "apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs", "cronjobs"], "scope": "Namespaced"},
+        {
+            "operations": ["CREATE", "UPDATE"],
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+            "scope": "Namespaced",
+        },
+        {
+            "operations": ["CREATE", "UPDATE"],
+            "apiGroups": ["batch"],
+            "apiVersions": ["v1"],
+            "resources": ["jobs", "cronjobs"],
+            "scope": "Namespaced",
+        },
         {"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["namespaces"], "scope": "Cluster"},
     ]
     assert "matchConditions" not in workloads
-    assert pods["rules"] == [{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}]
+    assert pods["rules"] == [
+        {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}
+    ]
     assert pods["matchConditions"] == [
-        {"name": "injected-by-entourage", "expression": "has(oldObject.metadata.annotations) && 'entourage.dev/status' in oldObject.metadata.annotations"}
+        {
+            "name": "injected-by-entourage",
+            "expression": "has(oldObject.metadata.annotations) && 'entourage.dev/status' in oldObject.metadata.annotations",
+        }
     ]
     _, pods = validating(render({"config": {"annotationPrefix": "sidecars.example.com"}}))
     assert "'sidecars.example.com/status' in oldObject" in pods["matchConditions"][0]["expression"]
@@ -413,9 +485,12 @@ def test_self_managed_certificates_keep_the_validating_webhooks_ca_bundle_with_r
     docs = render()
     name = one(docs, "ValidatingWebhookConfiguration")["metadata"]["name"]
     assert flag(container(docs)["args"], "--validating-webhook-configuration") == name
-    assert {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]} in one(
-        docs, "ClusterRole"
-    )["rules"]
+    assert {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["validatingwebhookconfigurations"],
+        "resourceNames": [name],
+        "verbs": ["get", "patch", "watch"],
+    } in one(docs, "ClusterRole")["rules"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,8 +522,13 @@ class FakeApiserver:
     discovery for the chart's kinds, 404 for every object but those in `objects`, and an empty
     list of Helm release Secrets. Lets the helm mode's `lookup` of its Secret run for real."""
 
-    GROUPS = {
-        ("", "v1"): [("secrets", "Secret", True), ("serviceaccounts", "ServiceAccount", True), ("configmaps", "ConfigMap", True), ("services", "Service", True)],
+    GROUPS: ClassVar[dict[tuple[str, str], list[tuple[str, str, bool]]]] = {
+        ("", "v1"): [
+            ("secrets", "Secret", True),
+            ("serviceaccounts", "ServiceAccount", True),
+            ("configmaps", "ConfigMap", True),
+            ("services", "Service", True),
+        ],
         ("apps", "v1"): [("deployments", "Deployment", True)],
         ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
         ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
@@ -465,7 +545,7 @@ class FakeApiserver:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 fake.requests.append(self.path)
                 code, body = fake.answer(*self.path.partition("?")[::2])
                 data = json.dumps(body).encode()
@@ -492,15 +572,26 @@ class FakeApiserver:
             return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         if path == "/apis":
             groups = [
-                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}], "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}}
+                {
+                    "name": g,
+                    "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                    "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v},
+                }
                 for g, v in self.GROUPS
                 if g
             ]
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
         for (group, version), resources in self.GROUPS.items():
             if path == (f"/apis/{group}/{version}" if group else f"/api/{version}"):
-                listed = [{"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k, "verbs": ["get", "list"]} for n, k, ns in resources]
-                return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": self.group_version(group, version), "resources": listed}
+                listed = [
+                    {"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k, "verbs": ["get", "list"]} for n, k, ns in resources
+                ]
+                return 200, {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": self.group_version(group, version),
+                    "resources": listed,
+                }
         if path in self.objects:
             return 200, self.objects[path]
         if path.endswith("/secrets") and "labelSelector" in query:  # Helm's release history
@@ -624,7 +715,13 @@ def test_rbac_grants_exactly_namespaces_nodes_events_and_getting_event_owners_wi
 
 def test_the_cluster_role_lets_the_event_recorder_get_every_owner_kind_it_looks_up() -> None:
     rules = one(render(), "ClusterRole")["rules"]
-    granted = {(group, resource) for rule in rules if "get" in rule["verbs"] and "resourceNames" not in rule for group in rule["apiGroups"] for resource in rule["resources"]}
+    granted = {
+        (group, resource)
+        for rule in rules
+        if "get" in rule["verbs"] and "resourceNames" not in rule
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     looked_up = {(api_version.rpartition("/")[0], resource) for api_version, resource in kube.OWNERS.values()} | {("", "namespaces")}
     assert looked_up <= granted
 
@@ -635,8 +732,18 @@ def test_self_patching_adds_get_and_patch_on_our_webhook_configuration_only(cert
     name = one(docs, "MutatingWebhookConfiguration")["metadata"]["name"]
     assert one(docs, "ClusterRole")["rules"] == [
         *BASE_RULES,
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [name],
+            "verbs": ["get", "patch", "watch"],
+        },
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": [name],
+            "verbs": ["get", "patch", "watch"],
+        },
     ]
     args = container(docs)["args"]
     assert flag(args, "--mutating-webhook-configuration") == name
@@ -653,7 +760,11 @@ def test_the_cluster_role_is_bound_to_the_pods_service_account() -> None:
     docs = render()
     binding = one(docs, "ClusterRoleBinding")
     account = one(docs, "ServiceAccount")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": one(docs, "ClusterRole")["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": one(docs, "ClusterRole")["metadata"]["name"],
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}]
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
@@ -707,9 +818,14 @@ def test_client_auth_passes_the_ca_from_a_config_map_mounted_as_a_directory() ->
     docs = render({"clientAuth": {"enabled": True, "caConfigMap": "apiserver-client-ca", "caKey": "apiserver-ca.pem"}})
     main = container(docs)
     assert flag(main["args"], "--client-ca-file") == "/etc/entourage/client-ca/apiserver-ca.pem"
-    assert {"name": "client-ca", "mountPath": "/etc/entourage/client-ca", "readOnly": True} in main["volumeMounts"]  # no subPath: updates reach the pod
+    assert {"name": "client-ca", "mountPath": "/etc/entourage/client-ca", "readOnly": True} in main[
+        "volumeMounts"
+    ]  # no subPath: updates reach the pod
     volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["client-ca"]["configMap"] == {"name": "apiserver-client-ca", "items": [{"key": "apiserver-ca.pem", "path": "apiserver-ca.pem"}]}
+    assert volumes["client-ca"]["configMap"] == {
+        "name": "apiserver-client-ca",
+        "items": [{"key": "apiserver-ca.pem", "path": "apiserver-ca.pem"}],
+    }
     assert main["readinessProbe"]["httpGet"]["port"] == "metrics"  # the port that asks for no certificate
     assert flag(container(render())["args"], "--client-ca-file") is None
 
@@ -731,7 +847,9 @@ def test_the_pod_is_pod_security_restricted() -> None:
 
 
 def test_a_platform_that_assigns_uids_can_drop_the_fixed_uid() -> None:
-    context = one(render({"securityContext": {"runAsUser": None, "runAsGroup": None}}), "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    context = one(render({"securityContext": {"runAsUser": None, "runAsGroup": None}}), "Deployment")["spec"]["template"]["spec"][
+        "securityContext"
+    ]
     assert context == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
@@ -792,9 +910,16 @@ def test_the_config_map_holds_the_config_values_as_config_yaml() -> None:
     assert list(configmap["data"]) == ["config.yaml"]
     assert yaml.safe_load(configmap["data"]["config.yaml"]) == values["config"]
     assert values["config"] == {
-        "annotationPrefix": "entourage.dev", "nativeSidecars": "auto", "onError": "deny", "runAsUser": "auto", "imageRegistry": "", "imagePullSecrets": [],
+        "annotationPrefix": "entourage.dev",
+        "nativeSidecars": "auto",
+        "onError": "deny",
+        "runAsUser": "auto",
+        "imageRegistry": "",
+        "imagePullSecrets": [],
         "validation": "deny",
-        "defaults": {}, "limits": {}, "profiles": {},
+        "defaults": {},
+        "limits": {},
+        "profiles": {},
     }
 
 
@@ -889,13 +1014,17 @@ def test_network_policy_is_on_by_default_admitting_the_webhook_port_from_anywher
 
 def test_network_policy_peers_come_from_values_and_no_metrics_peers_means_no_metrics_rule() -> None:
     monitoring = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
-    ingress = one(render({"networkPolicy": {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "metricsFrom": monitoring}}), "NetworkPolicy")["spec"]["ingress"]
+    ingress = one(render({"networkPolicy": {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "metricsFrom": monitoring}}), "NetworkPolicy")[
+        "spec"
+    ]["ingress"]
     assert ingress == [
         {"ports": [{"port": "https", "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
         {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": monitoring},
     ]
     # An empty `from` would admit everyone: without peers the metrics rule is left out altogether.
-    assert one(render({"networkPolicy": {"metricsFrom": []}}), "NetworkPolicy")["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+    assert one(render({"networkPolicy": {"metricsFrom": []}}), "NetworkPolicy")["spec"]["ingress"] == [
+        {"ports": [{"port": "https", "protocol": "TCP"}]}
+    ]
 
 
 def test_service_monitor_scrapes_metrics_over_https_verifying_the_webhook_ca() -> None:
@@ -984,7 +1113,12 @@ def test_the_self_test_is_off_unless_asked_for_and_then_gets_only_the_rbac_it_ne
     assert flag(args, "--self-test-seconds") == "120" and flag(args, "--self-test-configuration") == "entourage"
     rules = one(enabled, "ClusterRole")["rules"]
     assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]} in rules
-    assert {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["entourage"], "verbs": ["get"]} in rules
+    assert {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "resourceNames": ["entourage"],
+        "verbs": ["get"],
+    } in rules
     scoped = render({"selfTest": {"enabled": True, "namespaces": ["shop", "billing"]}})
     assert not any("pods" in rule["resources"] for rule in one(scoped, "ClusterRole")["rules"])
     roles = [doc for doc in scoped if doc["kind"] == "Role" and doc["metadata"]["name"].endswith("-self-test")]

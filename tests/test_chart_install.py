@@ -56,7 +56,9 @@ def test_the_container_manages_its_certificates_through_the_api_without_a_mounte
 
 
 def test_the_lifetimes_come_from_values_and_the_schema_refuses_other_units() -> None:
-    args = container(render({"certificates": {"selfManaged": {"caLifetime": "730d", "certificateLifetime": "30d", "rotationOverlap": "10m"}}}))["args"]
+    args = container(
+        render({"certificates": {"selfManaged": {"caLifetime": "730d", "certificateLifetime": "30d", "rotationOverlap": "10m"}}})
+    )["args"]
     assert (flag(args, "--ca-lifetime"), flag(args, "--certificate-lifetime"), flag(args, "--rotation-overlap")) == ("730d", "30d", "10m")
     assert "caLifetime" in template_error({"certificates": {"selfManaged": {"caLifetime": "1y"}}})
 
@@ -66,8 +68,18 @@ def test_self_managed_rbac_is_its_own_secret_by_name_and_its_own_webhook_configu
     name = one(docs, "MutatingWebhookConfiguration")["metadata"]["name"]
     rules = one(docs, "ClusterRole")["rules"]
     assert rules[-2:] == [
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
-        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "resourceNames": [name], "verbs": ["get", "patch", "watch"]},
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [name],
+            "verbs": ["get", "patch", "watch"],
+        },
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": [name],
+            "verbs": ["get", "patch", "watch"],
+        },
     ]
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
@@ -77,7 +89,9 @@ def test_self_managed_rbac_is_its_own_secret_by_name_and_its_own_webhook_configu
     ]
     binding = one(docs, "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one(docs, "ServiceAccount")["metadata"]["name"], "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": one(docs, "ServiceAccount")["metadata"]["name"], "namespace": NAMESPACE}
+    ]
 
 
 @pytest.mark.parametrize("mode", ["cert-manager", "helm"])

@@ -80,7 +80,9 @@ def test_inject_handles_workload_templates_and_passes_other_documents_through() 
 
 def test_inject_reports_a_denied_document_and_exits_non_zero(tmp_path: Path) -> None:
     manifest = tmp_path / "pod.yaml"
-    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {entourage.dev/wait-for: 'db;reboot'}}\nspec: {containers: [{name: a, image: 'a:1'}]}\n")
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {entourage.dev/wait-for: 'db;reboot'}}\nspec: {containers: [{name: a, image: 'a:1'}]}\n"
+    )
     code, out, err = run(["inject", "-f", str(manifest)])
     assert code == 1 and out == ""
     assert "document 0 (Pod p): entourage.dev/wait-for: 'db;reboot'" in err
@@ -146,7 +148,11 @@ def test_certs_writes_a_ca_and_a_serving_certificate_for_the_service(tmp_path: P
     cert = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == [
-        "entourage", "entourage.platform", "entourage.platform.svc", "entourage.platform.svc.cluster.local", "localhost",
+        "entourage",
+        "entourage.platform",
+        "entourage.platform.svc",
+        "entourage.platform.svc.cluster.local",
+        "localhost",
     ]
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     cert.verify_directly_issued_by(ca)
@@ -162,7 +168,13 @@ def test_certs_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 def test_the_command_runs_as_python_dash_m_webhook() -> None:
     result = subprocess.run([sys.executable, "-m", "webhook", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("entourage ")
-    result = subprocess.run([sys.executable, "-m", "webhook", "inject", "-f", "-"], input=json.dumps({"kind": "ConfigMap"}), capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "inject", "-f", "-"],
+        input=json.dumps({"kind": "ConfigMap"}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert yaml.safe_load(result.stdout) == {"kind": "ConfigMap"}
 
 
@@ -209,9 +221,14 @@ def test_serve_refuses_an_event_lookup_rate_or_owner_memory_out_of_range_naming_
 
 def test_serve_refuses_a_metrics_port_equal_to_the_webhook_port_or_out_of_range(tmp_path: Path) -> None:
     stderr = io.StringIO()
-    code = main(["serve", "--tls-cert-file", "c", "--tls-private-key-file", "k", "--standalone", "--port", "8443", "--metrics-port", "8443"], stderr=stderr)
+    code = main(
+        ["serve", "--tls-cert-file", "c", "--tls-private-key-file", "k", "--standalone", "--port", "8443", "--metrics-port", "8443"],
+        stderr=stderr,
+    )
     assert code == 2 and "--metrics-port must differ from --port (8443)" in stderr.getvalue()
-    completed = subprocess.run([sys.executable, "-m", "webhook", "serve", "--metrics-port", "70000"], capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--metrics-port", "70000"], capture_output=True, text=True, check=False
+    )
     assert completed.returncode == 2 and "expected a port from 1 to 65535, got '70000'" in completed.stderr
 
 

@@ -83,16 +83,46 @@ def test_a_built_in_profile_can_be_pointed_at_a_mirror() -> None:
         (ADAPTER + "      securityContext: {runAsUser: 0}\n", "runAsUser: expected a non-zero user or group id"),
         (ADAPTER + "      securityContext: {capabilities: {add: [NET_ADMIN]}}\n", "only NET_BIND_SERVICE is allowed"),
         (ADAPTER + "      tlsArgs: [x]\n", "only ambassadors have tlsArgs"),
-        ("profiles: {ambassador: {envoy: {image: 'envoy:1.31.0', command: [/usr/local/bin/envoy], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "tlsArgs: required for an ambassador"),
-        (ADAPTER.replace("command: [/exporter]", "command: [exporter]"), "profiles.adapter.my-exporter.command[0]: 'exporter': expected an absolute path"),
-        ("profiles: {ambassador: {socat: {readyCommand: [socat, -u, 'OPEN:/dev/null', 'TCP:127.0.0.1:{local-port}']}}}", "profiles.ambassador.socat.readyCommand[0]: 'socat': expected an absolute path"),
-        (ADAPTER.replace("type: port", "type: int"), "profiles.adapter.my-exporter.ports[0].containerPort: '{port}' (metrics) is bound to {port}, of type int; expected a parameter of type port"),
-        (ADAPTER.replace('containerPort: "{port}"', 'containerPort: "9{port}"'), "profiles.adapter.my-exporter.ports[0].containerPort: '9{port}' (metrics): expected a port number or a {parameter} of type port"),
-        ("profiles: {logging: {tail: {args: ['--dirs={paths}']}}}", "profiles.logging.tail.args[0]: '--dirs={paths}': {paths} expands into one argument per directory, so it must be a whole item of args"),
-        ("profiles: {logging: {tail: {env: [{name: DIRS, value: '{path-map}'}]}}}", "profiles.logging.tail.env[0]: '{path-map}': {path-map} expands"),
-        ("profiles: {logging: {tail: {params: {paths: {type: name, default: x}}}}}", "profiles.logging.tail.params.paths: the name of the engine's placeholder {paths}"),
-        ("defaults: {loggingPaths: [/var/log/app, /usr/local/bin]}", "defaults.loggingPaths: '/usr/local/bin': /usr/local/bin is under /usr"),
-        ("defaults: {loggingPaths: [/var/log/app, /var/log/app/]}", "defaults.loggingPaths: ['/var/log/app', '/var/log/app']: each directory once"),
+        (
+            "profiles: {ambassador: {envoy: {image: 'envoy:1.31.0', command: [/usr/local/bin/envoy], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}",
+            "tlsArgs: required for an ambassador",
+        ),
+        (
+            ADAPTER.replace("command: [/exporter]", "command: [exporter]"),
+            "profiles.adapter.my-exporter.command[0]: 'exporter': expected an absolute path",
+        ),
+        (
+            "profiles: {ambassador: {socat: {readyCommand: [socat, -u, 'OPEN:/dev/null', 'TCP:127.0.0.1:{local-port}']}}}",
+            "profiles.ambassador.socat.readyCommand[0]: 'socat': expected an absolute path",
+        ),
+        (
+            ADAPTER.replace("type: port", "type: int"),
+            "profiles.adapter.my-exporter.ports[0].containerPort: '{port}' (metrics) is bound to {port}, of type int; expected a parameter of type port",
+        ),
+        (
+            ADAPTER.replace('containerPort: "{port}"', 'containerPort: "9{port}"'),
+            "profiles.adapter.my-exporter.ports[0].containerPort: '9{port}' (metrics): expected a port number or a {parameter} of type port",
+        ),
+        (
+            "profiles: {logging: {tail: {args: ['--dirs={paths}']}}}",
+            "profiles.logging.tail.args[0]: '--dirs={paths}': {paths} expands into one argument per directory, so it must be a whole item of args",
+        ),
+        (
+            "profiles: {logging: {tail: {env: [{name: DIRS, value: '{path-map}'}]}}}",
+            "profiles.logging.tail.env[0]: '{path-map}': {path-map} expands",
+        ),
+        (
+            "profiles: {logging: {tail: {params: {paths: {type: name, default: x}}}}}",
+            "profiles.logging.tail.params.paths: the name of the engine's placeholder {paths}",
+        ),
+        (
+            "defaults: {loggingPaths: [/var/log/app, /usr/local/bin]}",
+            "defaults.loggingPaths: '/usr/local/bin': /usr/local/bin is under /usr",
+        ),
+        (
+            "defaults: {loggingPaths: [/var/log/app, /var/log/app/]}",
+            "defaults.loggingPaths: ['/var/log/app', '/var/log/app']: each directory once",
+        ),
         ("defaults: {waitForTimeout: 25h}", "defaults.waitForTimeout: '25h': at most 24h"),
         ("[1, 2]", "expected a mapping"),
         ("key: [unclosed", "not valid YAML"),
@@ -126,25 +156,40 @@ def test_a_capabilities_override_still_drops_all(capabilities: str) -> None:
 
 
 def test_a_built_in_profile_override_merges_its_params_by_name() -> None:
-    settings = parse_settings("profiles: {adapter: {nginx-prometheus: {params: {port: {type: port, default: '9200'}, scheme: {type: enum, values: [http, https], default: http}}}}}")
+    settings = parse_settings(
+        "profiles: {adapter: {nginx-prometheus: {params: {port: {type: port, default: '9200'}, scheme: {type: enum, values: [http, https], default: http}}}}}"
+    )
     params = settings.profiles["adapter"]["nginx-prometheus"].params
-    assert {name: param.default for name, param in params.items()} == {"status-port": "8080", "status-path": "/stub_status", "port": "9200", "scheme": "http"}
+    assert {name: param.default for name, param in params.items()} == {
+        "status-port": "8080",
+        "status-path": "/stub_status",
+        "port": "9200",
+        "scheme": "http",
+    }
     injection = inject_pod(reference_pod({"entourage.dev/adapter": "nginx-prometheus"}), settings)
     (exporter,) = (c for c in injection.pod["spec"]["containers"] if c["name"] == "entourage-adapter-nginx-prometheus")
     assert exporter["args"] == ["--nginx.scrape-uri=http://127.0.0.1:8080/stub_status", "--web.listen-address=:9200"]
 
 
 def test_a_built_in_profile_override_replaces_every_other_key_it_sets() -> None:
-    settings = parse_settings("profiles: {logging: {tail: {args: ['{path-globs}'], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 2m, memory: 2Mi}}}}}")
+    settings = parse_settings(
+        "profiles: {logging: {tail: {args: ['{path-globs}'], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 2m, memory: 2Mi}}}}}"
+    )
     tail = settings.profiles["logging"]["tail"]
-    assert tail.args == ("{path-globs}",) and tail.resources == {"requests": {"cpu": "1m", "memory": "1Mi"}, "limits": {"cpu": "2m", "memory": "2Mi"}}
+    assert tail.args == ("{path-globs}",) and tail.resources == {
+        "requests": {"cpu": "1m", "memory": "1Mi"},
+        "limits": {"cpu": "2m", "memory": "2Mi"},
+    }
     assert tail.image == "busybox:1.36.1" and tail.command[0] == "/bin/sh"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("profiles: {logging: {tail: {resources: {requests: {cpu: 5m, memory: 8Mi}}}}}", "profiles.logging.tail.resources.limits.cpu: required"),
+        (
+            "profiles: {logging: {tail: {resources: {requests: {cpu: 5m, memory: 8Mi}}}}}",
+            "profiles.logging.tail.resources.limits.cpu: required",
+        ),
         ("profiles: {adapter: {nginx-prometheus: {params: null}}}", "unknown placeholder {status-port}"),
     ],
     ids=["resources-replaced-whole", "params-cleared"],
@@ -158,8 +203,14 @@ def test_a_built_in_profile_override_replaces_a_key_whole_except_params(text: st
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("zzz: 1", "configuration: configuration: unknown key 'zzz'; known keys: annotationPrefix, nativeSidecars, onError, validation, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles, policies"),
-        ("onErrors: deny", "configuration: configuration: unknown key 'onErrors' (did you mean 'onError'?); known keys: annotationPrefix, nativeSidecars, onError, validation, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles, policies"),
+        (
+            "zzz: 1",
+            "configuration: configuration: unknown key 'zzz'; known keys: annotationPrefix, nativeSidecars, onError, validation, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles, policies",
+        ),
+        (
+            "onErrors: deny",
+            "configuration: configuration: unknown key 'onErrors' (did you mean 'onError'?); known keys: annotationPrefix, nativeSidecars, onError, validation, runAsUser, imageRegistry, imagePullSecrets, defaults, limits, profiles, policies",
+        ),
         ("defaults: {logging: vectr}", "configuration: defaults.logging: no logging profile named 'vectr'"),
         ("defaults: {logging: tial}", "configuration: defaults.logging: no logging profile named 'tial' (did you mean 'tail'?)"),
     ],
@@ -195,7 +246,9 @@ profiles:
 
 def test_every_default_and_limit_takes_effect() -> None:
     settings = parse_settings(EVERY_DEFAULT_AND_LIMIT)
-    assert settings.defaults == Defaults(logging="fluent-bit", ambassador="envoy", wait_for="curl", wait_for_timeout=90, logging_paths=("/srv/a", "/srv/b"))
+    assert settings.defaults == Defaults(
+        logging="fluent-bit", ambassador="envoy", wait_for="curl", wait_for_timeout=90, logging_paths=("/srv/a", "/srv/b")
+    )
     assert settings.limits == Limits(
         max_ambassador_routes=1, max_wait_for_targets=2, max_logging_paths=3, max_adapters=64, max_annotation_keys=5, max_containers=6,
         max_volumes=7, max_volume_mounts=4096, max_ports=1, max_cpu=Decimal("0.5"), max_memory=Decimal(2**30), max_cpu_text="500m",
@@ -238,10 +291,22 @@ def test_other_size_limits_are_refused(value: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("defaults: {logging: tail, lgging: x}", "defaults: unknown key 'lgging' (did you mean 'logging'?); known keys: logging, ambassador, waitFor, waitForTimeout, loggingPaths"),
-        ("limits: {maxCpus: 1}", "limits: unknown key 'maxCpus' (did you mean 'maxCpu'?); known keys: maxAmbassadorRoutes, maxWaitForTargets, maxLoggingPaths, maxAdapters, maxAnnotationKeys, maxContainers, maxVolumes, maxVolumeMounts, maxPorts, maxCpu, maxMemory"),
-        ("defaults: {loggingPaths: [/srv//a]}", "defaults.loggingPaths: '/srv//a': expected an absolute directory such as /var/log/app (letters, digits and ._-)"),
-        ("defaults: {loggingPaths: [/etc/app]}", "defaults.loggingPaths: '/etc/app': /etc/app is under /etc, which holds configuration (and the kubelet's hosts and resolv.conf): a log volume is never mounted there; use a directory of its own such as /var/log/app"),
+        (
+            "defaults: {logging: tail, lgging: x}",
+            "defaults: unknown key 'lgging' (did you mean 'logging'?); known keys: logging, ambassador, waitFor, waitForTimeout, loggingPaths",
+        ),
+        (
+            "limits: {maxCpus: 1}",
+            "limits: unknown key 'maxCpus' (did you mean 'maxCpu'?); known keys: maxAmbassadorRoutes, maxWaitForTargets, maxLoggingPaths, maxAdapters, maxAnnotationKeys, maxContainers, maxVolumes, maxVolumeMounts, maxPorts, maxCpu, maxMemory",
+        ),
+        (
+            "defaults: {loggingPaths: [/srv//a]}",
+            "defaults.loggingPaths: '/srv//a': expected an absolute directory such as /var/log/app (letters, digits and ._-)",
+        ),
+        (
+            "defaults: {loggingPaths: [/etc/app]}",
+            "defaults.loggingPaths: '/etc/app': /etc/app is under /etc, which holds configuration (and the kubelet's hosts and resolv.conf): a log volume is never mounted there; use a directory of its own such as /var/log/app",
+        ),
         ("defaults: {loggingPaths: /srv}", "defaults.loggingPaths: expected a list of strings"),
         ("defaults: {waitForTimeout: 120}", "defaults.waitForTimeout: 120: expected a duration such as 90s, 5m, 1h30m, or 0 for no limit"),
         ("limits: {maxCpu: 2 cores}", "limits.maxCpu: '2 cores' is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"),
@@ -305,7 +370,10 @@ def test_every_key_of_a_profile_takes_effect() -> None:
     assert (profile.command, profile.args) == (("/exporter", "--flag"), ("--listen=:{port}", "--mode={mode}"))
     assert profile.env == (("LISTEN_ON", ":{port}"), ("_EMPTY", ""))
     assert profile.ports == (("metrics", "{port}"), ("admin", "9901"))
-    assert profile.resources == {"requests": {"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "1Mi"}, "limits": {"cpu": "50m", "memory": "32Mi"}}
+    assert profile.resources == {
+        "requests": {"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "1Mi"},
+        "limits": {"cpu": "50m", "memory": "32Mi"},
+    }
     assert profile.security_context == {
         **RESTRICTED_SECURITY_CONTEXT,
         "runAsUser": 1,
@@ -323,12 +391,20 @@ def test_every_key_of_a_profile_takes_effect() -> None:
     (container,) = (c for c in injection.pod["spec"]["containers"] if c["name"] == "entourage-adapter-full")
     assert container["imagePullPolicy"] == "Always" and container["args"] == ["--listen=:9100", "--mode=fast"]
     assert container["env"] == [{"name": "LISTEN_ON", "value": ":9100"}, {"name": "_EMPTY", "value": ""}]
-    assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}, {"name": "admin", "containerPort": 9901, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": 9100, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 9901, "protocol": "TCP"},
+    ]
 
 
 def adapter(**keys: str) -> str:
     """A valid adapter profile named x, with some keys replaced (YAML flow values)."""
-    spec = {"image": "exporter:1.0.0", "command": "[/exporter]", "resources": "{requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}", **keys}
+    spec = {
+        "image": "exporter:1.0.0",
+        "command": "[/exporter]",
+        "resources": "{requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}",
+        **keys,
+    }
     return "profiles: {adapter: {x: {" + ", ".join(f"{key}: {value}" for key, value in spec.items() if value != "") + "}}}"
 
 
@@ -338,7 +414,10 @@ WHERE = "profiles.adapter.x"
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("profiles: {adapter: {" + "a" * 41 + ": {}}}", f"profiles.adapter.{'a' * 41}: a profile name is a DNS label of at most 40 characters"),
+        (
+            "profiles: {adapter: {" + "a" * 41 + ": {}}}",
+            f"profiles.adapter.{'a' * 41}: a profile name is a DNS label of at most 40 characters",
+        ),
         ("profiles: {adapter: {Big: {}}}", "profiles.adapter.Big: a profile name is a DNS label of at most 40 characters"),
         (adapter(image=""), f"{WHERE}.image: expected an image with a pinned tag or digest (not 'latest'), got None"),
         (adapter(command=""), f"{WHERE}.command: required (the image's entrypoint is not assumed)"),
@@ -350,16 +429,37 @@ WHERE = "profiles.adapter.x"
         (adapter(env="[{value: a}]"), f"{WHERE}.env[0].name: expected an environment variable name"),
         (adapter(ports="[x]"), f"{WHERE}.ports[0]: expected a mapping, got str"),
         (adapter(ports="[{name: m, port: 1}]"), f"{WHERE}.ports[0]: unknown key 'port'; known keys: name, containerPort"),
-        (adapter(ports="[{name: metrics-and-more1, containerPort: 1}]"), f"{WHERE}.ports[0].name: expected an IANA service name (at most 15 characters)"),
+        (
+            adapter(ports="[{name: metrics-and-more1, containerPort: 1}]"),
+            f"{WHERE}.ports[0].name: expected an IANA service name (at most 15 characters)",
+        ),
         (adapter(ports="[{containerPort: 1}]"), f"{WHERE}.ports[0].name: expected an IANA service name (at most 15 characters)"),
-        (adapter(ports="[{name: m, containerPort: x}]"), f"{WHERE}.ports[0].containerPort: 'x' (m): expected a port number or a {{parameter}} of type port"),
-        (adapter(ports="[{name: m, containerPort: 0}]"), f"{WHERE}.ports[0].containerPort: '0' (m): expected a port number or a {{parameter}} of type port"),
+        (
+            adapter(ports="[{name: m, containerPort: x}]"),
+            f"{WHERE}.ports[0].containerPort: 'x' (m): expected a port number or a {{parameter}} of type port",
+        ),
+        (
+            adapter(ports="[{name: m, containerPort: 0}]"),
+            f"{WHERE}.ports[0].containerPort: '0' (m): expected a port number or a {{parameter}} of type port",
+        ),
         (adapter(readyCommand="[x]"), f"{WHERE}: only ambassadors have tlsArgs and readyCommand"),
         (adapter(args="['{x}']"), f"{WHERE}.args[0]: unknown placeholder {{x}}; known here: none (declare params)"),
-        (adapter(args="['{prt}']", params="{port: {type: port, default: '1'}}"), f"{WHERE}.args[0]: unknown placeholder {{prt}} (did you mean 'port'?); known here: {{port}}"),
-        (adapter(params="{Port: {type: port, default: '1'}}"), f"{WHERE}.params.Port: a parameter name is a DNS label (lower-case letters, digits, '-')"),
-        (adapter(params="{p: {type: port, default: '1', doc: x}}"), f"{WHERE}.params.p: unknown key 'doc'; known keys: type, default, description, values"),
-        (adapter(params="{p: {type: number, default: '1'}}"), f"{WHERE}.params.p.type: expected one of port, host, path, name, duration, int, enum, got 'number'"),
+        (
+            adapter(args="['{prt}']", params="{port: {type: port, default: '1'}}"),
+            f"{WHERE}.args[0]: unknown placeholder {{prt}} (did you mean 'port'?); known here: {{port}}",
+        ),
+        (
+            adapter(params="{Port: {type: port, default: '1'}}"),
+            f"{WHERE}.params.Port: a parameter name is a DNS label (lower-case letters, digits, '-')",
+        ),
+        (
+            adapter(params="{p: {type: port, default: '1', doc: x}}"),
+            f"{WHERE}.params.p: unknown key 'doc'; known keys: type, default, description, values",
+        ),
+        (
+            adapter(params="{p: {type: number, default: '1'}}"),
+            f"{WHERE}.params.p.type: expected one of port, host, path, name, duration, int, enum, got 'number'",
+        ),
         (adapter(params="{p: {type: enum, default: a}}"), f"{WHERE}.params.p.values: an enum parameter lists its allowed values"),
         (adapter(params="{p: {type: enum, values: a, default: a}}"), f"{WHERE}.params.p.values: expected a list of strings"),
         (adapter(params="{p: {type: enum, values: [a]}}"), f"{WHERE}.params.p.default: required (a pod may leave the parameter unset)"),
@@ -370,33 +470,75 @@ WHERE = "profiles.adapter.x"
         (adapter(args="x"), f"{WHERE}.args: expected a list of strings"),
         (adapter(tlsArgs="x"), f"{WHERE}.tlsArgs: expected a list of strings"),
         (adapter(readyCommand="x"), f"{WHERE}.readyCommand: expected a list of strings"),
-        (adapter(image="'a:1'", imag="b"), f"{WHERE}: unknown key 'imag' (did you mean 'image'?); known keys: description, image, imagePullPolicy, imagePullSecrets, command, args, tlsArgs, readyCommand, env, ports, resources, securityContext, params, caBundle, volumes"),
+        (
+            adapter(image="'a:1'", imag="b"),
+            f"{WHERE}: unknown key 'imag' (did you mean 'image'?); known keys: description, image, imagePullPolicy, imagePullSecrets, command, args, tlsArgs, readyCommand, env, ports, resources, securityContext, params, caBundle, volumes",
+        ),
         (adapter(resources="[1]"), f"{WHERE}.resources: expected a mapping, got list"),
         (adapter(resources="{requests: 1}"), f"{WHERE}.resources.requests: expected a mapping, got int"),
         (adapter(securityContext="{capabilities: [x]}"), f"{WHERE}.securityContext.capabilities: expected a mapping, got list"),
-        ("profiles: {logging: {tail: {args: ['{pahts}']}}}", "profiles.logging.tail.args[0]: unknown placeholder {pahts} (did you mean 'paths'?); known here: {path-globs}, {path-map}, {paths}"),
+        (
+            "profiles: {logging: {tail: {args: ['{pahts}']}}}",
+            "profiles.logging.tail.args[0]: unknown placeholder {pahts} (did you mean 'paths'?); known here: {path-globs}, {path-map}, {paths}",
+        ),
         ("profiles: {adapter: [x]}", "profiles.adapter: expected a mapping, got list"),
         ("profiles: {adapter: {x: y}}", "profiles.adapter.x: expected a mapping, got str"),
         ("defaults: [x]", "defaults: expected a mapping, got list"),
         ("limits: 3", "limits: expected a mapping, got int"),
         ("[1, 2]", "configuration: expected a mapping, got list"),
-        (adapter(resources="{requests: {cpu: 1m, memory: 1Mi, gpu: 1}, limits: {cpu: 1m, memory: 1Mi}}"), f"{WHERE}.resources.requests: unknown key 'gpu' (did you mean 'cpu'?); known keys: cpu, memory, ephemeral-storage"),
-        (adapter(resources="{requests: {cpu: lots, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}"), f"{WHERE}.resources.requests.cpu: 'lots' is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)"),
-        (adapter(resources="{requests: {cpu: 1m, memory: 1Mi}, limit: {}}"), f"{WHERE}.resources: unknown key 'limit' (did you mean 'limits'?); known keys: requests, limits"),
+        (
+            adapter(resources="{requests: {cpu: 1m, memory: 1Mi, gpu: 1}, limits: {cpu: 1m, memory: 1Mi}}"),
+            f"{WHERE}.resources.requests: unknown key 'gpu' (did you mean 'cpu'?); known keys: cpu, memory, ephemeral-storage",
+        ),
+        (
+            adapter(resources="{requests: {cpu: lots, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}"),
+            f"{WHERE}.resources.requests.cpu: 'lots' is not a Kubernetes quantity (examples: 100m, 0.5, 64Mi, 1Gi)",
+        ),
+        (
+            adapter(resources="{requests: {cpu: 1m, memory: 1Mi}, limit: {}}"),
+            f"{WHERE}.resources: unknown key 'limit' (did you mean 'limits'?); known keys: requests, limits",
+        ),
         (adapter(resources=""), f"{WHERE}.resources.requests.cpu: required (injected containers carry requests and limits)"),
         (adapter(securityContext="{runAsGroup: 0}"), f"{WHERE}.securityContext.runAsGroup: expected a non-zero user or group id, got 0"),
-        (adapter(securityContext="{runAsUser: true}"), f"{WHERE}.securityContext.runAsUser: expected a non-zero user or group id, got True"),
+        (
+            adapter(securityContext="{runAsUser: true}"),
+            f"{WHERE}.securityContext.runAsUser: expected a non-zero user or group id, got True",
+        ),
         (adapter(securityContext="{runAsUser: '1'}"), f"{WHERE}.securityContext.runAsUser: expected a non-zero user or group id, got '1'"),
-        (adapter(securityContext="{readOnlyRootFilesystem: 'yes'}"), f"{WHERE}.securityContext.readOnlyRootFilesystem: expected true or false"),
-        (adapter(securityContext="{seccompProfile: {type: Unconfined}}"), f"{WHERE}.securityContext.seccompProfile.type: expected RuntimeDefault or Localhost"),
+        (
+            adapter(securityContext="{readOnlyRootFilesystem: 'yes'}"),
+            f"{WHERE}.securityContext.readOnlyRootFilesystem: expected true or false",
+        ),
+        (
+            adapter(securityContext="{seccompProfile: {type: Unconfined}}"),
+            f"{WHERE}.securityContext.seccompProfile.type: expected RuntimeDefault or Localhost",
+        ),
         (adapter(securityContext="{seccompProfile: Localhost}"), f"{WHERE}.securityContext.seccompProfile: expected a mapping, got str"),
-        (adapter(securityContext="{capabilities: {drop: [NET_RAW]}}"), f"{WHERE}.securityContext.capabilities: unknown key 'drop'; known keys: add"),
-        (adapter(securityContext="{capabilities: {add: NET_BIND_SERVICE}}"), f"{WHERE}.securityContext.capabilities.add: expected a list of strings"),
-        (adapter(securityContext="{privileged: true}"), f"{WHERE}.securityContext: 'privileged' cannot be set (injected containers stay Pod Security 'restricted'); settable: capabilities, readOnlyRootFilesystem, runAsGroup, runAsUser, seccompProfile"),
+        (
+            adapter(securityContext="{capabilities: {drop: [NET_RAW]}}"),
+            f"{WHERE}.securityContext.capabilities: unknown key 'drop'; known keys: add",
+        ),
+        (
+            adapter(securityContext="{capabilities: {add: NET_BIND_SERVICE}}"),
+            f"{WHERE}.securityContext.capabilities.add: expected a list of strings",
+        ),
+        (
+            adapter(securityContext="{privileged: true}"),
+            f"{WHERE}.securityContext: 'privileged' cannot be set (injected containers stay Pod Security 'restricted'); settable: capabilities, readOnlyRootFilesystem, runAsGroup, runAsUser, seccompProfile",
+        ),
         (adapter(securityContext="[x]"), f"{WHERE}.securityContext: expected a mapping, got list"),
-        ("profiles: {logging: {x: {image: 'a:1', command: [/a], ports: [{name: m, containerPort: 1}], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "profiles.logging.x.ports: only adapters declare ports"),
-        ("profiles: {ambassador: {x: {image: 'a:1', command: [/a], tlsArgs: [t], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "profiles.ambassador.x.readyCommand: required for an ambassador (the app starts once it passes)"),
-        ("profiles: {logging: {x: {image: 'a:1', command: [sh], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}", "profiles.logging.x.command[0]: 'sh': expected an absolute path such as /bin/sh (a bare name is looked up in the container's PATH)"),
+        (
+            "profiles: {logging: {x: {image: 'a:1', command: [/a], ports: [{name: m, containerPort: 1}], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}",
+            "profiles.logging.x.ports: only adapters declare ports",
+        ),
+        (
+            "profiles: {ambassador: {x: {image: 'a:1', command: [/a], tlsArgs: [t], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}",
+            "profiles.ambassador.x.readyCommand: required for an ambassador (the app starts once it passes)",
+        ),
+        (
+            "profiles: {logging: {x: {image: 'a:1', command: [sh], resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}}}",
+            "profiles.logging.x.command[0]: 'sh': expected an absolute path such as /bin/sh (a bare name is looked up in the container's PATH)",
+        ),
     ],
 )
 def test_profile_errors_name_the_setting_and_the_value_word_for_word(text: str, message: str) -> None:
@@ -437,7 +579,9 @@ def test_the_image_pull_policy_may_be_any_of_kubernetes_three(policy: str) -> No
 
 
 def test_env_names_may_use_either_case_and_seccomp_may_stay_runtime_default() -> None:
-    profile = parse_settings(adapter(env="[{name: lower_Case9, value: v}]", securityContext="{seccompProfile: {type: RuntimeDefault}}")).profiles["adapter"]["x"]
+    profile = parse_settings(
+        adapter(env="[{name: lower_Case9, value: v}]", securityContext="{seccompProfile: {type: RuntimeDefault}}")
+    ).profiles["adapter"]["x"]
     assert profile.env == (("lower_Case9", "v"),) and profile.security_context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
@@ -463,24 +607,39 @@ def test_a_file_is_read_as_utf_8_and_its_errors_name_the_file(tmp_path: Path) ->
     assert str(error.value) == f"{path}: onError: expected deny or allow, got 'maybe'"
 
 
-VOLUMES = ADAPTER + """      volumes:
+VOLUMES = (
+    ADAPTER
+    + """      volumes:
         - {name: config, configMap: exporter-config, mountPath: /etc/exporter}
 """
+)
 
 
 @pytest.mark.parametrize(
     ("volumes", "message"),
     [
-        ("[{name: config, configMap: exporter-config, secret: x, mountPath: /etc/exporter}]", "expected exactly one of configMap or secret"),
+        (
+            "[{name: config, configMap: exporter-config, secret: x, mountPath: /etc/exporter}]",
+            "expected exactly one of configMap or secret",
+        ),
         ("[{name: config, hostPath: /etc, mountPath: /etc/exporter}]", "unknown key 'hostPath'"),
-        ("[{name: config, configMap: 'kube-system/x', mountPath: /etc/exporter}]", "'kube-system/x': expected the name of a configMap in the pod's namespace, or {param}"),
+        (
+            "[{name: config, configMap: 'kube-system/x', mountPath: /etc/exporter}]",
+            "'kube-system/x': expected the name of a configMap in the pod's namespace, or {param}",
+        ),
         ("[{name: config, secret: '{port}', mountPath: /etc/exporter}]", "a placeholder here names a parameter of type name"),
         ("[{name: config, secret: '{nothing}', mountPath: /etc/exporter}]", "a placeholder here names a parameter of type name"),
         ("[{name: config, configMap: c, mountPath: etc/exporter}]", "mountPath: expected an absolute, normalised path"),
         ("[{name: config, configMap: c, mountPath: /etc/../root}]", "mountPath: expected an absolute, normalised path"),
-        ("[{name: config, configMap: c, mountPath: /var/run/entourage/logs}]", "/var/run/entourage/logs: /var/run/entourage, /etc/entourage, /proc, /sys, /dev are reserved"),
+        (
+            "[{name: config, configMap: c, mountPath: /var/run/entourage/logs}]",
+            "/var/run/entourage/logs: /var/run/entourage, /etc/entourage, /proc, /sys, /dev are reserved",
+        ),
         ("[{name: a, configMap: c, mountPath: /etc/x}, {name: a, configMap: d, mountPath: /etc/y}]", "volumes[1].name: 'a' is used twice"),
-        ("[{name: a, configMap: c, mountPath: /etc/x}, {name: b, configMap: d, mountPath: /etc/x/y}]", "volumes[1].mountPath: /etc/x/y overlaps /etc/x"),
+        (
+            "[{name: a, configMap: c, mountPath: /etc/x}, {name: b, configMap: d, mountPath: /etc/x/y}]",
+            "volumes[1].mountPath: /etc/x/y overlaps /etc/x",
+        ),
         ("[{name: Config, configMap: c, mountPath: /etc/x}]", "name: expected a DNS label of at most 20 characters"),
         ("[{name: a, configMap: c, mountPath: /etc/x, optional: maybe}]", "optional: expected true or false"),
         ("{name: a}", "volumes: expected a list of volumes"),
@@ -502,9 +661,14 @@ def test_a_profile_volume_is_mounted_read_only_and_shared_by_the_components_that
     injected = inject_pod(pod, settings).pod
     [exporter] = [c for c in injected["spec"]["containers"] if c["name"] == "entourage-adapter-my-exporter"]
     assert exporter["volumeMounts"] == [{"name": "entourage-my-exporter-config", "mountPath": "/etc/exporter", "readOnly": True}]
-    assert {"name": "entourage-my-exporter-config", "configMap": {"name": "exporter-config", "defaultMode": 0o444, "optional": False}} in injected["spec"]["volumes"]
+    assert {
+        "name": "entourage-my-exporter-config",
+        "configMap": {"name": "exporter-config", "defaultMode": 0o444, "optional": False},
+    } in injected["spec"]["volumes"]
 
 
-@pytest.mark.parametrize(("text", "mode"), [("{}", "deny"), ("validation: warn", "warn"), ("validation: 'off'", "off"), ("validation: off", "off")])
+@pytest.mark.parametrize(
+    ("text", "mode"), [("{}", "deny"), ("validation: warn", "warn"), ("validation: 'off'", "off"), ("validation: off", "off")]
+)
 def test_validation_defaults_to_deny_and_an_unquoted_off_means_off(text: str, mode: str) -> None:
     assert parse_settings(text).validation == mode  # YAML 1.1 reads a bare off as false

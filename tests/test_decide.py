@@ -139,7 +139,10 @@ def test_what_logs_and_events_read_comes_from_the_request(settings: Settings) ->
     ("owners", "expected"),
     [
         (
-            [{**REPLICASET, "controller": False}, {"apiVersion": "batch/v1", "kind": "Job", "name": "batch", "controller": True, "uid": "7"}],
+            [
+                {**REPLICASET, "controller": False},
+                {"apiVersion": "batch/v1", "kind": "Job", "name": "batch", "controller": True, "uid": "7"},
+            ],
             {"apiVersion": "batch/v1", "kind": "Job", "name": "batch", "uid": "7"},
         ),
         ([{**REPLICASET, "controller": True, "uid": 7}], None),
@@ -149,7 +152,15 @@ def test_what_logs_and_events_read_comes_from_the_request(settings: Settings) ->
         ({"controller": True}, None),
         (None, None),
     ],
-    ids=["the-controller-among-others", "uid-must-be-a-string", "controller-must-be-true", "name-must-be-a-string", "odd-entries-skipped", "not-a-list", "none"],
+    ids=[
+        "the-controller-among-others",
+        "uid-must-be-a-string",
+        "controller-must-be-true",
+        "name-must-be-a-string",
+        "odd-entries-skipped",
+        "not-a-list",
+        "none",
+    ],
 )
 def test_the_owner_is_the_controller_reference_with_its_string_fields(settings: Settings, owners: Any, expected: Any) -> None:
     review = logging_review()

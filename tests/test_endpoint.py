@@ -38,10 +38,26 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     certs.write(certs.generate("entourage", "entourage"), directory)
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "webhook", "serve", "--tls-cert-file", str(directory / "tls.crt"),
-         "--tls-private-key-file", str(directory / "tls.key"), "--host", "127.0.0.1", "--port", str(port),
-         "--config", str(CONFIG), "--drain-seconds", "0"],  # no 5 s drain when the module ends
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--tls-cert-file",
+            str(directory / "tls.crt"),
+            "--tls-private-key-file",
+            str(directory / "tls.key"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--config",
+            str(CONFIG),
+            "--drain-seconds",
+            "0",
+        ],  # no 5 s drain when the module ends
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
     http = httpx.Client(base_url=f"https://localhost:{port}", verify=context, timeout=10)
@@ -143,7 +159,10 @@ def _without(path: str) -> dict[str, Any]:
         (json.dumps(_without("request")).encode(), "no request object"),
         (json.dumps(_without("request.uid")).encode(), "request.uid must be a non-empty string"),
         (json.dumps({**reference_review(), "apiVersion": "admission.k8s.io/v1beta1"}).encode(), "expected apiVersion admission.k8s.io/v1"),
-        (json.dumps({**reference_review(), "request": {**reference_review()["request"], "object": None}}).encode(), "request.object must be the Pod"),
+        (
+            json.dumps({**reference_review(), "request": {**reference_review()["request"], "object": None}}).encode(),
+            "request.object must be the Pod",
+        ),
     ],
     ids=["not-json", "not-an-object", "no-request", "no-uid", "v1beta1", "no-object"],
 )
@@ -246,4 +265,8 @@ def test_an_engine_failure_is_answered_per_on_error_for_the_requests_uid(monkeyp
         assert response["allowed"] is False and response["status"]["code"] == 500 and response["status"]["reason"] == "InternalError"
         assert response["status"]["message"] == "Entourage failed to inject this pod (internal error: KeyError); see the webhook's logs"
     else:
-        assert response == {"uid": "uid-of-this-request", "allowed": True, "warnings": ["Entourage failed and admitted the pod unchanged (onError: allow)"]}
+        assert response == {
+            "uid": "uid-of-this-request",
+            "allowed": True,
+            "warnings": ["Entourage failed and admitted the pod unchanged (onError: allow)"],
+        }

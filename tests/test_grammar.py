@@ -357,7 +357,18 @@ def test_a_directory_may_be_255_characters() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("0", 0), ("90s", 90), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1h1m1s", 3661), ("0s", 0), ("24h", 86400), ("86400s", 86400), ("23h59m60s", 86400)],
+    [
+        ("0", 0),
+        ("90s", 90),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("1h1m1s", 3661),
+        ("0s", 0),
+        ("24h", 86400),
+        ("86400s", 86400),
+        ("23h59m60s", 86400),
+    ],
 )
 def test_durations_are_hours_minutes_and_seconds_in_that_order_in_at_most_16_characters(text: str, seconds: int) -> None:
     assert grammar.parse_duration(text) == seconds
@@ -442,7 +453,13 @@ def test_host_port_takes_the_first_closing_bracket() -> None:
 
 @pytest.mark.parametrize(
     ("text", "path"),
-    [("/var/log/app", "/var/log/app"), ("/var/log/app/", "/var/log/app"), ("/srv/LOGX", "/srv/LOGX"), ("/data//", "/data"), ("/varnish", "/varnish")],
+    [
+        ("/var/log/app", "/var/log/app"),
+        ("/var/log/app/", "/var/log/app"),
+        ("/srv/LOGX", "/srv/LOGX"),
+        ("/data//", "/data"),
+        ("/varnish", "/varnish"),
+    ],
 )
 def test_a_log_directory_drops_trailing_slashes_only(text: str, path: str) -> None:
     assert grammar.parse_log_directory(text) == path
@@ -452,10 +469,22 @@ def test_a_log_directory_drops_trailing_slashes_only(text: str, path: str) -> No
     ("text", "message"),
     [
         ("/", "/ holds the whole filesystem: a log volume is never mounted there; use a directory of its own such as /var/log/app"),
-        ("/var/", "/var holds /var/lib, /var/run, /var/cache and more: a log volume is never mounted there; use a directory of its own such as /var/log/app"),
-        ("/etc", "/etc holds configuration (and the kubelet's hosts and resolv.conf): a log volume is never mounted there; use a directory of its own such as /var/log/app"),
-        ("/var/run/app", "/var/run/app is under /var/run, which holds runtime state and the service-account token (/var/run/secrets): a log volume is never mounted there; use a directory of its own such as /var/log/app"),
-        ("/lib64/x", "/lib64/x is under /lib64, which holds shared libraries: a log volume is never mounted there; use a directory of its own such as /var/log/app"),
+        (
+            "/var/",
+            "/var holds /var/lib, /var/run, /var/cache and more: a log volume is never mounted there; use a directory of its own such as /var/log/app",
+        ),
+        (
+            "/etc",
+            "/etc holds configuration (and the kubelet's hosts and resolv.conf): a log volume is never mounted there; use a directory of its own such as /var/log/app",
+        ),
+        (
+            "/var/run/app",
+            "/var/run/app is under /var/run, which holds runtime state and the service-account token (/var/run/secrets): a log volume is never mounted there; use a directory of its own such as /var/log/app",
+        ),
+        (
+            "/lib64/x",
+            "/lib64/x is under /lib64, which holds shared libraries: a log volume is never mounted there; use a directory of its own such as /var/log/app",
+        ),
         ("/var/log/../run", NOT_A_CLEAN_DIRECTORY),
     ],
 )

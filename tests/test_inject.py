@@ -177,7 +177,9 @@ def test_the_agent_mounts_the_shared_directories_under_its_own_directory_only(se
 
 @pytest.mark.parametrize("native", ["true", "false"])
 def test_every_injected_program_is_an_absolute_path(settings: Settings, native: str) -> None:
-    pod = reference_pod({**EVERYTHING, "entourage.dev/adapter": "nginx-prometheus,statsd-prometheus", "entourage.dev/native-sidecars": native})
+    pod = reference_pod(
+        {**EVERYTHING, "entourage.dev/adapter": "nginx-prometheus,statsd-prometheus", "entourage.dev/native-sidecars": native}
+    )
     fluent = reference_pod({"entourage.dev/logging": "fluent-bit", "entourage.dev/native-sidecars": native})
     for injection in (inject_checked(pod, settings), inject_checked(fluent, settings)):
         for container in injected_containers(injection):
@@ -228,7 +230,9 @@ def test_the_issues_reproduction_is_denied_before_anything_is_built(settings: Se
         ({"downwardAPI": {"items": []}}, "downwardAPI"),
     ],
 )
-def test_credential_and_configuration_volumes_are_never_shared_with_the_agent(settings: Settings, volume: dict[str, Any], kind: str) -> None:
+def test_credential_and_configuration_volumes_are_never_shared_with_the_agent(
+    settings: Settings, volume: dict[str, Any], kind: str
+) -> None:
     pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-paths": "/srv/creds"})
     pod["spec"]["volumes"].append({"name": "creds", **volume})
     pod["spec"]["containers"][0]["volumeMounts"].append({"name": "creds", "mountPath": "/srv/creds"})
@@ -332,7 +336,9 @@ def test_an_ambassador_port_used_by_the_app_is_denied(settings: Settings) -> Non
 
 def test_a_port_of_the_pods_own_native_sidecar_is_taken_for_an_ambassador_or_an_adapter(settings: Settings) -> None:
     pod = reference_pod({"entourage.dev/ambassador": "9000=redis:6379"})
-    pod["spec"]["initContainers"] = [{"name": "proxy", "image": "envoy:1.31.0", "restartPolicy": "Always", "ports": [{"containerPort": 9000}, {"containerPort": 9113}]}]
+    pod["spec"]["initContainers"] = [
+        {"name": "proxy", "image": "envoy:1.31.0", "restartPolicy": "Always", "ports": [{"containerPort": 9000}, {"containerPort": 9113}]}
+    ]
     with pytest.raises(PodDenied, match=r"port 9000 of ambassador route '9000=redis:6379' is already used by container 'proxy'"):
         inject_pod(pod, settings)
     pod["metadata"]["annotations"] = {"entourage.dev/adapter": "nginx-prometheus"}
@@ -345,20 +351,25 @@ def test_a_port_of_the_pods_own_native_sidecar_is_taken_for_an_ambassador_or_an_
 
 
 def test_two_routes_on_one_local_port_are_denied(settings: Settings) -> None:
-    with pytest.raises(PodDenied, match="port 6379 .* already used by ambassador route"):
+    with pytest.raises(PodDenied, match=r"port 6379 .* already used by ambassador route"):
         inject_pod(reference_pod({"entourage.dev/ambassador": "redis-a:6379,6379=redis-b:7000"}), settings)
 
 
 def test_an_adapter_port_colliding_with_a_route_is_denied(settings: Settings) -> None:
     with pytest.raises(PodDenied, match="adapter 'nginx-prometheus' \\(metrics\\)"):
-        inject_pod(reference_pod({"entourage.dev/ambassador": "9113=metrics-db:9113", "entourage.dev/adapter": "nginx-prometheus"}), settings)
+        inject_pod(
+            reference_pod({"entourage.dev/ambassador": "9113=metrics-db:9113", "entourage.dev/adapter": "nginx-prometheus"}), settings
+        )
 
 
 def test_a_privileged_local_port_gets_only_net_bind_service(settings: Settings) -> None:
     injected = inject_checked(reference_pod({"entourage.dev/ambassador": "443=tls://api.example.com:443"}), settings).pod
     ambassador = find(injected, "entourage-ambassador-443")
     assert ambassador["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
-    assert ambassador["args"][-1] == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/certs/ca-certificates.crt,commonname=api.example.com"
+    assert (
+        ambassador["args"][-1]
+        == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/certs/ca-certificates.crt,commonname=api.example.com"
+    )
 
 
 def test_an_adapter_port_collision_names_the_adapter_key_and_both_owners(settings: Settings) -> None:
@@ -387,7 +398,9 @@ def test_an_ambassador_profile_gets_each_part_of_the_route(settings: Settings) -
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
     }
     configured = build_settings({"defaults": {"ambassador": "envoy"}, "profiles": {"ambassador": {"envoy": envoy}}})
-    pod = reference_pod({"entourage.dev/ambassador": "7000=[fd00::1]:6379,tls://api.example.com:443", "entourage.dev/native-sidecars": "true"})
+    pod = reference_pod(
+        {"entourage.dev/ambassador": "7000=[fd00::1]:6379,tls://api.example.com:443", "entourage.dev/native-sidecars": "true"}
+    )
     injected = inject_checked(pod, configured).pod
     plain, tls = find(injected, "entourage-ambassador-7000"), find(injected, "entourage-ambassador-443")
     assert plain["args"] == ["--listen=127.0.0.1:7000", "--to=[fd00::1]:6379", "--host=fd00::1", "--port=6379"]
@@ -406,13 +419,22 @@ def test_profile_parameters_set_by_annotation_reach_the_ambassador_and_the_loggi
         }
     )
     injected = inject_checked(pod, settings).pod
-    assert find(injected, "entourage-ambassador-443")["args"][-1] == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/custom.pem,commonname=api.example.com"
+    assert (
+        find(injected, "entourage-ambassador-443")["args"][-1]
+        == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/custom.pem,commonname=api.example.com"
+    )
     agent = find(injected, "entourage-logging")["args"]
-    assert f"path={AGENT_LOG_ROOT}/var/log/app/*,{AGENT_LOG_ROOT}/data/audit/*" in agent and "host=collector.example" in agent and "port=24224" in agent
+    assert (
+        f"path={AGENT_LOG_ROOT}/var/log/app/*,{AGENT_LOG_ROOT}/data/audit/*" in agent
+        and "host=collector.example" in agent
+        and "port=24224" in agent
+    )
 
 
 def test_a_request_override_equal_to_the_profiles_limit_is_accepted(settings: Settings) -> None:
-    pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-memory-request": "64Mi", "entourage.dev/logging-cpu-request": "0.1"})
+    pod = reference_pod(
+        {"entourage.dev/logging": "true", "entourage.dev/logging-memory-request": "64Mi", "entourage.dev/logging-cpu-request": "0.1"}
+    )
     resources = find(inject_checked(pod, settings).pod, "entourage-logging")["resources"]
     assert resources == {"requests": {"cpu": "0.1", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 
@@ -429,7 +451,9 @@ def test_every_logging_path_is_shared_when_the_first_is_already_a_volume_of_the_
 def test_the_logging_target_messages_name_every_container(settings: Settings) -> None:
     pod = reference_pod({"entourage.dev/logging": "true", "kubectl.kubernetes.io/default-container": "ghost"})
     pod["spec"]["containers"].append({"name": "web", "image": "nginx:1.27"})
-    assert inject_checked(pod, settings).warnings == ("kubectl.kubernetes.io/default-container names no container; logging uses 'checkout'",)
+    assert inject_checked(pod, settings).warnings == (
+        "kubectl.kubernetes.io/default-container names no container; logging uses 'checkout'",
+    )
     pod["metadata"]["annotations"]["entourage.dev/logging-container"] = "api"
     with pytest.raises(PodDenied) as denial:
         inject_pod(pod, settings)
@@ -441,7 +465,9 @@ def test_a_port_declared_twice_in_the_pod_is_owned_by_its_first_container(settin
     pod["spec"]["containers"].append({"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": "8080"}, {"containerPort": 8080}]})
     with pytest.raises(PodDenied) as denial:
         inject_pod(pod, settings)
-    assert denial.value.problems == ["entourage.dev/ambassador: '8080=redis:6379': port 8080 of ambassador route '8080=redis:6379' is already used by container 'checkout'"]
+    assert denial.value.problems == [
+        "entourage.dev/ambassador: '8080=redis:6379': port 8080 of ambassador route '8080=redis:6379' is already used by container 'checkout'"
+    ]
 
 
 @pytest.mark.parametrize("policy", ["Never", "OnFailure"])
@@ -471,7 +497,10 @@ def test_wait_for_containers_run_before_the_pods_own_init_containers(settings: S
 def test_absent_arrays_and_maps_are_created_exactly_once(settings: Settings) -> None:
     pod = {"metadata": {"name": "bare"}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
     pod["metadata"]["annotations"] = None
-    pod = {"metadata": {"name": "bare", "annotations": {"entourage.dev/logging": "true", "entourage.dev/wait-for": "db:1"}}, "spec": pod["spec"]}
+    pod = {
+        "metadata": {"name": "bare", "annotations": {"entourage.dev/logging": "true", "entourage.dev/wait-for": "db:1"}},
+        "spec": pod["spec"],
+    }
     injection = inject_checked(pod, settings)
     paths = [op["path"] for op in injection.patch]
     assert paths.count("/spec/volumes") == 1 and paths.count("/spec/initContainers") == 1
@@ -507,15 +536,22 @@ def test_namespace_annotations_apply_and_the_pods_own_win(settings: Settings) ->
 
 
 def test_resource_overrides_apply_to_every_container_of_that_kind(settings: Settings) -> None:
-    pod = reference_pod({"entourage.dev/wait-for": "a:1,b:2", "entourage.dev/wait-for-memory-limit": "48Mi", "entourage.dev/wait-for-cpu-request": "5m"})
+    pod = reference_pod(
+        {"entourage.dev/wait-for": "a:1,b:2", "entourage.dev/wait-for-memory-limit": "48Mi", "entourage.dev/wait-for-cpu-request": "5m"}
+    )
     injected = inject_checked(pod, settings).pod
     for name in ("entourage-wait-a-1", "entourage-wait-b-2"):
-        assert find(injected, name)["resources"] == {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "48Mi"}}
+        assert find(injected, name)["resources"] == {
+            "requests": {"cpu": "5m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "48Mi"},
+        }
 
 
 def test_a_request_override_above_the_profiles_limit_is_denied_with_the_key_to_set(settings: Settings) -> None:
     pod = reference_pod({"entourage.dev/logging": "true", "entourage.dev/logging-memory-request": "128Mi"})
-    with pytest.raises(PodDenied, match=r"logging-memory-request: '128Mi': above the memory limit 64Mi \(set entourage.dev/logging-memory-limit as well\)"):
+    with pytest.raises(
+        PodDenied, match=r"logging-memory-request: '128Mi': above the memory limit 64Mi \(set entourage.dev/logging-memory-limit as well\)"
+    ):
         inject_pod(pod, settings)
 
 
@@ -528,7 +564,13 @@ def test_a_job_pod_with_classic_sidecars_gets_a_warning_under_120_characters(set
 
 
 def test_adapter_parameters_set_by_annotation_reach_the_arguments(settings: Settings) -> None:
-    pod = reference_pod({"entourage.dev/adapter": "nginx-prometheus", "entourage.dev/adapter.nginx-prometheus.status-port": "8081", "entourage.dev/adapter.nginx-prometheus.port": "9200"})
+    pod = reference_pod(
+        {
+            "entourage.dev/adapter": "nginx-prometheus",
+            "entourage.dev/adapter.nginx-prometheus.status-port": "8081",
+            "entourage.dev/adapter.nginx-prometheus.port": "9200",
+        }
+    )
     adapter = find(inject_checked(pod, settings).pod, "entourage-adapter-nginx-prometheus")
     assert adapter["args"] == ["--nginx.scrape-uri=http://127.0.0.1:8081/stub_status", "--web.listen-address=:9200"]
     assert adapter["ports"] == [{"name": "metrics", "containerPort": 9200, "protocol": "TCP"}]

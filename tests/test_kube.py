@@ -85,7 +85,9 @@ def test_an_openshift_namespace_gets_containers_without_a_fixed_uid(api: FakeApi
         return next(c for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]] if c["name"] == "entourage-logging")
 
     with running(tmp_path, *kube_args(api, tmp_path)) as webhook:
-        webhook.wait_for(lambda: containers(answer(webhook, review(namespace="team-a"))) == ["entourage-logging"], what="the namespace cache")
+        webhook.wait_for(
+            lambda: containers(answer(webhook, review(namespace="team-a"))) == ["entourage-logging"], what="the namespace cache"
+        )
         security = agent(webhook, "team-a")["securityContext"]
         assert "runAsUser" not in security and "runAsGroup" not in security and security["runAsNonRoot"] is True
         assert agent(webhook, "shop")["securityContext"]["runAsUser"] == 65532
@@ -100,7 +102,9 @@ def test_a_watch_whose_resource_version_expired_lists_again(api: FakeApiServer, 
         assert sum(request.startswith("GET /api/v1/namespaces?limit") for request in api.requests) >= 2
 
 
-def test_native_sidecars_auto_is_native_only_when_the_apiserver_and_every_kubelet_are_1_29_or_newer(api: FakeApiServer, tmp_path: Path) -> None:
+def test_native_sidecars_auto_is_native_only_when_the_apiserver_and_every_kubelet_are_1_29_or_newer(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
     api.set_nodes("v1.30.2", "v1.28.9-eks-1234")
     with running(tmp_path, *kube_args(api, tmp_path, "--version-check-seconds", "0.2")) as webhook:
         webhook.wait_for(lambda: webhook.metrics()["entourage_native_sidecars"] == 0, what="the version check")
@@ -123,7 +127,9 @@ def test_readiness_waits_for_the_first_namespace_list_then_serves_without_namesp
         assert containers(answer(webhook, review(namespace="shop"))) == []  # no namespace defaults known yet
         assert any(line["msg"].startswith("the namespace cache is not synced") for line in webhook.logs())
         api.start(api.port)
-        webhook.wait_for(lambda: containers(answer(webhook, review(namespace="shop"))) == ["entourage-logging"], timeout=10, what="the late sync")
+        webhook.wait_for(
+            lambda: containers(answer(webhook, review(namespace="shop"))) == ["entourage-logging"], timeout=10, what="the late sync"
+        )
     finally:
         webhook.stop()
 
@@ -131,7 +137,9 @@ def test_readiness_waits_for_the_first_namespace_list_then_serves_without_namesp
 def test_the_last_known_namespace_defaults_keep_working_when_the_api_becomes_unreachable(api: FakeApiServer, tmp_path: Path) -> None:
     with running(tmp_path, *kube_args(api, tmp_path)) as webhook:
         api.stop()
-        webhook.wait_for(lambda: webhook.metrics().get('entourage_kube_api_errors_total{operation="watch_namespaces"}', 0) >= 1, what="the watch to fail")
+        webhook.wait_for(
+            lambda: webhook.metrics().get('entourage_kube_api_errors_total{operation="watch_namespaces"}', 0) >= 1, what="the watch to fail"
+        )
         assert containers(answer(webhook, review(namespace="shop"))) == ["entourage-logging"]
         with webhook.client() as client:
             assert client.get("/readyz").status_code == 200
@@ -149,7 +157,10 @@ def with_owner(document: dict[str, Any], **changes: str) -> dict[str, Any]:
 def test_injections_and_denials_become_rate_limited_events_on_the_pods_owner(api: FakeApiServer, tmp_path: Path) -> None:
     api.put_object("ReplicaSet", "plain", OWNER["name"], uid=OWNER["uid"])
     with running(tmp_path, *kube_args(api, tmp_path)) as webhook:
-        for document in (review(LOGGING, uid="dry-1", namespace="plain"), review({"entourage.dev/wait-for": "???"}, uid="dry-2", namespace="plain")):
+        for document in (
+            review(LOGGING, uid="dry-1", namespace="plain"),
+            review({"entourage.dev/wait-for": "???"}, uid="dry-2", namespace="plain"),
+        ):
             document["request"]["dryRun"] = True  # answered as usual, but no Event (sideEffects: None)
             answer(webhook, document)
         for index in range(3):
@@ -158,12 +169,21 @@ def test_injections_and_denials_become_rate_limited_events_on_the_pods_owner(api
         webhook.wait_for(lambda: len(api.events) == 2, what="two events")
         time.sleep(0.3)
         injected, denied = sorted(api.events, key=lambda event: event["reason"])
-        assert injected["involvedObject"] == {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": OWNER["name"], "uid": OWNER["uid"], "namespace": "plain"}
+        assert injected["involvedObject"] == {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "name": OWNER["name"],
+            "uid": OWNER["uid"],
+            "namespace": "plain",
+        }
         assert (injected["reason"], injected["type"], injected["metadata"]["namespace"]) == ("Injected", "Normal", "plain")
         assert injected["message"] == "pod checkout-7d9c6b5f4-: injected entourage-logging"
         assert (denied["reason"], denied["type"]) == ("InjectionDenied", "Warning")
         # Fixed words only: a value from the request never reaches an Event on someone's object.
-        assert denied["message"] == "pod checkout-7d9c6b5f4-: injection denied: its Entourage annotations are invalid; the pod's admission error lists each problem"
+        assert (
+            denied["message"]
+            == "pod checkout-7d9c6b5f4-: injection denied: its Entourage annotations are invalid; the pod's admission error lists each problem"
+        )
         assert webhook.metrics()['entourage_events_total{result="rate_limited"}'] == 2
         lookups = [request for request in api.requests if "/replicasets/" in request]
         assert lookups == [f"GET /apis/apps/v1/namespaces/plain/replicasets/{OWNER['name']}"], "one lookup, then remembered"
@@ -176,7 +196,10 @@ def real_owner(api: FakeApiServer, webhook: Webhook) -> list[dict[str, Any]]:
     """Admit a pod of a Deployment that exists and wait for its Event: the worker takes Events in
     order, so every Event asked for before it has been written or dropped by then; the others."""
     api.put_object("Deployment", "plain", "web", uid=WEB_UID)
-    answer(webhook, with_owner(review(LOGGING, uid="real", namespace="plain"), apiVersion="apps/v1", kind="Deployment", name="web", uid=WEB_UID))
+    answer(
+        webhook,
+        with_owner(review(LOGGING, uid="real", namespace="plain"), apiVersion="apps/v1", kind="Deployment", name="web", uid=WEB_UID),
+    )
     webhook.wait_for(lambda: any(event["involvedObject"]["name"] == "web" for event in api.events), what="the real owner's Event")
     return [event for event in api.events if event["involvedObject"]["name"] != "web"]
 
@@ -189,7 +212,9 @@ def test_a_forged_request_gets_no_event_unless_its_owner_exists_in_its_namespace
         for index, name in enumerate(("no-such-owner", "elsewhere", "recreated")):
             answer(webhook, with_owner(review(LOGGING, uid=f"forged-{index}", namespace="plain"), name=name))
         answer(webhook, with_owner(review({"entourage.dev/wait-for": "???"}, namespace="plain"), name="no-such-owner"))
-        answer(webhook, review(LOGGING, uid="no-namespace", namespace="no-such-namespace"))  # its Event would be on a Namespace that is not there
+        answer(
+            webhook, review(LOGGING, uid="no-namespace", namespace="no-such-namespace")
+        )  # its Event would be on a Namespace that is not there
         assert real_owner(api, webhook) == []
         assert webhook.metrics()['entourage_events_total{result="unverified"}'] == 5
         lookups = [request for request in api.requests if "/namespaces/plain/replicasets/" in request]
@@ -201,7 +226,12 @@ def test_an_owner_of_a_kind_we_cannot_look_up_gets_its_event_on_the_namespace(ap
         answer(webhook, with_owner(review(LOGGING, uid="custom", namespace="plain"), apiVersion="example.com/v1", kind="Widget", name="w"))
         webhook.wait_for(lambda: len(api.events) == 1, what="the Namespace's Event")
         (event,) = api.events
-        assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Namespace", "name": "plain", "uid": api.namespaces["plain"]["metadata"]["uid"]}
+        assert event["involvedObject"] == {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "name": "plain",
+            "uid": api.namespaces["plain"]["metadata"]["uid"],
+        }
         assert not [request for request in api.requests if "example.com" in request or "widget" in request.lower()]
 
 
@@ -261,7 +291,9 @@ def test_audit_lists_pods_that_ask_for_injection_but_were_never_injected(api: Fa
     assert set(found) == {("plain", "missed"), ("shop", "by-namespace")}
     assert found[("plain", "missed")]["owners"] == ["ReplicaSet/missed-rs"]
     assert "2 of 6 pods" in result.stderr
-    text = subprocess.run([ENTOURAGE, "audit", "--kubeconfig", str(tmp_path / "kubeconfig"), "-n", "plain"], capture_output=True, text=True, timeout=30)
+    text = subprocess.run(
+        [ENTOURAGE, "audit", "--kubeconfig", str(tmp_path / "kubeconfig"), "-n", "plain"], capture_output=True, text=True, timeout=30
+    )
     assert text.returncode == 0 and "missed" in text.stdout and "by-namespace" not in text.stdout and "ReplicaSet/missed-rs" in text.stdout
 
 
@@ -281,7 +313,9 @@ def test_events_carry_only_names_that_are_kubernetes_names() -> None:
 
     def decision(namespace: str, pod: str, owner_name: str) -> Decision:
         owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner_name, "uid": "u"}
-        return Decision(OUTCOME_INJECTED, "injected", answer_review("x", allowed=True), "x", namespace, pod, ["entourage-logging"], owner=owner)
+        return Decision(
+            OUTCOME_INJECTED, "injected", answer_review("x", allowed=True), "x", namespace, pod, ["entourage-logging"], owner=owner
+        )
 
     recorder = Recorder()
     observe.event(decision("shop", "web-", "web-7d9f"), recorder)  # type: ignore[arg-type]
@@ -326,7 +360,9 @@ def owner(name: str, uid: str = "3f0b6a4e-8a51-4c8e-9d0e-5b1f2a7c9e11", kind: st
 
 
 def record(events: kube.EventRecorder, name: str, *, namespace: str = "plain", reason: str = "Injected") -> bool:
-    return events.record(namespace=namespace, involved=owner(name), reason=reason, message="pod web-1: injected entourage-logging", warning=False)
+    return events.record(
+        namespace=namespace, involved=owner(name), reason=reason, message="pod web-1: injected entourage-logging", warning=False
+    )
 
 
 def test_the_recorder_keeps_nothing_of_a_name_kubernetes_would_not_accept(api: FakeApiServer, tmp_path: Path) -> None:
@@ -371,7 +407,9 @@ def test_the_rate_limiter_forgets_each_object_after_its_minute(api: FakeApiServe
         record(events, f"other-{index}")
     clock.now += 61
     record(events, "late")
-    assert list(events.recent.entries) == [("plain", "ReplicaSet", "late", "3f0b6a4e-8a51-4c8e-9d0e-5b1f2a7c9e11", "Injected")], "past their age, entries leave"
+    assert list(events.recent.entries) == [("plain", "ReplicaSet", "late", "3f0b6a4e-8a51-4c8e-9d0e-5b1f2a7c9e11", "Injected")], (
+        "past their age, entries leave"
+    )
     assert events.recent.bytes == sum(size for _, size in events.recent.entries.values())
 
 

@@ -36,8 +36,10 @@ def test_a_one_mebibyte_pod_is_injected_with_a_small_patch(settings: Settings) -
 
 
 def test_a_pod_without_ports_or_volumes_or_init_containers_is_fine(settings: Settings) -> None:
-    pod = {"metadata": {"name": "p", "annotations": {"entourage.dev/ambassador": "6379=r:6379", "entourage.dev/adapter": "statsd-prometheus"}},
-           "spec": {"containers": [{"name": "a", "image": "a:1"}]}}
+    pod = {
+        "metadata": {"name": "p", "annotations": {"entourage.dev/ambassador": "6379=r:6379", "entourage.dev/adapter": "statsd-prometheus"}},
+        "spec": {"containers": [{"name": "a", "image": "a:1"}]},
+    }
     injection = inject_pod(pod, settings)
     assert_valid_injected_pod(injection.pod, injection.components)
 
@@ -68,7 +70,10 @@ def test_annotation_values_that_are_not_strings_are_denied_not_crashed(settings:
     review = reference_review()
     review["request"]["object"]["metadata"]["annotations"] = {"entourage.dev/logging": True, "entourage.dev/wait-for": ["db:1"]}
     response = admit(review, settings).review["response"]
-    assert response["allowed"] is False and "metadata.annotations['entourage.dev/logging']: expected a string value, got a boolean" in response["status"]["message"]
+    assert (
+        response["allowed"] is False
+        and "metadata.annotations['entourage.dev/logging']: expected a string value, got a boolean" in response["status"]["message"]
+    )
 
 
 def test_odd_metadata_shapes_never_crash_the_admission(settings: Settings) -> None:

@@ -9,6 +9,7 @@ Copies made to build the injected pod are not reads (dict copies bypass the reco
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,10 +122,8 @@ def test_admission_reads_only_what_the_partial_decode_keeps(name: str, pod: dict
     reads: set[Path_] = set()
     review = as_review(pod)
     review["request"]["object"] = _recording(pod, (), reads)
-    try:
+    with contextlib.suppress(PodDenied):
         admit(review, golden_settings)
-    except PodDenied:
-        pass
     assert reads, "the recording pod saw no reads at all"
     assert sorted(path for path in reads if _outside(path, POD_KEPT)) == []
 

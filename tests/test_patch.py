@@ -82,10 +82,23 @@ _NO_METADATA = object()
         _pod({"annotations": dict(ANNOTATED)}),
         _pod({"annotations": dict(ANNOTATED)}, initContainers=[], volumes=[]),
         _pod({"annotations": dict(ANNOTATED)}, initContainers=None, volumes=None),
-        _pod({"annotations": {**ANNOTATED, "a": "b"}}, initContainers=[{"name": "setup", "image": "x"}], volumes=[{"name": "v", "emptyDir": {}}]),
+        _pod(
+            {"annotations": {**ANNOTATED, "a": "b"}},
+            initContainers=[{"name": "setup", "image": "x"}],
+            volumes=[{"name": "v", "emptyDir": {}}],
+        ),
         {**_pod({"annotations": dict(ANNOTATED)}), "spec": {"containers": [{"name": "app", "image": "a", "volumeMounts": []}]}},
         {**_pod({"annotations": dict(ANNOTATED)}), "spec": {"containers": [{"name": "app", "image": "a", "volumeMounts": None}]}},
-        {**_pod({"annotations": dict(ANNOTATED)}), "spec": {"containers": [{"name": "x", "image": "a"}, {"name": "app", "image": "a", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}], "volumes": [{"name": "v", "emptyDir": {}}]}},
+        {
+            **_pod({"annotations": dict(ANNOTATED)}),
+            "spec": {
+                "containers": [
+                    {"name": "x", "image": "a"},
+                    {"name": "app", "image": "a", "volumeMounts": [{"name": "v", "mountPath": "/v"}]},
+                ],
+                "volumes": [{"name": "v", "emptyDir": {}}],
+            },
+        },
     ],
     ids=["plain", "empty-lists", "null-lists", "existing-lists", "empty-mounts", "null-mounts", "second-container"],
 )

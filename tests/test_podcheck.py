@@ -30,5 +30,7 @@ def test_the_apiserver_rules_catch_duplicate_names_unknown_volumes_and_misplaced
 
 
 def test_the_restricted_check_requires_every_field_some_injectors_forget() -> None:
-    problems = restricted_problems({"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}}, {})
+    problems = restricted_problems(
+        {"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}}, {}
+    )
     assert problems == ["c: seccompProfile must be RuntimeDefault or Localhost"]

@@ -83,7 +83,9 @@ def test_the_generators_know_the_catalogs_adapter_ports() -> None:
         profile = SETTINGS.profile("adapter", name)
         assert profile is not None
         defaults = {param: spec.default for param, spec in profile.params.items()}
-        assert sorted(int(re.sub(r"\{([a-z-]+)\}", lambda m: defaults[m[1]], port)) for _, port in profile.ports) == sorted(ports)
+        assert sorted(
+            int(re.sub(r"\{([a-z-]+)\}", lambda m, defaults=defaults: defaults[m[1]], port)) for _, port in profile.ports
+        ) == sorted(ports)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,13 +95,37 @@ label = st.from_regex(r"[a-z]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
 container_name = st.one_of(
     label,
     # Names the engine would like for itself, and the longest legal name.
-    st.sampled_from(["app", "entourage-logging", "entourage-ambassador-6379", "entourage-wait-db-5432",
-                     "entourage-adapter-nginx-prometheus", "entourage-logging-2", "a" * 63]),
+    st.sampled_from(
+        [
+            "app",
+            "entourage-logging",
+            "entourage-ambassador-6379",
+            "entourage-wait-db-5432",
+            "entourage-adapter-nginx-prometheus",
+            "entourage-logging-2",
+            "a" * 63,
+        ]
+    ),
 )
 volume_name = st.one_of(label, st.sampled_from(["entourage-logs-var-log-app", "entourage-logs-data", "logs"]))
 port_number = st.one_of(st.sampled_from([80, 443, 5432, 6379, 8080, 9102, 9113, 9125]), st.integers(1, 65535))
 MOUNT_PATHS = ["/var/log/app", "/var/log", "/data", "/tmp", "/srv/logs", "/etc/app"]
-SYSTEM_DIRECTORIES = ("/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot", "/proc", "/sys", "/dev", "/run", "/var/run")
+SYSTEM_DIRECTORIES = (
+    "/bin",
+    "/sbin",
+    "/usr",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/boot",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/var/run",
+)
 
 
 def is_system_directory(path: str) -> bool:
@@ -122,7 +148,7 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         chosen = draw(st.lists(st.sampled_from(volumes), max_size=len(volumes), unique_by=lambda v: v["name"])) if volumes else []
         paths = draw(st.lists(st.sampled_from(MOUNT_PATHS), min_size=len(chosen), max_size=len(chosen), unique=True))
         result = []
-        for volume, path in zip(chosen, paths):
+        for volume, path in zip(chosen, paths, strict=True):
             mount: dict[str, Any] = {"name": volume["name"], "mountPath": path}
             if draw(st.booleans()):
                 mount["readOnly"] = draw(st.booleans())
@@ -142,7 +168,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
             container["volumeMounts"] = chosen
     spec: dict[str, Any] = {"containers": containers}
     if n_init or draw(st.booleans()):
-        spec["initContainers"] = [{"name": name, "image": "busybox:1.36.1", "command": ["sh", "-c", "true"]} for name in names[n_containers:]]
+        spec["initContainers"] = [
+            {"name": name, "image": "busybox:1.36.1", "command": ["sh", "-c", "true"]} for name in names[n_containers:]
+        ]
         for init in spec["initContainers"]:
             if draw(st.booleans()) and (chosen := mounts()):
                 init["volumeMounts"] = chosen
@@ -182,9 +210,9 @@ url_path = st.one_of(
     st.lists(st.from_regex(r"[A-Za-z0-9_~%=+-]{1,8}", fullmatch=True), min_size=0, max_size=3).map(lambda parts: "/" + "/".join(parts)),
     st.sampled_from(["/healthz", "/ready?full=1", "/api/v1/status", "/stub_status"]),
 )
-clean_dir = st.lists(st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,10}", fullmatch=True).filter(lambda s: s not in (".", "..")), min_size=1, max_size=4).map(
-    lambda parts: "/" + "/".join(parts)
-)
+clean_dir = st.lists(
+    st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,10}", fullmatch=True).filter(lambda s: s not in (".", "..")), min_size=1, max_size=4
+).map(lambda parts: "/" + "/".join(parts))
 CPU = ["1m", "5m", "10m", "50m", "100m", "250m", "0.5", "1", "2", "1500m"]
 MEMORY = ["4Mi", "16Mi", "64Mi", "128Mi", "100M", "1Gi", "2Gi", "500k"]  # not Ki: BUG 5
 
@@ -258,7 +286,9 @@ def valid_annotations(draw: st.DrawFn, pod: Mapping[str, Any]) -> tuple[dict[str
         own["wait-for"] = ",".join(draw(wait_targets()))
     if draw(st.booleans()):
         own["wait-for-timeout"] = draw(st.sampled_from(["0", "90s", "5m", "1h", "1h30m", "2m30s"]))
-    adapters = draw(st.sampled_from([[], ["nginx-prometheus"], ["statsd-prometheus"], ["nginx-prometheus", "statsd-prometheus"], ["false"]]))
+    adapters = draw(
+        st.sampled_from([[], ["nginx-prometheus"], ["statsd-prometheus"], ["nginx-prometheus", "statsd-prometheus"], ["false"]])
+    )
     if adapters:
         own["adapter"] = ",".join(adapters)
     adapters = [a for a in adapters if a != "false"]
@@ -331,8 +361,16 @@ def denied_keys(denial: PodDenied) -> set[str]:
 
 def profile_of(name: str) -> list[Any]:
     """The profiles an injected container of this name may come from."""
-    kind = next(k for prefix, k in (("entourage-wait-", "waitFor"), ("entourage-ambassador-", "ambassador"),
-                                   ("entourage-logging", "logging"), ("entourage-adapter-", "adapter")) if name.startswith(prefix))
+    kind = next(
+        k
+        for prefix, k in (
+            ("entourage-wait-", "waitFor"),
+            ("entourage-ambassador-", "ambassador"),
+            ("entourage-logging", "logging"),
+            ("entourage-adapter-", "adapter"),
+        )
+        if name.startswith(prefix)
+    )
     return list(SETTINGS.profiles[kind].values())
 
 
@@ -366,9 +404,17 @@ def _answer_by_field(review: Mapping[str, Any]) -> dict[str, Any]:
     return response
 
 
-def assert_the_pruned_decode_answers_the_same(pod: Mapping[str, Any], settings_: Settings, namespace_annotations: dict[str, str] | None) -> None:
+def assert_the_pruned_decode_answers_the_same(
+    pod: Mapping[str, Any], settings_: Settings, namespace_annotations: dict[str, str] | None
+) -> None:
     """The server decodes only what admission reads (webhook/admission/partial.py); the answer must not change."""
-    request = {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "shop", "object": pod}
+    request = {
+        "uid": "u-1",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "operation": "CREATE",
+        "namespace": "shop",
+        "object": pod,
+    }
     body = orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
     lookup = (lambda namespace: namespace_annotations) if namespace_annotations else None
     full = admit(decode(body), settings_, namespace_annotations=lookup)
@@ -379,7 +425,9 @@ def assert_the_pruned_decode_answers_the_same(pod: Mapping[str, Any], settings_:
     # confused two different pods would hand one of them the other's answer).
     kept = ANSWERS.admit(decode(body, loads=partial.loads), settings_, namespace_annotations=lookup)
     assert kept.review == fast.review
-    again = ANSWERS.admit(decode(body.replace(b'"uid":"u-1"', b'"uid":"u-2"', 1), loads=partial.loads), settings_, namespace_annotations=lookup)
+    again = ANSWERS.admit(
+        decode(body.replace(b'"uid":"u-1"', b'"uid":"u-2"', 1), loads=partial.loads), settings_, namespace_annotations=lookup
+    )
     assert again.review == {**fast.review, "response": {**fast.review["response"], "uid": "u-2"}}
 
 
@@ -412,7 +460,7 @@ def check_injection(pod: dict[str, Any], settings_: Settings, namespace_annotati
     # The user's containers keep their order and change only by added logging mounts.
     users = [c for c in spec["containers"] if c["name"] not in injection.components]
     assert [c["name"] for c in users] == [c["name"] for c in old_spec["containers"]]
-    for before, after in zip(old_spec["containers"], users):
+    for before, after in zip(old_spec["containers"], users, strict=True):
         extra = after.get("volumeMounts", [])[len(before.get("volumeMounts", [])) :]
         assert after == {**before, **({"volumeMounts": [*before.get("volumeMounts", []), *extra]} if extra else {})}
         assert all(m["name"] in injection.status["volumes"] for m in extra)
@@ -501,7 +549,13 @@ VALID_EXAMPLES: dict[str, list[str]] = {
     "logging-paths": ["/var/log/app", "/var/log/app,/data/audit"],
     "logging-container": ["app"],
     "ambassador": ["6379=redis.cache:6379", "tls://api.example.com:443", "7000=[2001:db8::1]:7000"],
-    "wait-for": ["tcp://db:5432,dns://my-db-service", "http://api:8080/healthz", "https://[::1]:8443/ready?x=1", "db:5432", "dns://fd00::1"],
+    "wait-for": [
+        "tcp://db:5432,dns://my-db-service",
+        "http://api:8080/healthz",
+        "https://[::1]:8443/ready?x=1",
+        "db:5432",
+        "dns://fd00::1",
+    ],
     "wait-for-timeout": ["5m", "90s", "1h30m"],
     "adapter": ["nginx-prometheus", "statsd-prometheus"],
     "native-sidecars": ["true", "false"],
@@ -524,8 +578,12 @@ def example_for(key: str) -> list[str]:
 def mutated(draw: st.DrawFn, key: str) -> str:
     """A valid value with something slipped in: the inputs most likely to get through."""
     value = draw(st.sampled_from(example_for(key)))
-    fragment = draw(st.one_of(st.sampled_from(["\n", ";rm -rf /", "$(reboot)", "`id`", "'", '"', " ", "&&", "|", "\\", "<x", ">x", ")", "\u00a0", "\u200b"]),
-                              st.text(alphabet=NASTY, min_size=1, max_size=4)))
+    fragment = draw(
+        st.one_of(
+            st.sampled_from(["\n", ";rm -rf /", "$(reboot)", "`id`", "'", '"', " ", "&&", "|", "\\", "<x", ">x", ")", "\u00a0", "\u200b"]),
+            st.text(alphabet=NASTY, min_size=1, max_size=4),
+        )
+    )
     how = draw(st.sampled_from(["append", "prepend", "insert", "look-alike", "list", "zone"]))
     if how == "zone":  # an IPv6 zone id: fe80::1%eth0 is an address to Python's ipaddress
         if "]" in value:
@@ -577,8 +635,17 @@ def random_annotations(draw: st.DrawFn) -> dict[str, str]:
     any_key = st.integers(0, 3).flatmap(lambda n: unknown_key if n == 0 else st.sampled_from(FUZZED_KEYS))
     for key in draw(st.lists(any_key, min_size=1, max_size=3, unique=True)):
         own[key] = draw(random_value(key))
-    baseline = draw(st.sampled_from([{}, {"logging": "true"}, {"wait-for": "db:5432"}, {"ambassador": "6379=redis:6379", "logging": "fluent-bit"},
-                                     {"adapter": "nginx-prometheus", "native-sidecars": "true"}]))
+    baseline = draw(
+        st.sampled_from(
+            [
+                {},
+                {"logging": "true"},
+                {"wait-for": "db:5432"},
+                {"ambassador": "6379=redis:6379", "logging": "fluent-bit"},
+                {"adapter": "nginx-prometheus", "native-sidecars": "true"},
+            ]
+        )
+    )
     return {**baseline, **own}
 
 
@@ -600,21 +667,32 @@ REFERENCE_POD: dict[str, Any] = {
 @example({"wait-for": "dns://dаtabase"}, False)  # Cyrillic а
 @example({"logging": "true", "logging-cpu-limit": "1e3"}, True)
 @example({"loging": "true"}, False)
-def test_random_annotation_strings_give_a_denial_naming_the_key_or_a_valid_pod_with_safe_arguments(own: dict[str, str], native: bool) -> None:
+def test_random_annotation_strings_give_a_denial_naming_the_key_or_a_valid_pod_with_safe_arguments(
+    own: dict[str, str], native: bool
+) -> None:
     check_random_annotations(own, native)
 
 
-HOST_AND_PATH_KEYS = ["wait-for", "ambassador", "logging-paths", "logging.fluent-bit.host", "ambassador.socat.ca-file",
-                      "adapter.nginx-prometheus.status-path"]
+HOST_AND_PATH_KEYS = [
+    "wait-for",
+    "ambassador",
+    "logging-paths",
+    "logging.fluent-bit.host",
+    "ambassador.socat.ca-file",
+    "adapter.nginx-prometheus.status-path",
+]
 RESOURCE_KEYS = sorted(k for k in KEYS if k.endswith(tuple(RESOURCE_FIELDS)))
 quantity_like = st.from_regex(r"\+?[0-9]{1,3}(\.[0-9]{0,2})?([kKMGTPE]i|[mkKMGTPE]|[eE][+-]?[0-9]{1,9})?", fullmatch=True)
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.one_of(
-    st.sampled_from(HOST_AND_PATH_KEYS).flatmap(lambda key: st.tuples(st.just(key), mutated(key))),
-    st.tuples(st.sampled_from(RESOURCE_KEYS), quantity_like),
-), st.booleans())
+@given(
+    st.one_of(
+        st.sampled_from(HOST_AND_PATH_KEYS).flatmap(lambda key: st.tuples(st.just(key), mutated(key))),
+        st.tuples(st.sampled_from(RESOURCE_KEYS), quantity_like),
+    ),
+    st.booleans(),
+)
 def test_a_valid_value_with_something_slipped_in_is_denied_or_stays_safe(case: tuple[str, str], native: bool) -> None:
     key, value = case
     baseline = {"logging": "fluent-bit"} if key.startswith("logging") else {"wait-for": "db:5432"} if key.startswith("wait") else {}
@@ -667,9 +745,11 @@ INVALID: dict[str, list[str]] = {
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(sorted(INVALID)), min_size=1, max_size=len(INVALID), unique=True).flatmap(
-    lambda keys: st.tuples(*(st.tuples(st.just(k), st.sampled_from(INVALID[k])) for k in keys))
-))
+@given(
+    st.lists(st.sampled_from(sorted(INVALID)), min_size=1, max_size=len(INVALID), unique=True).flatmap(
+        lambda keys: st.tuples(*(st.tuples(st.just(k), st.sampled_from(INVALID[k])) for k in keys))
+    )
+)
 def test_a_pod_with_n_independent_invalid_keys_gets_n_messages_one_per_key(pairs: tuple[tuple[str, str], ...]) -> None:
     pod = copy.deepcopy(REFERENCE_POD)
     pod["metadata"]["annotations"].update({f"{PREFIX}/{key}": value for key, value in pairs})
@@ -742,8 +822,10 @@ def _denied_naming(own: dict[str, str], key: str) -> None:
     except PodDenied as denial:
         assert all(m.startswith(f"{PREFIX}/{key}") for m in denial.problems), denial.problems
         return
-    pytest.fail(f"injected, unsafe arguments or resources reached the pod: {unsafe_arguments(injection)} "
-                f"{[c.get('resources') for c in injected_containers(injection)]}")
+    pytest.fail(
+        f"injected, unsafe arguments or resources reached the pod: {unsafe_arguments(injection)} "
+        f"{[c.get('resources') for c in injected_containers(injection)]}"
+    )
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,9 @@ def test_a_valid_new_configuration_takes_effect_and_an_invalid_one_is_refused_an
     with running(tmp_path) as webhook, webhook.client() as client:
         assert containers(client.post("/mutate", json=review(custom)).json()) == []
         webhook.config.swap({"config.yaml": b"annotationPrefix: example.com\n"})
-        webhook.wait_for(lambda: containers(client.post("/mutate", json=review(custom)).json()) == ["entourage-logging"], what="the new prefix")
+        webhook.wait_for(
+            lambda: containers(client.post("/mutate", json=review(custom)).json()) == ["entourage-logging"], what="the new prefix"
+        )
         assert webhook.metrics()["entourage_config_reloads_total"] == 1
 
         webhook.config.swap({"config.yaml": b"annotationPrefix: example.com\nonError: maybe\n"})

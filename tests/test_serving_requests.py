@@ -61,7 +61,9 @@ def test_a_body_over_the_apiservers_3_mib_limit_is_refused_with_413(webhook: Web
     big = json.dumps(review({"entourage.dev/padding": "x" * (3 * 1024 * 1024 + 100 * 1024)})).encode()
     with webhook.client() as client:
         declared = client.post("/mutate", content=big, headers={"Content-Type": "application/json"})
-        chunked = client.post("/mutate", content=iter([big[i : i + 65536] for i in range(0, len(big), 65536)]), headers={"Content-Type": "application/json"})
+        chunked = client.post(
+            "/mutate", content=iter([big[i : i + 65536] for i in range(0, len(big), 65536)]), headers={"Content-Type": "application/json"}
+        )
     assert declared.status_code == 413 and chunked.status_code == 413
 
 
@@ -92,9 +94,17 @@ def test_metrics_count_outcomes_components_and_latency(webhook: Webhook) -> None
     assert delta('entourage_admissions_total{outcome="skipped",reason="no_annotation"}') == 1
     assert delta('entourage_admissions_total{outcome="denied",reason="invalid"}') == 1
     settings = load_settings(None, environ={})
-    tail, waiter = (status.profile_version(settings.profiles[kind][name]) for kind, name in (("logging", "tail"), ("waitFor", settings.defaults.wait_for)))
+    tail, waiter = (
+        status.profile_version(settings.profiles[kind][name])
+        for kind, name in (("logging", "tail"), ("waitFor", settings.defaults.wait_for))
+    )
     assert delta(f'entourage_injected_components_total{{component_kind="logging",profile="tail",profile_version="{tail}"}}') == 2
-    assert delta(f'entourage_injected_components_total{{component_kind="waitFor",profile="{settings.defaults.wait_for}",profile_version="{waiter}"}}') == 2
+    assert (
+        delta(
+            f'entourage_injected_components_total{{component_kind="waitFor",profile="{settings.defaults.wait_for}",profile_version="{waiter}"}}'
+        )
+        == 2
+    )
     assert delta("entourage_admission_duration_seconds_count") == 4
     assert after["entourage_certificate_expiry_timestamp_seconds"] > time.time() + 300 * 86400
     assert "entourage_config_reload_failures_total" in after
@@ -122,7 +132,7 @@ def test_each_admission_is_one_json_log_line_without_the_pod_spec_or_env_values(
     assert SECRET not in text and "DATABASE_URL" not in text and "checkout-db" not in text
 
 
-FAULTS = '''
+FAULTS = """
 import webhook.engine.inject as inject
 _build = inject._Builder.build
 def build(self):
@@ -130,7 +140,7 @@ def build(self):
         raise RuntimeError("injected fault")
     return _build(self)
 inject._Builder.build = build
-'''
+"""
 
 
 def test_an_unexpected_engine_failure_answers_per_on_error_logs_the_traceback_and_counts(tmp_path: Path) -> None:
@@ -152,4 +162,9 @@ def test_an_unexpected_engine_failure_answers_per_on_error_logs_the_traceback_an
         webhook.config.swap({"config.yaml": b"onError: allow\n"})
         webhook.wait_for(lambda: webhook.metrics()["entourage_config_reloads_total"] == 1, what="the reload")
         allowed = post(webhook, review(exploding, uid="boom-2")).json()["response"]
-        assert allowed["uid"] == "boom-2" and allowed["allowed"] is True and "patch" not in allowed and "onError: allow" in allowed["warnings"][0]
+        assert (
+            allowed["uid"] == "boom-2"
+            and allowed["allowed"] is True
+            and "patch" not in allowed
+            and "onError: allow" in allowed["warnings"][0]
+        )

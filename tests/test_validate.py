@@ -187,7 +187,12 @@ def test_a_pod_in_a_namespace_with_invalid_annotations_is_denied_naming_the_fix_
     )
     webhook.wait_for(lambda: [e for e in api.events if e["reason"] == "InvalidNamespaceAnnotations"], what="the Namespace event")
     event = next(e for e in api.events if e["reason"] == "InvalidNamespaceAnnotations")
-    assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Namespace", "name": "broken", "uid": api.namespaces["broken"]["metadata"]["uid"]}
+    assert event["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "name": "broken",
+        "uid": api.namespaces["broken"]["metadata"]["uid"],
+    }
     assert (event["type"], event["metadata"]["namespace"]) == ("Warning", "broken")
     assert event["message"] == (
         "pods in namespace broken are denied: its annotations entourage.dev/loging, entourage.dev/wait-for are invalid"

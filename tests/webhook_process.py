@@ -64,8 +64,7 @@ def tls_files(certificates: certs.CertificateSet) -> dict[str, bytes]:
 
 
 def client_context(*cas: bytes) -> ssl.SSLContext:
-    context = ssl.create_default_context(cadata="".join(ca.decode() for ca in cas))
-    return context
+    return ssl.create_default_context(cadata="".join(ca.decode() for ca in cas))
 
 
 @dataclass
@@ -191,7 +190,9 @@ def running(tmp_path: Path, *args: str, **kwargs: Any) -> Iterator[Webhook]:
         webhook.stop()
 
 
-def review(annotations: Mapping[str, str] | None = None, *, uid: str = "6c9a2f0e-1b7d-4e3a-9f58-2d4c8b1a7e35", namespace: str | None = None) -> dict[str, Any]:
+def review(
+    annotations: Mapping[str, str] | None = None, *, uid: str = "6c9a2f0e-1b7d-4e3a-9f58-2d4c8b1a7e35", namespace: str | None = None
+) -> dict[str, Any]:
     from tests.conftest import reference_review
 
     document = reference_review(dict(annotations or {}))

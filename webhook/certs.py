@@ -69,7 +69,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def new_authority(common_name: str, lifetime: datetime.timedelta, *, now: datetime.datetime | None = None) -> Authority:
@@ -114,9 +114,7 @@ def issue(
         .not_valid_before(now - _backdate(lifetime))
         .not_valid_after(min(now + lifetime, ca.not_valid_after_utc))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [*(x509.DNSName(name) for name in names), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([*(x509.DNSName(name) for name in names), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -158,7 +156,9 @@ def write(certificates: CertificateSet, out_dir: str | Path, *, force: bool = Fa
     existing = [str(path) for path in paths if path.exists()]
     if existing and not force:
         raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (use --force)")
-    for path, content, mode in zip(paths, (certificates.ca_pem, certificates.cert_pem, certificates.key_pem), (0o644, 0o644, 0o600)):
+    for path, content, mode in zip(
+        paths, (certificates.ca_pem, certificates.cert_pem, certificates.key_pem), (0o644, 0o644, 0o600), strict=True
+    ):
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(descriptor, "wb") as file:
             file.write(content)

@@ -30,45 +30,167 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve POST /mutate over HTTPS")
     serve.add_argument("--tls-cert-file", help="PEM serving certificate (chain); not with --certificates-secret")
     serve.add_argument("--tls-private-key-file", help="PEM private key of the certificate")
-    serve.add_argument("--client-ca-file", help="PEM CA bundle: require a client certificate it signed (the apiserver's); default: no client authentication")
+    serve.add_argument(
+        "--client-ca-file",
+        help="PEM CA bundle: require a client certificate it signed (the apiserver's); default: no client authentication",
+    )
     serve.add_argument("--host", default="::", help="address to listen on (default ::, every IPv6 and IPv4 address; 0.0.0.0: IPv4 only)")
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     serve.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--workers", type=_positive_int, default=1, help="server processes; each loads certificates and configuration itself (default 1)")
-    serve.add_argument("--drain-seconds", type=_seconds, default=5.0, help="after SIGTERM: unready but still serving, before the listener closes (default 5)")
-    serve.add_argument("--shutdown-timeout", type=_seconds, default=10.0, help="after the drain: time for requests in flight to finish (default 10)")
-    serve.add_argument("--reload-interval", type=_seconds, default=2.0, help="seconds between looks at the certificate and configuration files (default 2)")
-    serve.add_argument("--request-timeout", type=_seconds, default=10.0, help="seconds a client may take to send a request body; then 408 (default 10)")
-    serve.add_argument("--head-timeout", type=_seconds, default=10.0, help="seconds from a request's first byte to the end of its headers; then the connection closes (default 10)")
-    serve.add_argument("--max-header-bytes", type=_positive, default=64 * 1024, help="bytes a request's line and headers may take; then 431 and close (default 65536)")
-    serve.add_argument("--max-connections", type=_positive, default=512, help="connections per process, established or in their TLS handshake; past it new ones wait until one closes, those established keep working (default 512)")
-    serve.add_argument("--tls-handshake-timeout", type=_seconds, default=5.0, help="seconds for a TLS handshake, opening or closing; then the connection closes (default 5)")
-    serve.add_argument("--keep-alive-timeout", type=_seconds, default=100.0, help="seconds an idle keep-alive connection stays open (default 100: above the apiserver's 90 s, so it closes idle connections first)")
-    serve.add_argument("--metrics-port", type=_port, help="a second HTTPS port for /metrics (then served only there), /healthz and /readyz, asking for no client certificate (default: all on --port)")
-    serve.add_argument("--answer-cache-size", type=_non_negative_int, default=DEFAULT_SIZE, help=f"answers kept for identical requests, e.g. the pods of one ReplicaSet; 0 turns reuse off (default {DEFAULT_SIZE})")
+    serve.add_argument(
+        "--workers", type=_positive_int, default=1, help="server processes; each loads certificates and configuration itself (default 1)"
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=_seconds,
+        default=5.0,
+        help="after SIGTERM: unready but still serving, before the listener closes (default 5)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout", type=_seconds, default=10.0, help="after the drain: time for requests in flight to finish (default 10)"
+    )
+    serve.add_argument(
+        "--reload-interval", type=_seconds, default=2.0, help="seconds between looks at the certificate and configuration files (default 2)"
+    )
+    serve.add_argument(
+        "--request-timeout", type=_seconds, default=10.0, help="seconds a client may take to send a request body; then 408 (default 10)"
+    )
+    serve.add_argument(
+        "--head-timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds from a request's first byte to the end of its headers; then the connection closes (default 10)",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=_positive,
+        default=64 * 1024,
+        help="bytes a request's line and headers may take; then 431 and close (default 65536)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=512,
+        help="connections per process, established or in their TLS handshake; past it new ones wait until one closes, those established keep working (default 512)",
+    )
+    serve.add_argument(
+        "--tls-handshake-timeout",
+        type=_seconds,
+        default=5.0,
+        help="seconds for a TLS handshake, opening or closing; then the connection closes (default 5)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_seconds,
+        default=100.0,
+        help="seconds an idle keep-alive connection stays open (default 100: above the apiserver's 90 s, so it closes idle connections first)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="a second HTTPS port for /metrics (then served only there), /healthz and /readyz, asking for no client certificate (default: all on --port)",
+    )
+    serve.add_argument(
+        "--answer-cache-size",
+        type=_non_negative_int,
+        default=DEFAULT_SIZE,
+        help=f"answers kept for identical requests, e.g. the pods of one ReplicaSet; 0 turns reuse off (default {DEFAULT_SIZE})",
+    )
     cluster = serve.add_argument_group("cluster awareness (in a cluster, or with --kubeconfig)")
     cluster.add_argument("--kubeconfig", help="use this kubeconfig instead of the in-cluster service account")
     cluster.add_argument("--standalone", action="store_true", help="never talk to the Kubernetes API, even in a cluster")
-    cluster.add_argument("--sync-timeout", type=_seconds, default=10.0, help="/readyz waits this long for the first namespace list, then serves without namespace defaults (default 10)")
-    cluster.add_argument("--version-check-seconds", type=_seconds, default=600.0, help="how often apiserver and kubelet versions are re-checked for nativeSidecars: auto (default 600)")
+    cluster.add_argument(
+        "--sync-timeout",
+        type=_seconds,
+        default=10.0,
+        help="/readyz waits this long for the first namespace list, then serves without namespace defaults (default 10)",
+    )
+    cluster.add_argument(
+        "--version-check-seconds",
+        type=_seconds,
+        default=600.0,
+        help="how often apiserver and kubelet versions are re-checked for nativeSidecars: auto (default 600)",
+    )
     cluster.add_argument("--no-events", action="store_true", help="do not create Kubernetes Events for injections and denials")
-    cluster.add_argument("--self-test-seconds", type=_seconds, default=60.0, help="seconds between two self-test rounds: a dry-run probe pod per namespace through the apiserver (default 60; 0: off)")
-    cluster.add_argument("--self-test-configuration", metavar="NAME", help="the MutatingWebhookConfiguration whose namespaceSelector chooses the probed namespaces (default: the first --mutating-webhook-configuration, else entourage)")
-    cluster.add_argument("--self-test-namespace", metavar="NS", action="append", default=[], help="probe this namespace instead of the selected ones (repeatable)")
+    cluster.add_argument(
+        "--self-test-seconds",
+        type=_seconds,
+        default=60.0,
+        help="seconds between two self-test rounds: a dry-run probe pod per namespace through the apiserver (default 60; 0: off)",
+    )
+    cluster.add_argument(
+        "--self-test-configuration",
+        metavar="NAME",
+        help="the MutatingWebhookConfiguration whose namespaceSelector chooses the probed namespaces (default: the first --mutating-webhook-configuration, else entourage)",
+    )
+    cluster.add_argument(
+        "--self-test-namespace",
+        metavar="NS",
+        action="append",
+        default=[],
+        help="probe this namespace instead of the selected ones (repeatable)",
+    )
     cluster.add_argument("--self-test-image", default="registry.k8s.io/pause:3.10", help="the probe pod's image (a dry run pulls nothing)")
-    cluster.add_argument("--event-owner-cache-seconds", type=_seconds, default=60.0, help="how long an Event owner's lookup (found or not) is remembered (default 60)")
-    cluster.add_argument("--event-lookups-per-second", type=_rate, default=10.0, help="owner lookups the Events worker may make a second; Events needing more are dropped (default 10)")
+    cluster.add_argument(
+        "--event-owner-cache-seconds",
+        type=_seconds,
+        default=60.0,
+        help="how long an Event owner's lookup (found or not) is remembered (default 60)",
+    )
+    cluster.add_argument(
+        "--event-lookups-per-second",
+        type=_rate,
+        default=10.0,
+        help="owner lookups the Events worker may make a second; Events needing more are dropped (default 10)",
+    )
     managed = serve.add_argument_group("certificates managed by the webhook (webhook/cluster/certificates.py; needs API access)")
-    managed.add_argument("--certificates-secret", metavar="NAME", help="self-managed mode: read or create this Secret with the CA and serving pair, serve from it, renew and rotate it")
-    managed.add_argument("--service", default="entourage", help="the webhook's Service: the serving certificate's DNS names (default entourage)")
-    managed.add_argument("--namespace", help="namespace of the Secret and the Service (default: $POD_NAMESPACE, else the service account's)")
-    managed.add_argument("--mutating-webhook-configuration", metavar="NAME", action="append", default=[], help="keep this configuration's caBundle equal to the trusted CAs (repeatable)")
-    managed.add_argument("--validating-webhook-configuration", metavar="NAME", action="append", default=[], help="likewise for a ValidatingWebhookConfiguration (repeatable)")
-    managed.add_argument("--ca-file", help="without --certificates-secret: the caBundle comes from this PEM file (a mounted Secret's ca.crt)")
-    managed.add_argument("--ca-lifetime", type=_duration, default=rotation.Lifetimes.ca, help="validity of a self-managed CA, e.g. 365d (default); rotated at two thirds")
-    managed.add_argument("--certificate-lifetime", type=_duration, default=rotation.Lifetimes.serving, help="validity of a serving certificate, e.g. 90d (default); renewed at two thirds")
-    managed.add_argument("--rotation-overlap", type=_duration, default=rotation.Lifetimes.overlap, help="both CAs are trusted this long before and after a CA switch, e.g. 300s (default)")
+    managed.add_argument(
+        "--certificates-secret",
+        metavar="NAME",
+        help="self-managed mode: read or create this Secret with the CA and serving pair, serve from it, renew and rotate it",
+    )
+    managed.add_argument(
+        "--service", default="entourage", help="the webhook's Service: the serving certificate's DNS names (default entourage)"
+    )
+    managed.add_argument(
+        "--namespace", help="namespace of the Secret and the Service (default: $POD_NAMESPACE, else the service account's)"
+    )
+    managed.add_argument(
+        "--mutating-webhook-configuration",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="keep this configuration's caBundle equal to the trusted CAs (repeatable)",
+    )
+    managed.add_argument(
+        "--validating-webhook-configuration",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="likewise for a ValidatingWebhookConfiguration (repeatable)",
+    )
+    managed.add_argument(
+        "--ca-file", help="without --certificates-secret: the caBundle comes from this PEM file (a mounted Secret's ca.crt)"
+    )
+    managed.add_argument(
+        "--ca-lifetime",
+        type=_duration,
+        default=rotation.Lifetimes.ca,
+        help="validity of a self-managed CA, e.g. 365d (default); rotated at two thirds",
+    )
+    managed.add_argument(
+        "--certificate-lifetime",
+        type=_duration,
+        default=rotation.Lifetimes.serving,
+        help="validity of a serving certificate, e.g. 90d (default); renewed at two thirds",
+    )
+    managed.add_argument(
+        "--rotation-overlap",
+        type=_duration,
+        default=rotation.Lifetimes.overlap,
+        help="both CAs are trusted this long before and after a CA switch, e.g. 300s (default)",
+    )
 
     audit = commands.add_parser(
         "audit", help="list pods that missed injection (created while the webhook was down) or, with --outdated, run outdated companions"
@@ -77,16 +199,26 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--namespace", "-n", help="only this namespace (default: all)")
     audit.add_argument("--config", help="the webhook's configuration file (its prefix, and for --outdated its profiles)")
     audit.add_argument("--output", "-o", choices=["text", "json"], default="text")
-    audit.add_argument("--outdated", action="store_true", help="list injected pods whose companions the configuration now renders differently, by workload")
-    audit.add_argument("--restart", action="store_true", help="restart the workloads found (Deployments, StatefulSets, DaemonSets), one at a time; a dry run unless --yes")
+    audit.add_argument(
+        "--outdated", action="store_true", help="list injected pods whose companions the configuration now renders differently, by workload"
+    )
+    audit.add_argument(
+        "--restart",
+        action="store_true",
+        help="restart the workloads found (Deployments, StatefulSets, DaemonSets), one at a time; a dry run unless --yes",
+    )
     audit.add_argument("--yes", action="store_true", help="with --restart: really restart")
-    audit.add_argument("--pause", type=float, default=30.0, metavar="SECONDS", help="with --restart --yes: seconds between two restarts (default 30)")
+    audit.add_argument(
+        "--pause", type=float, default=30.0, metavar="SECONDS", help="with --restart --yes: seconds between two restarts (default 30)"
+    )
 
     certificates = commands.add_parser("certs", help="write a CA and a serving certificate for the webhook Service")
     certificates.add_argument("--service", required=True, help="the webhook's Service name")
     certificates.add_argument("--namespace", required=True, help="the Service's namespace")
     certificates.add_argument("--out-dir", required=True, help="directory for ca.crt, tls.crt and tls.key")
-    certificates.add_argument("--days", type=int, default=certs.SERVING_DAYS, help=f"serving certificate validity (default {certs.SERVING_DAYS})")
+    certificates.add_argument(
+        "--days", type=int, default=certs.SERVING_DAYS, help=f"serving certificate validity (default {certs.SERVING_DAYS})"
+    )
     certificates.add_argument("--force", action="store_true", help="overwrite existing files")
 
     inject = commands.add_parser("inject", help="inject manifests offline (Pods and workload templates)")
@@ -193,7 +325,10 @@ def _duration(text: str) -> datetime.timedelta:
 def _own_namespace() -> str | None:
     """$POD_NAMESPACE (the chart sets it from the downward API), else the service account's."""
     try:
-        return os.environ.get("POD_NAMESPACE") or open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8").read().strip()
+        return (
+            os.environ.get("POD_NAMESPACE")
+            or open("/var/run/secrets/kubernetes.io/serviceaccount/namespace", encoding="utf-8").read().strip()
+        )
     except OSError:
         return None
 
@@ -203,14 +338,23 @@ def _certificate_options(args: argparse.Namespace, cluster: bool) -> tuple[rotat
     configurations = args.mutating_webhook_configuration or args.validating_webhook_configuration
     if args.certificates_secret:
         if args.tls_cert_file or args.tls_private_key_file or args.ca_file:
-            return None, "--certificates-secret manages the certificate itself: leave out --tls-cert-file, --tls-private-key-file and --ca-file"
+            return (
+                None,
+                "--certificates-secret manages the certificate itself: leave out --tls-cert-file, --tls-private-key-file and --ca-file",
+            )
         namespace = args.namespace or _own_namespace()
         if not (cluster and namespace):
-            return None, "--certificates-secret needs API access (in a cluster or --kubeconfig) and a namespace (--namespace or $POD_NAMESPACE)"
+            return (
+                None,
+                "--certificates-secret needs API access (in a cluster or --kubeconfig) and a namespace (--namespace or $POD_NAMESPACE)",
+            )
     elif not (args.tls_cert_file and args.tls_private_key_file):
         return None, "give --tls-cert-file and --tls-private-key-file, or --certificates-secret NAME for self-managed certificates"
     elif configurations and not (args.ca_file and cluster):
-        return None, "--mutating/--validating-webhook-configuration need --ca-file (or --certificates-secret) and API access (in a cluster or --kubeconfig)"
+        return (
+            None,
+            "--mutating/--validating-webhook-configuration need --ca-file (or --certificates-secret) and API access (in a cluster or --kubeconfig)",
+        )
     if not (args.certificates_secret or configurations):
         return None, None
     lifetimes = rotation.Lifetimes(ca=args.ca_lifetime, serving=args.certificate_lifetime, overlap=args.rotation_overlap)
@@ -396,7 +540,9 @@ def _validate_config(paths: Sequence[str], stdout: TextIO, stderr: TextIO) -> in
             print(f"entourage: invalid configuration: {error}", file=stderr)
             continue
         profiles = sum(len(named) for named in settings.profiles.values())
-        print(f"{path}: valid (annotationPrefix {settings.annotation_prefix}, onError {settings.on_error}, {profiles} profiles)", file=stdout)
+        print(
+            f"{path}: valid (annotationPrefix {settings.annotation_prefix}, onError {settings.on_error}, {profiles} profiles)", file=stdout
+        )
     return 1 if invalid else 0
 
 
@@ -530,7 +676,9 @@ def _namespace_annotations(values: list[str], stderr: TextIO) -> dict[str, str] 
             if isinstance(found, dict) and found.get("kind") == "Namespace":
                 found = (found.get("metadata") or {}).get("annotations") or {}
             if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
-                print(f"entourage: --namespace-annotations {value}: expected a Namespace manifest or a map of strings to strings", file=stderr)
+                print(
+                    f"entourage: --namespace-annotations {value}: expected a Namespace manifest or a map of strings to strings", file=stderr
+                )
                 return None
             annotations.update({str(k): v for k, v in found.items()})
         elif "=" in value:

@@ -122,6 +122,7 @@ EVENTS = Counter(
 BUILD_INFO = Gauge("entourage_build_info", "The running version.", ["version"], multiprocess_mode="max")
 BUILD_INFO.labels(__version__).set(1)
 
+
 def exposition() -> tuple[bytes, str]:
     """The text format of every metric (of every live worker in multiprocess mode)."""
     if os.environ.get(MULTIPROCESS_ENV):

@@ -121,6 +121,8 @@ def failed(review: AdmissionReview, settings: Settings, error: BaseException, *,
         message = f"Entourage failed to inject this pod (internal error: {type(error).__name__}); see the webhook's logs"
         decision.review = answer(uid, allowed=False, status={"code": 500, "reason": "InternalError", "message": message})
     return decision
+
+
 def namespace_of(request: Mapping[str, Any]) -> str:
     """The request's namespace when it is a valid one (a DNS label), else "": only valid names are
     looked up, logged or counted."""
@@ -172,7 +174,9 @@ def _check_annotation_size(pod: Mapping[str, Any]) -> None:
     size = sum(map(len, annotations))
     if size > MAX_ANNOTATION_BYTES:
         raise PodDenied(
-            [f"metadata.annotations: {len(annotations)} keys of {size} characters; Kubernetes allows at most {MAX_ANNOTATION_BYTES} bytes of annotations, keys and values together"]
+            [
+                f"metadata.annotations: {len(annotations)} keys of {size} characters; Kubernetes allows at most {MAX_ANNOTATION_BYTES} bytes of annotations, keys and values together"
+            ]
         )
 
 
@@ -197,7 +201,10 @@ def _decide(
             own = metadata.get("annotations") if isinstance(metadata, dict) else None
             own = own if isinstance(own, dict) else {}
             keys = [validate.namespace_key(p, settings, own=own, inherited=inherited) for p in problems]
-            problems = [validate.locate(p, settings, own=own, inherited=inherited, at="", namespace=decision.namespace) if k else p for p, k in zip(problems, keys, strict=True)]
+            problems = [
+                validate.locate(p, settings, own=own, inherited=inherited, at="", namespace=decision.namespace) if k else p
+                for p, k in zip(problems, keys, strict=True)
+            ]
             decision.namespace_keys = tuple(dict.fromkeys(k for k in keys if k))
         message = f"Entourage cannot inject this pod: {'; '.join(problems)}"
         decision.review = answer(uid, allowed=False, status={"code": 400, "reason": "BadRequest", "message": message})

@@ -93,7 +93,9 @@ class AnswerCache:
             self.kept.put(key, decision, size)
         return decision
 
-    def _key(self, request: Mapping[str, Any], settings: Settings, inherited: Mapping[str, str] | None, cluster: ClusterFacts) -> tuple[Any, ...] | None:
+    def _key(
+        self, request: Mapping[str, Any], settings: Settings, inherited: Mapping[str, str] | None, cluster: ClusterFacts
+    ) -> tuple[Any, ...] | None:
         """None when the request is not worth keeping (nothing asked for) or has no usable key."""
         if self.size <= 0:
             return None

@@ -104,7 +104,14 @@ def warnings(messages: Sequence[str]) -> dict[str, list[str]]:
     return {"warnings": [w if len(w) <= MAX_WARNING else w[: MAX_WARNING - 3] + "..." for w in messages]} if messages else {}
 
 
-_REASONS = {400: "BadRequest", 405: "MethodNotAllowed", 408: "Timeout", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 431: "RequestHeaderFieldsTooLarge"}
+_REASONS = {
+    400: "BadRequest",
+    405: "MethodNotAllowed",
+    408: "Timeout",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    431: "RequestHeaderFieldsTooLarge",
+}
 
 
 def bad_request(message: str, code: int = 400) -> Status:

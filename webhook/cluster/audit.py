@@ -35,10 +35,18 @@ class Finding:
     """The controller's (kind, name), for ``rollout.workloads``."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "pod": self.pod, "phase": self.phase, "owners": list(self.owners), "requested": list(self.requested)}
+        return {
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "phase": self.phase,
+            "owners": list(self.owners),
+            "requested": list(self.requested),
+        }
 
 
-def missed(pods: Iterable[Mapping[str, Any]], settings: Settings, namespace_annotations: Callable[[str], Mapping[str, str] | None]) -> list[Finding]:
+def missed(
+    pods: Iterable[Mapping[str, Any]], settings: Settings, namespace_annotations: Callable[[str], Mapping[str, str] | None]
+) -> list[Finding]:
     """Pods that would be injected if they were created now but never were. Finished pods are left out."""
     findings: list[Finding] = []
     for pod in pods:
@@ -201,7 +209,9 @@ def uninjected(pod: Mapping[str, Any], recorded: status.Recorded, settings: Sett
     if "volumes" in spec:
         spec["volumes"] = [volume for volume in spec["volumes"] or [] if volume.get("name") not in volumes]
     metadata = dict(pod.get("metadata") or {})
-    metadata["annotations"] = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != f"{settings.annotation_prefix}/{STATUS}"}
+    metadata["annotations"] = {
+        k: v for k, v in (metadata.get("annotations") or {}).items() if k != f"{settings.annotation_prefix}/{STATUS}"
+    }
     return {**pod, "metadata": metadata, "spec": spec}
 
 

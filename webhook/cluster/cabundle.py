@@ -24,7 +24,9 @@ GROUP = "/apis/admissionregistration.k8s.io/v1"
 class BundleKeeper(_Loop):
     """Keeps ``clientConfig.caBundle`` of every webhook of one configuration equal to ``wanted()``."""
 
-    def __init__(self, api: Api, plural: str, name: str, wanted: Callable[[], str | None], *, every: float = 2.0, watch_seconds: int = 300) -> None:
+    def __init__(
+        self, api: Api, plural: str, name: str, wanted: Callable[[], str | None], *, every: float = 2.0, watch_seconds: int = 300
+    ) -> None:
         super().__init__(f"entourage-cabundle-{name}", "keep_ca_bundle")
         self.api, self.plural, self.name, self.wanted = api, plural, name, wanted
         self.every, self.watch_seconds = every, watch_seconds
@@ -88,7 +90,9 @@ def _drifted(configuration: dict[str, Any], bundle: str) -> bool:
     return any((webhook.get("clientConfig") or {}).get("caBundle") != bundle for webhook in configuration.get("webhooks") or [])
 
 
-def keepers(api: Api, mutating: tuple[str, ...], validating: tuple[str, ...], wanted: Callable[[], str | None], *, every: float) -> list[BundleKeeper]:
+def keepers(
+    api: Api, mutating: tuple[str, ...], validating: tuple[str, ...], wanted: Callable[[], str | None], *, every: float
+) -> list[BundleKeeper]:
     """One keeper per named configuration."""
     return [BundleKeeper(api, "mutatingwebhookconfigurations", name, wanted, every=every) for name in mutating] + [
         BundleKeeper(api, "validatingwebhookconfigurations", name, wanted, every=every) for name in validating

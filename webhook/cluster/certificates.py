@@ -160,7 +160,7 @@ class CertificateManager(_BundleLoop):
             try:
                 self.reconcile()
                 return
-            except Exception as error:
+            except Exception as error:  # the API may come up after us
                 if self.stopping.is_set():
                     raise
                 self.failed(error, attempt)
@@ -185,7 +185,9 @@ class CertificateManager(_BundleLoop):
         try:
             stored = decode(secret)
         except ValueError as error:
-            log.warning("the certificate Secret is unusable; replacing it", extra={"fields": {"secret": self.options.secret, "error": str(error)}})
+            log.warning(
+                "the certificate Secret is unusable; replacing it", extra={"fields": {"secret": self.options.secret, "error": str(error)}}
+            )
             self._write(secret, rotation.initial(self.options, self.clock()))
             return
         self._serve(stored)
@@ -217,7 +219,10 @@ class CertificateManager(_BundleLoop):
                 return  # another replica made this step first; the next round reads it
             raise
         metrics.CERTIFICATE_ROTATIONS.inc()
-        log.info("updated the certificate Secret", extra={"fields": {"secret": self.options.secret, "trusted_cas": len(stored.trusted), "next_ca": stored.next is not None}})
+        log.info(
+            "updated the certificate Secret",
+            extra={"fields": {"secret": self.options.secret, "trusted_cas": len(stored.trusted), "next_ca": stored.next is not None}},
+        )
         self._serve(stored)
         for keeper in self.keepers:
             keeper.reconcile()
@@ -273,6 +278,6 @@ class CAFileBundle(_BundleLoop):
                 for keeper in self.keepers:
                     keeper.reconcile()
                 self.seen, attempt = bundle, 0
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 - keep the caBundle we last set
                 self.failed(error, attempt)
                 attempt = min(attempt + 1, 6)

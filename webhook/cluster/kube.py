@@ -69,8 +69,14 @@ class Api:
         self.client.close()
 
     def _send(
-        self, method: str, path: str, *, query: list[tuple[str, Any]] | None = None, body: Any = None,
-        content_type: str | None = None, timeout: Any = TIMEOUT,
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: Any = TIMEOUT,
     ) -> Any:
         headers = {"Accept": "application/json"}
         if content_type:
@@ -80,7 +86,7 @@ class Api:
         )
         try:
             return self.client.call_api(method, url, headers, body, post, _request_timeout=timeout).response
-        except Exception as error:  # urllib3 errors, timeouts, refused connections
+        except Exception as error:  # noqa: BLE001 - the kubernetes client raises urllib3 errors, timeouts, refused connections
             raise ApiError(f"{method} {path}: {type(error).__name__}: {error}") from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -138,7 +144,7 @@ class Api:
                     yield orjson.loads(line)
             except (ApiError, GeneratorExit):
                 raise
-            except Exception as error:  # the connection broke mid-stream (urllib3 ProtocolError, timeouts)
+            except Exception as error:  # noqa: BLE001 - the connection broke mid-stream (urllib3 ProtocolError, timeouts)
                 raise ApiError(f"watch {path}: {type(error).__name__}: {error}") from None
         finally:
             response.release_conn()
@@ -165,7 +171,10 @@ class _Loop(threading.Thread):
     def failed(self, error: Exception, attempt: int) -> None:
         metrics.KUBE_ERRORS.labels(self.operation).inc()
         delay = min(30.0, 0.5 * 2**attempt)
-        log.warning("Kubernetes API call failed; retrying", extra={"fields": {"operation": self.operation, "error": str(error), "retry_in_s": delay}})
+        log.warning(
+            "Kubernetes API call failed; retrying",
+            extra={"fields": {"operation": self.operation, "error": str(error), "retry_in_s": delay}},
+        )
         self.stopping.wait(delay)
 
 
@@ -188,7 +197,10 @@ class NamespaceCache(_Loop):
         metadata = namespace.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
         labels = metadata.get("labels") or {}
-        return Namespace({key: str(value) for key, value in annotations.items() if key not in _DROPPED_ANNOTATIONS}, {str(k): str(v) for k, v in labels.items()})
+        return Namespace(
+            {key: str(value) for key, value in annotations.items() if key not in _DROPPED_ANNOTATIONS},
+            {str(k): str(v) for k, v in labels.items()},
+        )
 
     def run(self) -> None:
         attempt = 0
@@ -254,7 +266,11 @@ class VersionCheck(_Loop):
         server = parse_version(str(self.api.request("GET", "/version").get("gitVersion", "")))
         nodes, _ = self.api.list_all("/api/v1/nodes")
         kubelets = [parse_version(str(((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", ""))) for node in nodes]
-        old = [node["metadata"]["name"] for node, version in zip(nodes, kubelets) if version is None or version < NATIVE_SIDECARS_SINCE]
+        old = [
+            node["metadata"]["name"]
+            for node, version in zip(nodes, kubelets, strict=True)
+            if version is None or version < NATIVE_SIDECARS_SINCE
+        ]
         native = server is not None and server >= NATIVE_SIDECARS_SINCE and not old
         if native != self.native:
             log.info(
@@ -337,7 +353,9 @@ class EventRecorder(_Loop):
             "event rate limiter", max_entries=RATE_LIMIT_ENTRIES, max_bytes=RATE_LIMIT_BYTES, max_age=per_object_seconds, clock=clock
         )
         """(namespace, kind, name, uid, reason) → True; read and written by ``record`` only (the event loop)."""
-        self.owners: BoundedCache[str] = BoundedCache("event owner lookups", max_entries=OWNER_ENTRIES, max_bytes=OWNER_BYTES, max_age=owner_seconds, clock=clock)
+        self.owners: BoundedCache[str] = BoundedCache(
+            "event owner lookups", max_entries=OWNER_ENTRIES, max_bytes=OWNER_BYTES, max_age=owner_seconds, clock=clock
+        )
         """(namespace, kind, name) → the uid the API has, "" when it has none; the worker thread's only."""
         self.lookups = TokenBucket(lookups_per_second, clock=clock)
         self.instance = socket.gethostname()
@@ -356,7 +374,7 @@ class EventRecorder(_Loop):
             metrics.EVENTS.labels("rate_limited").inc()
             return False
         self.recent.put(key, True, ENTRY_OVERHEAD + sum(map(len, key)))
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -398,7 +416,7 @@ class EventRecorder(_Loop):
                 log.warning("could not create an Event", extra={"fields": {"error": str(error), "reason": event["reason"]}})
 
     def verify(self, involved: dict[str, str]) -> str:
-        """"" when the object exists as named (a Namespace gets its uid filled in), else why not:
+        """ "" when the object exists as named (a Namespace gets its uid filled in), else why not:
         ``unverified`` (not found, or another uid) or ``lookup_limited`` (no lookup left this
         second). Raises ApiError when the API cannot say."""
         key = (involved.get("namespace", involved["name"]), involved["kind"], involved["name"])

@@ -212,15 +212,57 @@ def _grammar(parse: Callable[[str], Any]) -> Parser:
 
 KEYS: dict[str, KeySpec] = {
     INJECT: KeySpec('"false"', "false", "no injection for this pod at all, whatever else it carries", _inject),
-    "logging": KeySpec('"true", "false" or a logging profile name', "true", "a logging-agent sidecar that ships the app's log files", _logging, "logging"),
-    "logging-paths": KeySpec("comma-separated absolute directories, not system ones (/usr, /etc, /var/run, …)", "/var/log/app,/var/log/audit", "each is shared between the app and the agent (read-only in the agent)", _logging_paths, "logging_paths"),
-    "logging-container": KeySpec("a container name", "app", "the app container whose files are shipped", _grammar(grammar.parse_dns_label), "logging_container"),
-    "ambassador": KeySpec("comma-separated [LOCAL_PORT=]UPSTREAM; UPSTREAM = host:port or tls://host:port", "6379=redis.cache:6379", "a proxy on 127.0.0.1:LOCAL_PORT forwarding to UPSTREAM", _routes, "routes"),
-    "wait-for": KeySpec("comma-separated host:port, tcp://host:port, http(s)://host[:port][/path], dns://name", "tcp://db:5432,dns://my-db-service", "one init container per target, waiting until it answers", _wait_targets, "wait_for"),
-    "wait-for-timeout": KeySpec("a duration such as 90s, 5m, 1h30m; 0 = forever", "5m", "how long each wait-for container waits before failing", _grammar(grammar.parse_duration), "wait_for_timeout"),
-    "adapter": KeySpec("comma-separated adapter profile names", "nginx-prometheus", "adapter containers from the catalog", _adapters, "adapters"),
-    "native-sidecars": KeySpec('"true" or "false"', "true", "sidecars become init containers with restartPolicy: Always (Kubernetes >= 1.29)", _grammar(grammar.parse_bool), "native_sidecars"),
-    "ambassadors-first": KeySpec('"true" or "false"', "false", "native sidecars: ambassadors start before the pod's own init containers, which can use them (default true)", _grammar(grammar.parse_bool), "ambassadors_first"),
+    "logging": KeySpec(
+        '"true", "false" or a logging profile name', "true", "a logging-agent sidecar that ships the app's log files", _logging, "logging"
+    ),
+    "logging-paths": KeySpec(
+        "comma-separated absolute directories, not system ones (/usr, /etc, /var/run, …)",
+        "/var/log/app,/var/log/audit",
+        "each is shared between the app and the agent (read-only in the agent)",
+        _logging_paths,
+        "logging_paths",
+    ),
+    "logging-container": KeySpec(
+        "a container name", "app", "the app container whose files are shipped", _grammar(grammar.parse_dns_label), "logging_container"
+    ),
+    "ambassador": KeySpec(
+        "comma-separated [LOCAL_PORT=]UPSTREAM; UPSTREAM = host:port or tls://host:port",
+        "6379=redis.cache:6379",
+        "a proxy on 127.0.0.1:LOCAL_PORT forwarding to UPSTREAM",
+        _routes,
+        "routes",
+    ),
+    "wait-for": KeySpec(
+        "comma-separated host:port, tcp://host:port, http(s)://host[:port][/path], dns://name",
+        "tcp://db:5432,dns://my-db-service",
+        "one init container per target, waiting until it answers",
+        _wait_targets,
+        "wait_for",
+    ),
+    "wait-for-timeout": KeySpec(
+        "a duration such as 90s, 5m, 1h30m; 0 = forever",
+        "5m",
+        "how long each wait-for container waits before failing",
+        _grammar(grammar.parse_duration),
+        "wait_for_timeout",
+    ),
+    "adapter": KeySpec(
+        "comma-separated adapter profile names", "nginx-prometheus", "adapter containers from the catalog", _adapters, "adapters"
+    ),
+    "native-sidecars": KeySpec(
+        '"true" or "false"',
+        "true",
+        "sidecars become init containers with restartPolicy: Always (Kubernetes >= 1.29)",
+        _grammar(grammar.parse_bool),
+        "native_sidecars",
+    ),
+    "ambassadors-first": KeySpec(
+        '"true" or "false"',
+        "false",
+        "native sidecars: ambassadors start before the pod's own init containers, which can use them (default true)",
+        _grammar(grammar.parse_bool),
+        "ambassadors_first",
+    ),
     STATUS: KeySpec("written by Entourage (JSON)", "", "what was injected; a pod that has it gets nothing more"),
 }
 for _kind in ANNOTATION_KINDS.values():
@@ -254,7 +296,9 @@ def check_key_count(own: Mapping[str, Any], settings: Settings) -> None:
     limit = settings.limits.max_annotation_keys
     if len(own) > limit:
         raise PodDenied(
-            [f"{len(own)} annotations under {settings.annotation_prefix}/ (the pod's and its namespace's); at most {limit} are allowed (limits.maxAnnotationKeys)"]
+            [
+                f"{len(own)} annotations under {settings.annotation_prefix}/ (the pod's and its namespace's); at most {limit} are allowed (limits.maxAnnotationKeys)"
+            ]
         )
 
 
@@ -367,7 +411,12 @@ def _unused(request: InjectionRequest, values: Mapping[str, str], settings: Sett
                 warnings.append(f"{prefix}/{key} has no effect without {prefix}/logging")
     if not request.wait_for and "wait-for-timeout" in values:
         warnings.append(f"{prefix}/wait-for-timeout has no effect without {prefix}/wait-for")
-    used = {"logging": bool(request.logging), "ambassador": bool(request.routes), "adapter": bool(request.adapters), "wait-for": bool(request.wait_for)}
+    used = {
+        "logging": bool(request.logging),
+        "ambassador": bool(request.routes),
+        "adapter": bool(request.adapters),
+        "wait-for": bool(request.wait_for),
+    }
     for kind in request.resources:
         if not used[kind]:
             warnings.append(f"{prefix}/{kind}-* resources have no effect: no {kind} container is injected")

@@ -186,7 +186,7 @@ def explain_pod(
     target: Target,
     *,
     namespace_annotations: Mapping[str, str] | None = None,
-    cluster: ClusterFacts = ClusterFacts(),  # noqa: B008 - frozen, as inject_pod's default
+    cluster: ClusterFacts = ClusterFacts(),
 ) -> Explanation:
     """What the webhook would do with this pod, in words, with provenance and fixes."""
     own = requested_annotations(pod, settings, namespace_annotations)

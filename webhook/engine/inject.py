@@ -125,7 +125,9 @@ def inject_pod(
     return _Builder(pod, request, settings, cluster, assigned_uid=assigned_uid).build()
 
 
-def _check_enforced(pod: Mapping[str, Any], settings: Settings, namespace: Mapping[str, str] | None, governing: list[policy.Policy]) -> None:
+def _check_enforced(
+    pod: Mapping[str, Any], settings: Settings, namespace: Mapping[str, str] | None, governing: list[policy.Policy]
+) -> None:
     """A pod may not override (or opt out of) what a policy enforces from its namespace."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     problems = policy.enforced_problems(
@@ -178,7 +180,9 @@ Overrides = tuple[tuple[tuple[str, str], str], ...]
 class _Builder:
     """Plans the containers and volumes for one pod, collecting every problem before denying."""
 
-    def __init__(self, pod: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts, *, assigned_uid: bool = False) -> None:
+    def __init__(
+        self, pod: Mapping[str, Any], request: InjectionRequest, settings: Settings, cluster: ClusterFacts, *, assigned_uid: bool = False
+    ) -> None:
         self.pod, self.request, self.settings = pod, request, settings
         self.assigned_uid = assigned_uid
         """The namespace assigns UIDs (OpenShift): injected containers name none."""
@@ -193,9 +197,7 @@ class _Builder:
         self.containers: list[dict[str, Any]] = list(spec["containers"])
         self.init_containers: list[Mapping[str, Any]] = list(spec.get("initContainers") or [])
         self.volumes: list[Mapping[str, Any]] = list(spec.get("volumes") or [])
-        self.names = NameAllocator(
-            c["name"] for c in [*self.containers, *self.init_containers, *(spec.get("ephemeralContainers") or [])]
-        )
+        self.names = NameAllocator(c["name"] for c in [*self.containers, *self.init_containers, *(spec.get("ephemeralContainers") or [])])
         self.volume_names = NameAllocator(v["name"] for v in self.volumes)
         if request.native_sidecars is not None:
             self.native = request.native_sidecars
@@ -305,7 +307,9 @@ class _Builder:
                     if field_name == "containers" and self.logging_target is not None:
                         index = self.logging_target
                         before, after = self.spec["containers"][index], self.containers[index]
-                        operations += patch.list_additions(f"{path}/{index}/volumeMounts", before.get("volumeMounts"), after["volumeMounts"])
+                        operations += patch.list_additions(
+                            f"{path}/{index}/volumeMounts", before.get("volumeMounts"), after["volumeMounts"]
+                        )
                     operations += patch.list_additions(path, old, value, leading.get(field_name, 0))
         return operations
 
@@ -320,6 +324,7 @@ class _Builder:
         name = self.names.claim(base)
         self.profile_of[name] = profile
         return name
+
     def _pull_secrets(self) -> list[str]:
         """The used profiles' imagePullSecrets the pod does not list yet, each once; the pod's own
         are kept as they are."""
@@ -358,9 +363,7 @@ class _Builder:
 
     def _claim_port(self, port: int, owner: str, key: str, value: str) -> None:
         if port in self.ports:
-            self.problems.append(
-                f"{self.prefix}/{key}: {value!r}: port {port} of {owner} is already used by {self.ports[port]}"
-            )
+            self.problems.append(f"{self.prefix}/{key}: {value!r}: port {port} of {owner} is already used by {self.ports[port]}")
         else:
             self.ports[port] = owner
 
@@ -399,7 +402,10 @@ class _Builder:
         return shared(
             ("ambassador", profile, name, route, tuple(params.items()), overrides, native, mounts, uidless),
             lambda: _sidecar(
-                _adjusted(ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), mounts, uidless), native
+                _adjusted(
+                    ambassador.build(profile, name=name, route=route, params=params, resources=resources, native=native), mounts, uidless
+                ),
+                native,
             ),
         )
 
@@ -453,7 +459,9 @@ class _Builder:
         return shared(
             ("logging", profile, name, tuple(shares), app, tuple(params.items()), overrides, native, mounts, uidless),
             lambda: _sidecar(
-                _adjusted(logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), mounts, uidless),
+                _adjusted(
+                    logging.build(profile, name=name, shares=shares, app_container=app, params=params, resources=resources), mounts, uidless
+                ),
                 native,
             ),
         )
@@ -492,9 +500,7 @@ class _Builder:
 
     def _warn_about_classic_sidecars(self, sidecars: list[dict[str, Any]]) -> None:
         if sidecars and self.spec.get("restartPolicy") in ("Never", "OnFailure"):
-            self.warnings.append(
-                f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"'
-            )
+            self.warnings.append(f'classic sidecars keep this pod running after the app exits; set {self.prefix}/native-sidecars: "true"')
 
 
 def _adjusted(container: dict[str, Any], mounts: tuple[tuple[str, str], ...], uidless: bool) -> dict[str, Any]:
@@ -517,8 +523,12 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
 
     The lengths are capped so that the work per pod stays linear and small (a 1 MB pod with
     30,000 containers cost 240 ms); the caps are far above real pods (see Limits)."""
-    sized = (("containers", limits.max_containers, "maxContainers"), ("initContainers", limits.max_containers, "maxContainers"),
-             ("ephemeralContainers", limits.max_containers, "maxContainers"), ("volumes", limits.max_volumes, "maxVolumes"))
+    sized = (
+        ("containers", limits.max_containers, "maxContainers"),
+        ("initContainers", limits.max_containers, "maxContainers"),
+        ("ephemeralContainers", limits.max_containers, "maxContainers"),
+        ("volumes", limits.max_volumes, "maxVolumes"),
+    )
     for section, limit, key in sized:
         items = spec.get(section)
         if items is None:
@@ -531,15 +541,22 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
             name = item["name"]
             if len(name) > 63 or not _NAME.fullmatch(name):
                 shown = name if len(name) <= 80 else name[:77] + "..."
-                raise PodDenied([f"spec.{section}[{index}].name: {shown!r}: expected a DNS label (at most 63 lower-case letters, digits and '-')"])
+                raise PodDenied(
+                    [f"spec.{section}[{index}].name: {shown!r}: expected a DNS label (at most 63 lower-case letters, digits and '-')"]
+                )
     for section in ("containers", "initContainers"):
         for index, container in enumerate(spec.get(section) or ()):
-            for field_name, limit, key in (("ports", limits.max_ports, "maxPorts"), ("volumeMounts", limits.max_volume_mounts, "maxVolumeMounts")):
+            for field_name, limit, key in (
+                ("ports", limits.max_ports, "maxPorts"),
+                ("volumeMounts", limits.max_volume_mounts, "maxVolumeMounts"),
+            ):
                 items = container.get(field_name)
                 if items is None:
                     continue
                 if isinstance(items, list) and len(items) > limit:
-                    raise PodDenied([f"spec.{section}[{index}].{field_name}: {len(items)} items; at most {limit} are allowed (limits.{key})"])
+                    raise PodDenied(
+                        [f"spec.{section}[{index}].{field_name}: {len(items)} items; at most {limit} are allowed (limits.{key})"]
+                    )
                 if not _object_list(items):
                     raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
 
@@ -565,10 +582,7 @@ def _merged_resources(profile: Profile, overrides: Overrides, key_prefix: str) -
 def _object_list(value: Any) -> bool:
     if not isinstance(value, list):
         return False
-    for item in value:
-        if type(item) is not dict and not isinstance(item, Mapping):
-            return False
-    return True
+    return all(not (type(item) is not dict and not isinstance(item, Mapping)) for item in value)
 
 
 def _named_list(value: Any) -> bool:

@@ -343,7 +343,7 @@ def _security_context(where: str, value: Any) -> dict[str, Any]:
                 f"{where}: {key!r} cannot be set (injected containers stay Pod Security 'restricted'); "
                 f"settable: {', '.join(sorted(_SECURITY_OVERRIDES))}"
             )
-    merged: dict[str, Any] = {key: value for key, value in RESTRICTED_SECURITY_CONTEXT.items()}
+    merged: dict[str, Any] = dict(RESTRICTED_SECURITY_CONTEXT.items())
     for key in ("runAsUser", "runAsGroup"):
         if key in data:
             if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] <= 0:
@@ -394,8 +394,21 @@ def _params(where: str, value: Any) -> dict[str, Param]:
 
 
 _PROFILE_KEYS = (
-    "description", "image", "imagePullPolicy", "imagePullSecrets", "command", "args", "tlsArgs", "readyCommand", "env",
-    "ports", "resources", "securityContext", "params", "caBundle", "volumes",
+    "description",
+    "image",
+    "imagePullPolicy",
+    "imagePullSecrets",
+    "command",
+    "args",
+    "tlsArgs",
+    "readyCommand",
+    "env",
+    "ports",
+    "resources",
+    "securityContext",
+    "params",
+    "caBundle",
+    "volumes",
 )
 
 
@@ -499,7 +512,9 @@ def _volumes(where: str, value: Any, params: Mapping[str, Param]) -> tuple[Profi
         if bound:
             param = params.get(bound[1])
             if param is None or param.type != "name":
-                raise ConfigError(f"{here}.{source}: {ref!r}: a placeholder here names a parameter of type name (a DNS label a pod may set)")
+                raise ConfigError(
+                    f"{here}.{source}: {ref!r}: a placeholder here names a parameter of type name (a DNS label a pod may set)"
+                )
         elif not isinstance(ref, str) or len(ref) > 253 or not _OBJECT_NAME.fullmatch(ref):
             raise ConfigError(f"{here}.{source}: {ref!r}: expected the name of a {source} in the pod's namespace, or {{param}}")
         path = data.get("mountPath")
@@ -524,7 +539,9 @@ def _ca_bundle(where: str, value: Any) -> CaBundle:
     _check_keys(where, data, ("configMap", "secret", "key"))
     sources = [source for source in ("configMap", "secret") if source in data]
     if len(sources) != 1:
-        raise ConfigError(f"{where}: expected exactly one of configMap or secret (the name of one in the pod's namespace), got {sorted(data)}")
+        raise ConfigError(
+            f"{where}: expected exactly one of configMap or secret (the name of one in the pod's namespace), got {sorted(data)}"
+        )
     source = sources[0]
     name, key = data[source], data.get("key", "ca.crt")
     if not isinstance(name, str) or len(name) > 253 or not _OBJECT_NAME.fullmatch(name):
@@ -554,7 +571,9 @@ def rehome(image: str, registry: str) -> str:
 def _absolute_program(where: str, program: str) -> None:
     """A bare name would be looked up in the container's PATH: the program must be the image's own."""
     if not program.startswith("/"):
-        raise ConfigError(f"{where}: {program!r}: expected an absolute path such as /bin/sh (a bare name is looked up in the container's PATH)")
+        raise ConfigError(
+            f"{where}: {program!r}: expected an absolute path such as /bin/sh (a bare name is looked up in the container's PATH)"
+        )
 
 
 def _check_placeholders(where: str, profile: Profile) -> None:
@@ -677,7 +696,19 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
     _check_keys(
         "configuration",
         data,
-        ("annotationPrefix", "nativeSidecars", "onError", "validation", "runAsUser", "imageRegistry", "imagePullSecrets", "defaults", "limits", "profiles", "policies"),
+        (
+            "annotationPrefix",
+            "nativeSidecars",
+            "onError",
+            "validation",
+            "runAsUser",
+            "imageRegistry",
+            "imagePullSecrets",
+            "defaults",
+            "limits",
+            "profiles",
+            "policies",
+        ),
     )
     prefix = data.get("annotationPrefix", "entourage.dev")
     if not isinstance(prefix, str) or not all(grammar.DNS_LABEL.fullmatch(part) for part in prefix.split(".")) or len(prefix) > 200:
@@ -724,7 +755,11 @@ def build_settings(data: Mapping[str, Any] | None) -> Settings:
         image_registry=registry,
         policies=policy.load("policies", data.get("policies"), {kind: tuple(declared) for kind, declared in profiles.items()}),
     )
-    for kind, name in (("logging", settings.defaults.logging), ("ambassador", settings.defaults.ambassador), ("waitFor", settings.defaults.wait_for)):
+    for kind, name in (
+        ("logging", settings.defaults.logging),
+        ("ambassador", settings.defaults.ambassador),
+        ("waitFor", settings.defaults.wait_for),
+    ):
         if settings.profile(kind, name) is None:
             raise ConfigError(f"defaults.{kind}: no {kind} profile named {name!r}{_suggest(name, tuple(profiles[kind]))}")
     return settings
@@ -734,7 +769,9 @@ def _image_registry(value: Any) -> str | None:
     if value is None or value == "":
         return None  # the chart's default: each image's own registry
     if not isinstance(value, str) or len(value) > 200 or not _REGISTRY.fullmatch(value.rstrip("/")):
-        raise ConfigError(f"imageRegistry: {value!r}: expected a registry host with an optional port and path, such as registry.corp.example/mirror")
+        raise ConfigError(
+            f"imageRegistry: {value!r}: expected a registry host with an optional port and path, such as registry.corp.example/mirror"
+        )
     return value.rstrip("/")
 
 
@@ -742,7 +779,9 @@ def _relocated(profile: Profile, registry: str | None, pull_secrets: tuple[str, 
     """The profile with its image moved to ``registry`` and the global pull secrets before its own."""
     image = rehome(profile.image, registry) if registry is not None else profile.image
     if not _PINNED_IMAGE.fullmatch(image):
-        raise ConfigError(f"imageRegistry: profiles.{profile.kind}.{profile.name}.image {profile.image!r} becomes {image!r}, not a valid image")
+        raise ConfigError(
+            f"imageRegistry: profiles.{profile.kind}.{profile.name}.image {profile.image!r} becomes {image!r}, not a valid image"
+        )
     secrets = tuple(dict.fromkeys((*pull_secrets, *profile.image_pull_secrets)))
     return dataclasses.replace(profile, image=image, image_pull_secrets=secrets)
 

@@ -61,7 +61,9 @@ def profile_version(profile: Profile) -> str:
     Unset fields are left out, so that a new optional profile field in a later release does not
     change the version of every existing profile."""
     defined = {field.name: getattr(profile, field.name) for field in dataclasses.fields(profile)}
-    return digest(orjson.dumps({name: value for name, value in defined.items() if value not in ((), {}, None, "")}, option=orjson.OPT_SORT_KEYS))
+    return digest(
+        orjson.dumps({name: value for name, value in defined.items() if value not in ((), {}, None, "")}, option=orjson.OPT_SORT_KEYS)
+    )
 
 
 def fingerprint(container: Mapping[str, Any]) -> str:

@@ -50,7 +50,11 @@ def create_app(runtime: Runtime) -> ASGIApp:
     not_found = PlainTextResponse("Not Found", status_code=404)
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
-        if metrics_port is not None and scope["type"] == "http" and not _served(scope["path"], on_metrics_port=_port(scope) == metrics_port):
+        if (
+            metrics_port is not None
+            and scope["type"] == "http"
+            and not _served(scope["path"], on_metrics_port=_port(scope) == metrics_port)
+        ):
             await not_found(scope, receive, send)
             return
         endpoint = lean.get(scope["path"]) if scope["type"] == "http" else None
@@ -107,5 +111,3 @@ def app_factory() -> ASGIApp:
     if runtime is None:  # pragma: no cover - the ssl_context_factory always runs first
         raise RuntimeError("entourage: no serving runtime in this process")
     return create_app(runtime)
-
-

@@ -97,7 +97,11 @@ def event(decision: Decision, events: EventRecorder) -> None:
     if not grammar.is_object_name(namespace):
         return
     owner = decision.owner
-    if owner is not None and grammar.is_object_name(owner.get("name")) and all(isinstance(owner.get(k), str) and len(owner[k]) <= 253 for k in ("apiVersion", "kind")):
+    if (
+        owner is not None
+        and grammar.is_object_name(owner.get("name"))
+        and all(isinstance(owner.get(k), str) and len(owner[k]) <= 253 for k in ("apiVersion", "kind"))
+    ):
         involved = {**owner, "namespace": namespace}
     else:
         involved = {"apiVersion": "v1", "kind": "Namespace", "name": namespace}

@@ -36,7 +36,10 @@ MUTATE = {
                             "required": ["uid"],
                             "properties": {
                                 "uid": {"type": "string", "minLength": 1, "maxLength": 128},
-                                "kind": {"type": "object", "properties": {"group": {"type": "string"}, "version": {"type": "string"}, "kind": {"type": "string"}}},
+                                "kind": {
+                                    "type": "object",
+                                    "properties": {"group": {"type": "string"}, "version": {"type": "string"}, "kind": {"type": "string"}},
+                                },
                                 "operation": {"type": "string", "enum": ["CREATE", "UPDATE", "DELETE", "CONNECT"]},
                                 "namespace": {"type": "string"},
                                 "object": {"type": "object"},

@@ -62,7 +62,9 @@ class Runtime:
         self.tls = self._load_tls()
         self.state = ServerState(settings=load_settings(options.config_file))
         self._lock = threading.Lock()
-        self.config_watch = ConfigWatch(options.config_file, lambda settings: self.update(settings=settings)) if options.config_file else None
+        self.config_watch = (
+            ConfigWatch(options.config_file, lambda settings: self.update(settings=settings)) if options.config_file else None
+        )
         self.draining = False
         self.started = time.monotonic()
         self.cluster: Cluster | None = None  # imported only when the API is used
@@ -76,7 +78,7 @@ class Runtime:
         for _ in range(20):  # the files may be moving under us (kubelet's ..data swap)
             try:
                 return ServingTLS(self.options.cert_file, self.options.key_file, self.options.client_ca_file)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 last = error
                 if isinstance(error, CertificateError):
                     raise
@@ -130,7 +132,7 @@ class Runtime:
             await asyncio.sleep(self.options.reload_interval)
             try:
                 self.check_files()
-            except Exception:  # noqa: BLE001 - a reload bug must not end reloading
+            except Exception:
                 log.exception("reloading files failed")
 
     # -- cluster ----------------------------------------------------------------------------
@@ -180,7 +182,14 @@ class Runtime:
         gc.freeze()
         log.info(
             "serving",
-            extra={"fields": {"version": __version__, "port": self.options.port, "cluster": self.options.cluster, "serial": f"{self.tls.current.serial:x}"}},
+            extra={
+                "fields": {
+                    "version": __version__,
+                    "port": self.options.port,
+                    "cluster": self.options.cluster,
+                    "serial": f"{self.tls.current.serial:x}",
+                }
+            },
         )
 
     async def shutdown(self) -> None:
