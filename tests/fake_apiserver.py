@@ -14,7 +14,8 @@ real apiserver answers them (no cluster runs in tests).
 - ``GET`` of one workload object: ``/apis/apps/v1/namespaces/{ns}/{replicasets,deployments,
   statefulsets,daemonsets}/{name}``, ``/apis/batch/v1/namespaces/{ns}/{jobs,cronjobs}/{name}``,
   ``/api/v1/namespaces/{ns}/replicationcontrollers/{name}`` (404 NotFound unless ``put_object``)
-- ``POST /api/v1/namespaces/{ns}/events``            201 with the created Event (name from generateName)
+- ``POST /api/v1/namespaces/{ns}/events``            201 with the created Event (name from generateName);
+  ``GET`` lists them, ``fieldSelector`` on top-level fields (``reason=...``)
 - ``GET``/``PATCH`` (``application/json-patch+json``) of
   ``/apis/admissionregistration.k8s.io/v1/{mutating,validating}webhookconfigurations/{name}``, and
   their watch (``?watch=true&fieldSelector=metadata.name=NAME``)
@@ -401,6 +402,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(404, _status(404, "NotFound", f'namespaces "{m[1]}" not found'))
             else:
                 self._send(200, {"kind": "Namespace", "apiVersion": "v1", **found})
+        elif m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/events", path):
+            wanted = dict(term.split("=", 1) for term in query.get("fieldSelector", "").split(",") if "=" in term)
+            with api.lock:
+                found = [
+                    event
+                    for event in api.events
+                    if event["metadata"]["namespace"] == m[1] and all(str(event.get(key)) == value for key, value in wanted.items())
+                ]
+            self._list("EventList", found)
         elif path == "/api/v1/nodes":
             with api.lock:
                 self._list("NodeList", list(api.nodes.values()))

@@ -440,3 +440,23 @@ def test_odd_manifests_are_explained_never_a_traceback(manifest: str) -> None:
     code, out, err = run(["explain", "-f", "-"], manifest)
     assert code == 0 and err == "" and out
     assert json.loads(run(["explain", "-f", "-", "-o", "json"], manifest)[1]) is not None
+
+
+def test_the_self_tests_last_failure_in_the_namespace_is_shown(tmp_path: Path) -> None:
+    with cluster(tmp_path) as (api, kubeconfig):
+        _, before, _ = explain_in(kubeconfig, "-n", "shop", "deployment/web")
+        failure = "a dry-run probe pod was not injected: POST /api/v1/namespaces/shop/pods?dryRun=All: HTTP 500: Internal error"
+        for stamp, message in (("2026-11-28T10:00:00Z", "an older failure"), ("2026-11-28T11:00:00Z", failure)):
+            api.events.append({"metadata": {"namespace": "shop", "name": f"shop.{stamp}"}, "reason": "EntourageSelfTestFailed",
+                               "lastTimestamp": stamp, "message": message, "involvedObject": {"kind": "Namespace", "name": "shop"}})  # fmt: skip
+        api.events.append(
+            {
+                "metadata": {"namespace": "plain", "name": "plain.1"},
+                "reason": "EntourageSelfTestFailed",
+                "lastTimestamp": "2026-11-28T12:00:00Z",
+                "message": "elsewhere",
+            }
+        )
+        _, after, _ = explain_in(kubeconfig, "-n", "shop", "deployment/web")
+    assert "self-test: no failure recorded in namespace shop" in before
+    assert f"self-test: last failed at 2026-11-28T11:00:00Z: {failure}" in after

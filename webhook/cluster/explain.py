@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.cluster.kube import Api, ApiError, NamespaceCache, VersionCheck
+from webhook.cluster.selftest import SELF_TEST_FAILED
 from webhook.engine import matching
 from webhook.engine.annotations import STATUS
 from webhook.engine.explain import Check, Explanation, Target, explain_pod, status_note
@@ -90,13 +91,26 @@ def explain_object(
         pod = {**site.template, "metadata": {**(site.template.get("metadata") or {}), "namespace": namespace}}
         checks = _mutating_checks(api, mutating, pod, labels, target, settings)
         checks += _validating_checks(api, validating, obj, reference, labels)
-        notes, existing = [], None
+        notes, existing = [_self_test_note(api, namespace)], None
         if reference.kind == "Pod":
             asks = skip_reason(requested_annotations(obj, settings, annotations)) is None
             notes.append(status_note(obj, settings, asks))
             existing = f"{settings.annotation_prefix}/{STATUS}" in ((obj.get("metadata") or {}).get("annotations") or {})
         explanations.append(explanation.with_cluster(checks, notes, existing))
     return explanations
+
+
+def _self_test_note(api: Api, namespace: str) -> str:
+    """The self-test's last failure in the namespace, from its Events (webhook/cluster/selftest.py)."""
+    try:
+        found = api.request("GET", f"/api/v1/namespaces/{namespace}/events", query=[("fieldSelector", f"reason={SELF_TEST_FAILED}")])
+    except ApiError as error:
+        return f"self-test: its Events cannot be read ({error})"
+    events = sorted(found.get("items") or [], key=lambda event: str(event.get("lastTimestamp") or ""))
+    if not events:
+        return f"self-test: no failure recorded in namespace {namespace} (entourage_selftest_success shows each probed namespace's last result)"
+    last = events[-1]
+    return f"self-test: last failed at {last.get('lastTimestamp')}: {last.get('message')}"
 
 
 def _native_sidecars(api: Api) -> bool | None:

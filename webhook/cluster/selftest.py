@@ -25,6 +25,9 @@ from webhook.cluster.kube import Api, ApiError, _Loop
 
 log = logging.getLogger("entourage.selftest")
 
+SELF_TEST_FAILED = "EntourageSelfTestFailed"
+"""The reason of the Event a failing round writes on the Namespace (``explain`` reads it back)."""
+
 PROBE_LABEL = "entourage.dev/self-test"
 """On the probe pod, so that a cluster's own policies can recognise (and exempt) it."""
 
@@ -177,7 +180,7 @@ class SelfTest(_Loop):
             "kind": "Event",
             "metadata": {"generateName": f"{result.namespace}.", "namespace": result.namespace},
             "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": result.namespace},
-            "reason": "EntourageSelfTestFailed",
+            "reason": SELF_TEST_FAILED,
             "message": f"a dry-run probe pod was not injected: {result.detail}"[:1024],
             "type": "Warning",
             "source": {"component": "entourage"},
