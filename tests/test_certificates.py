@@ -119,6 +119,19 @@ def wait(predicate: Any, timeout: float = 10, what: str = "condition") -> Any:
 
 def test_two_replicas_starting_at_once_share_one_ca_and_a_restart_reuses_it(api: FakeApiServer, tmp_path: Path) -> None:
     replicas = [manager(api, tmp_path) for _ in range(2)]
+    # "At once": each replica reads the Secret as absent before either creates it. A barrier after
+    # the first read of each makes that happen every time, not only when the threads interleave so.
+    barrier = threading.Barrier(2, timeout=20)
+    for replica in replicas:
+        read, first = replica.store.read, [True]
+
+        def read_together(read: Any = read, first: list[bool] = first) -> Any:
+            found = read()
+            if first.pop() if first else False:
+                barrier.wait()
+            return found
+
+        replica.store.read = read_together  # type: ignore[method-assign]
     threads = [threading.Thread(target=replica.bootstrap) for replica in replicas]
     for thread in threads:
         thread.start()
