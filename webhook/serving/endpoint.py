@@ -99,22 +99,8 @@ class MutateEndpoint:
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
             await _answer(send, 413, _TOO_LARGE)
             return
-        if self._deadlines is None:
-            body = await _read(receive)
-        else:
-            task = self._deadlines.start()
-            try:
-                body = await _read(receive)
-            except asyncio.CancelledError:
-                if not self._deadlines.expired(task):
-                    raise
-                message = f"the request body did not arrive within {self.body_timeout:g} seconds"
-                await _answer(send, 408, orjson.dumps(bad_request(message, 408)), close=True)
-                return
-            finally:
-                self._deadlines.stop(task)
+        body = await read_body(receive, send, self._deadlines, self.body_timeout)
         if body is None:
-            await _answer(send, 413, _TOO_LARGE)
             return
         status, answer, decision = self.respond(body)
         await _answer(send, status, answer)
@@ -217,6 +203,28 @@ class _Deadlines:
         self.sweeping = bool(self.reading)
         if self.sweeping:
             loop.call_later(self.interval, self._sweep, loop)
+
+
+async def read_body(receive: Receive, send: Send, deadlines: _Deadlines | None, timeout: float | None) -> bytes | None:
+    """The whole body, or None once an error answer was sent: 408 past the deadline, 413 too large.
+    ``/mutate`` and ``/validate`` both read through here."""
+    if deadlines is None:
+        body = await _read(receive)
+    else:
+        task = deadlines.start()
+        try:
+            body = await _read(receive)
+        except asyncio.CancelledError:
+            if not deadlines.expired(task):
+                raise
+            message = f"the request body did not arrive within {timeout:g} seconds"
+            await _answer(send, 408, orjson.dumps(bad_request(message, 408)), close=True)
+            return None
+        finally:
+            deadlines.stop(task)
+    if body is None:
+        await _answer(send, 413, _TOO_LARGE)
+    return body
 
 
 async def _read(receive: Receive) -> bytes | None:

@@ -11,7 +11,6 @@ Validation is not on the hot path of every pod, so answers are not kept for reus
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ import orjson
 from webhook.admission.review import bad_request, decode
 from webhook.admission.validate import Verdict, failed, validate
 from webhook.errors import ReviewError
-from webhook.serving.endpoint import MAX_BODY, AdmissionState, Receive, Scope, Send, _answer, _Deadlines, _read
+from webhook.serving.endpoint import MAX_BODY, AdmissionState, Receive, Scope, Send, _answer, _Deadlines, read_body
 
 log = logging.getLogger("entourage.admission")
 
@@ -44,7 +43,7 @@ class ValidateEndpoint:
         if refused is not None:
             await _answer(send, refused[0], refused[1])
             return
-        body = await self._body(receive, send)
+        body = await read_body(receive, send, self._deadlines, self.body_timeout)
         if body is None:
             return
         state = self.state()
@@ -67,26 +66,6 @@ class ValidateEndpoint:
                 self.observe(verdict)
             except Exception:  # the answer is sent; a metrics or log failure must not surface
                 log.exception("recording a validation failed")
-
-    async def _body(self, receive: Receive, send: Send) -> bytes | None:
-        """The body, or None when an error answer was sent (408, 413)."""
-        if self._deadlines is None:
-            body = await _read(receive)
-        else:
-            task = self._deadlines.start()
-            try:
-                body = await _read(receive)
-            except asyncio.CancelledError:
-                if not self._deadlines.expired(task):
-                    raise
-                message = f"the request body did not arrive within {self.body_timeout:g} seconds"
-                await _answer(send, 408, orjson.dumps(bad_request(message, 408)), close=True)
-                return None
-            finally:
-                self._deadlines.stop(task)
-        if body is None:
-            await _answer(send, 413, _TOO_LARGE)
-        return body
 
 
 def _refusal(scope: Scope) -> tuple[int, bytes] | None:
