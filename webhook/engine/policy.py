@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.engine import grammar
+from webhook.engine import grammar, matching
 from webhook.engine.request import InjectionRequest, Route, WaitTarget
 from webhook.errors import ConfigError
 
@@ -40,27 +40,6 @@ class Namespace(dict[str, str]):
 
 def labels_of(namespace: Mapping[str, str] | None) -> Mapping[str, str]:
     return namespace.labels if isinstance(namespace, Namespace) else {}
-
-
-@dataclass(frozen=True)
-class Selector:
-    """A Kubernetes LabelSelector: every term must hold; an empty one selects every namespace."""
-
-    match_labels: tuple[tuple[str, str], ...] = ()
-    expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if any(labels.get(key) != value for key, value in self.match_labels):
-            return False
-        for key, operator, values in self.expressions:
-            present = key in labels
-            if operator == "In" and (not present or labels[key] not in values):
-                return False
-            if operator == "NotIn" and present and labels[key] in values:
-                return False
-            if (operator == "Exists") != present and operator in ("Exists", "DoesNotExist"):
-                return False
-        return True
 
 
 @dataclass(frozen=True)
@@ -87,7 +66,8 @@ class Endpoint:
 @dataclass(frozen=True)
 class Policy:
     name: str
-    selector: Selector
+    selector: tuple[matching.Requirement, ...]
+    """The namespaceSelector's terms, every one must hold; none selects every namespace."""
     profiles: Mapping[str, frozenset[str]]
     """Config kind → the profiles allowed; a kind not listed is not restricted."""
     upstreams: tuple[Endpoint, ...] | None
@@ -99,7 +79,7 @@ class Policy:
 
 def applying(policies: Iterable[Policy], namespace: Mapping[str, str] | None) -> list[Policy]:
     labels = labels_of(namespace)
-    return [policy for policy in policies if policy.selector.matches(labels)]
+    return [policy for policy in policies if all(term.holds(labels) for term in policy.selector)]
 
 
 def enforced_problems(policies: list[Policy], own: Mapping[str, str], inherited: Mapping[str, str], prefix: str) -> list[str]:
@@ -227,11 +207,11 @@ def _strings(where: str, value: Any) -> list[str]:
     return value
 
 
-def _selector(where: str, value: Any) -> Selector:
+def _selector(where: str, value: Any) -> tuple[matching.Requirement, ...]:
+    """The selector validated, then read as ``entourage explain`` reads the webhooks' own."""
     data = _mapping(where, value)
     _known(where, data, ("matchLabels", "matchExpressions"))
     labels = _mapping(f"{where}.matchLabels", data.get("matchLabels"))
-    expressions = []
     for index, item in enumerate(data.get("matchExpressions") or []):
         here = f"{where}.matchExpressions[{index}]"
         expression = _mapping(here, item)
@@ -244,8 +224,7 @@ def _selector(where: str, value: Any) -> Selector:
         values = _strings(f"{here}.values", values)
         if (operator in ("In", "NotIn")) != bool(values):
             raise ConfigError(f"{here}.values: In and NotIn need values, Exists and DoesNotExist take none")
-        expressions.append((expression["key"], operator, tuple(values)))
-    return Selector(tuple((str(k), str(v)) for k, v in labels.items()), tuple(expressions))
+    return tuple(matching.requirements({"matchLabels": labels, "matchExpressions": data.get("matchExpressions") or []}))
 
 
 def _profiles(where: str, value: Any, known: Mapping[str, Iterable[str]]) -> Mapping[str, frozenset[str]]:
