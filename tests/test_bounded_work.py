@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -251,22 +251,36 @@ def costs_400k() -> list[adversarial.Cost]:
     return adversarial.costs(400_000, repeats=3)
 
 
+def _confirmed(costs: list[adversarial.Cost], too_costly: Callable[[adversarial.Cost], bool]) -> list[str]:
+    """The costs that are still too high when measured again, three times longer: a neighbour's
+    burst of CPU can push one best-of-five over a bound (2.08 once in CI, 1.6 on a quiet machine),
+    while a real regression stays over it however often it is measured."""
+    suspects = [cost for cost in costs if too_costly(cost)]
+    if not suspects:
+        return []
+    again = adversarial.costs(suspects[0].size, repeats=15, cases=[cost.case for cost in suspects])
+    return [cost.line() for cost in again if too_costly(cost)]
+
+
 def test_no_adversarial_body_costs_more_than_twice_a_plain_json_decode(costs_100k: list[adversarial.Cost]) -> None:
     assert len(costs_100k) == len(adversarial.CASES) >= 35
-    assert [cost.line() for cost in costs_100k if cost.ratio > MAX_COST_RATIO] == []
+    assert _confirmed(costs_100k, lambda cost: cost.ratio > MAX_COST_RATIO) == []
     assert [cost.line() for cost in costs_100k if cost.status.startswith("5")] == []
+
+
+def _too_fast(small: adversarial.Cost, large: adversarial.Cost) -> str | None:
+    if large.cpu < 0.2 * large.reference:
+        return None  # cheaper than a fifth of decoding an ordinary pod: timer noise, not growth
+    growth, reference = large.cpu / small.cpu, large.reference / small.reference
+    if growth <= MAX_GROWTH * reference:
+        return None
+    return f"{small.case}: x{growth:.1f} for x{large.size / small.size:.1f} the body (json.loads of an ordinary pod: x{reference:.1f})"
 
 
 def test_the_cost_of_each_adversarial_body_grows_no_faster_than_the_body(
     costs_100k: list[adversarial.Cost], costs_400k: list[adversarial.Cost]
 ) -> None:
-    too_fast = []
-    for small, large in zip(costs_100k, costs_400k, strict=True):
-        if large.cpu < 0.2 * large.reference:
-            continue  # cheaper than a fifth of decoding an ordinary pod: timer noise, not growth
-        growth, reference = large.cpu / small.cpu, large.reference / small.reference
-        if growth > MAX_GROWTH * reference:
-            too_fast.append(
-                f"{small.case}: x{growth:.1f} for x{large.size / small.size:.1f} the body (json.loads of an ordinary pod: x{reference:.1f})"
-            )
-    assert too_fast == []
+    suspects = [small.case for small, large in zip(costs_100k, costs_400k, strict=True) if _too_fast(small, large)]
+    if suspects:  # measured again, longer, as in _confirmed: noise passes, quadratic work does not
+        again = zip(adversarial.costs(100_000, 15, suspects), adversarial.costs(400_000, 9, suspects), strict=True)
+        assert [problem for small, large in again if (problem := _too_fast(small, large))] == []
