@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from soak import adversarial
 from tests.conftest import reference_review
@@ -16,6 +19,7 @@ from webhook.admission import partial
 from webhook.admission.decide import admit
 from webhook.admission.review import decode
 from webhook.engine import inject
+from webhook.engine.annotations import own_annotations
 from webhook.engine.profiles.common import NameAllocator
 from webhook.engine.settings import Settings, build_settings
 
@@ -75,8 +79,7 @@ def test_annotation_keys_beyond_the_kubernetes_limit_are_denied_before_the_engin
     annotations = review["request"]["object"]["metadata"]["annotations"]
     annotations.update({f"{i:x}": "" for i in range(80_000)})
     message = denial(review, settings)
-    expected = f"metadata.annotations: {len(annotations)} keys of {sum(map(len, annotations))} characters; Kubernetes allows at most 262144 bytes of annotations"
-    assert expected in message
+    assert "metadata.annotations: more than 262144 bytes, keys and values together; Kubernetes allows at most 262144" in message
     assert calls == [] and walked == []
 
 
@@ -84,6 +87,39 @@ def test_annotations_within_the_kubernetes_limit_reach_the_engine(settings: Sett
     review = reference_review({P + "logging": "true"})
     review["request"]["object"]["metadata"]["annotations"].update({f"k{i:05d}": "" for i in range(40_000)})  # 240,000 characters
     assert admit(decode(orjson.dumps(review), loads=partial.loads), settings).outcome == "injected"
+
+
+def _with_annotations(extra: dict[str, str]) -> dict[str, Any]:
+    review = reference_review({P + "logging": "true"})
+    review["request"]["object"]["metadata"]["annotations"].update(extra)
+    return review
+
+
+def test_annotations_proven_too_large_by_their_text_are_never_decoded() -> None:
+    body = orjson.dumps(_with_annotations({f"{i:x}": "" for i in range(150_000)}))
+    annotations = partial.loads(body)["request"]["object"]["metadata"]["annotations"]
+    assert type(annotations) is partial.OversizedAnnotations and annotations.at_least > partial.MAX_ANNOTATION_BYTES
+
+
+@pytest.mark.parametrize(
+    ("extra", "allowed"),
+    [
+        ({"note": "\u00e9" * 120_000}, True),  # 240,000 bytes of UTF-8, 720,000 of JSON escapes
+        ({"note": "\u00e9" * 140_000}, False),  # 280,000 bytes, yet 140,000 characters
+        ({"note": "\n" * 261_000}, True),  # two bytes of JSON for each byte
+        ({"note": "\n" * 263_000}, False),
+        ({"note": '"{}:, ' * 43_000}, True),  # every byte may be structure: the text proves nothing
+        ({"note": '"{}:, ' * 44_000}, False),
+    ],
+    ids=["escaped-within", "escaped-over", "newlines-within", "newlines-over", "structure-within", "structure-over"],
+)
+def test_the_limit_counts_utf8_bytes_of_keys_and_values_whatever_the_escapes(
+    settings: Settings, extra: dict[str, str], allowed: bool
+) -> None:
+    body = json.dumps(_with_annotations(extra)).encode()  # ensure_ascii: "é" is written \u00e9
+    for loads in (orjson.loads, partial.loads):
+        decision = admit(decode(body, loads=loads), settings)
+        assert (decision.outcome == "injected") is allowed, decision.review["response"]
 
 
 def test_the_namespaces_keys_count_towards_the_limit(settings: Settings) -> None:
@@ -284,3 +320,21 @@ def test_the_cost_of_each_adversarial_body_grows_no_faster_than_the_body(
     if suspects:  # measured again, longer, as in _confirmed: noise passes, quadratic work does not
         again = zip(adversarial.costs(100_000, 15, suspects), adversarial.costs(400_000, 9, suspects), strict=True)
         assert [problem for small, large in again if (problem := _too_fast(small, large))] == []
+
+
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.text(alphabet="ab/.\0", max_size=6),
+            st.text(alphabet="ab/.\0", max_size=6).map(lambda rest: P + rest),
+            st.text(alphabet="ab/.\0", max_size=6).map(lambda rest: "x" + P + rest),
+        ),
+        st.text(max_size=3),
+        max_size=12,
+    )
+)
+def test_own_annotations_finds_exactly_the_keys_under_the_prefix(annotations: dict[str, str]) -> None:
+    for foreign in (0, 100):  # few keys: the loop; many foreign ones: the search of the joined keys
+        padded = {**{f"f{i}": "" for i in range(foreign)}, **annotations}
+        expected = {key[len(P) :]: value for key, value in padded.items() if key.startswith(P)}
+        assert own_annotations(padded, "entourage.dev") == expected

@@ -105,12 +105,28 @@ class _Spec(TypedDict, total=False):
     """Read when a profile requires pull secrets (each secret's name)."""
 
 
+Annotations = dict[str, Scalar | _Object | list[Value]] | list[Value] | Scalar
+"""A value that is not a string keeps its JSON type (a list stays a list), because the denial
+names it: "expected a string value, got a list"."""
+
+MAX_ANNOTATION_BYTES = 256 * 1024
+"""Kubernetes' own limit on a pod's annotations, keys and values together (``TotalAnnotationSizeLimitB``
+in the apiserver's validation, which runs after mutating admission)."""
+
+
+class OversizedAnnotations(msgspec.Struct, frozen=True, gc=False):
+    """In place of annotations that hold more than MAX_ANNOTATION_BYTES (``at_least`` bytes of
+    keys and values): never decoded, for a pod the apiserver refuses anyway."""
+
+    at_least: int
+
+
 class _Metadata(TypedDict, total=False):
     name: Value
     generateName: Value
-    annotations: dict[str, Scalar | _Object | list[Value]] | list[Value] | Scalar
-    """A value that is not a string keeps its JSON type (a list stays a list), because the denial
-    names it: "expected a string value, got a list"."""
+    annotations: msgspec.Raw
+    """Decoded by ``_annotations`` after a size check: a map of 280,000 tiny keys (3 MiB) costs the
+    decoder three times what a list of the same strings does, and more per key the more keys."""
     ownerReferences: list[_Owner | Scalar | Skipped] | _Object | Scalar
 
 
@@ -142,6 +158,10 @@ class _Review(TypedDict, total=False):
 
 
 _decoder = msgspec.json.Decoder(_Review | Scalar | Skipped)
+_annotations_decoder = msgspec.json.Decoder(Annotations)
+
+_NOT_CONTENT = tuple(map(ord, '{}":, \t\n\r'))
+"""The bytes of a JSON object of strings that may be structure rather than key or value."""
 
 
 def loads(body: bytes) -> Any:
@@ -149,4 +169,32 @@ def loads(body: bytes) -> Any:
     if not body.isascii():
         body.decode("utf-8")  # skipped strings are not checked; JSON must be valid UTF-8
     review = _decoder.decode(body)
-    return [] if type(review) is Skipped else review  # an array: decode() names its type
+    if type(review) is Skipped:
+        return []  # an array: decode() names its type
+    metadata = _pod_metadata(review)
+    if metadata is not None and "annotations" in metadata:
+        metadata["annotations"] = _annotations(metadata["annotations"])
+    return review
+
+
+def _pod_metadata(review: Any) -> dict[str, Any] | None:
+    request = review.get("request") if type(review) is dict else None
+    pod = request.get("object") if type(request) is dict else None
+    metadata = pod.get("metadata") if type(pod) is dict else None
+    return metadata if type(metadata) is dict else None
+
+
+def _annotations(raw: msgspec.Raw) -> Any:
+    """The annotations decoded, or OversizedAnnotations when their JSON text alone proves them
+    over Kubernetes' limit, which costs a few counts in C instead of a map of every key.
+
+    The proof is a lower bound on the bytes of keys and values: the text's length less every byte
+    that may be structure (quotes, braces, colons, commas, whitespace, even inside strings) and
+    five bytes per backslash (an escape of up to six bytes stands for at least one). Whatever passes
+    is at most the bound's worth of keys: 256 KiB of distinct keys, 90,000 at the very most."""
+    if len(raw) > MAX_ANNOTATION_BYTES:
+        text = bytes(raw)  # a Raw starts at its value: "{" for a map
+        at_least = len(text) - sum(map(text.count, _NOT_CONTENT)) - 5 * text.count(b"\\")
+        if text[:1] == b"{" and at_least > MAX_ANNOTATION_BYTES:
+            return OversizedAnnotations(at_least)
+    return _annotations_decoder.decode(raw)
