@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from soak import procs
 
@@ -328,13 +329,29 @@ class Cost:
         )
 
 
-def costs(size: int, repeats: int = 5, cases: list[str] | None = None) -> list[Cost]:
+def as_deployment(body: bytes) -> bytes:
+    """A case's pod as the template of a Deployment CREATE, for ``POST /validate`` (the body
+    as it is when it holds no pod)."""
+    try:
+        review = orjson.loads(body)
+        pod = review["request"]["object"]
+        review["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
+        template = {"metadata": pod.get("metadata"), "spec": pod.get("spec")}
+        review["request"]["object"] = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": template}}
+        return orjson.dumps(review)
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):  # too deep, or no pod in it
+        return body
+
+
+def costs(size: int, repeats: int = 5, cases: list[str] | None = None, *, validate: bool = False) -> list[Cost]:
     """Every case (or ``cases``) at ``size`` bytes through ``MutateEndpoint.respond`` in this process,
-    each request with a fresh answer cache (the key is built and missed, as for a new body)."""
+    each request with a fresh answer cache (the key is built and missed, as for a new body); with
+    ``validate``, as Deployment templates through ``ValidateEndpoint.respond``."""
     from webhook.admission.reuse import AnswerCache
     from webhook.engine.inject import ClusterFacts
     from webhook.engine.settings import build_settings
     from webhook.serving.endpoint import MutateEndpoint
+    from webhook.serving.validation import ValidateEndpoint
 
     @dataclass
     class State:
@@ -346,11 +363,11 @@ def costs(size: int, repeats: int = 5, cases: list[str] | None = None) -> list[C
     reference = CASES[REFERENCE_CASE](size)
     found = []
     for name in cases or list(CASES):
-        body = CASES[name](size)
+        body = as_deployment(CASES[name](size)) if validate else CASES[name](size)
         cpu = baseline = ordinary = float("inf")
         status = ""
         for _ in range(repeats):
-            endpoint = MutateEndpoint(lambda: state, answers=AnswerCache())
+            endpoint = ValidateEndpoint(lambda: state) if validate else MutateEndpoint(lambda: state, answers=AnswerCache())
             started = time.process_time()
             json.loads(reference)
             ordinary = min(ordinary, time.process_time() - started)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from soak import adversarial
 from tests.conftest import reference_review
 from tests.webhook_process import Webhook, start
-from webhook.admission import partial
+from webhook.admission import partial, validate
 from webhook.admission.decide import admit
 from webhook.admission.review import decode
 from webhook.engine import inject
@@ -287,14 +287,14 @@ def costs_400k() -> list[adversarial.Cost]:
     return adversarial.costs(400_000, repeats=3)
 
 
-def _confirmed(costs: list[adversarial.Cost], too_costly: Callable[[adversarial.Cost], bool]) -> list[str]:
+def _confirmed(costs: list[adversarial.Cost], too_costly: Callable[[adversarial.Cost], bool], *, validate: bool = False) -> list[str]:
     """The costs that are still too high when measured again, three times longer: a neighbour's
     burst of CPU can push one best-of-five over a bound (2.08 once in CI, 1.6 on a quiet machine),
     while a real regression stays over it however often it is measured."""
     suspects = [cost for cost in costs if too_costly(cost)]
     if not suspects:
         return []
-    again = adversarial.costs(suspects[0].size, repeats=15, cases=[cost.case for cost in suspects])
+    again = adversarial.costs(suspects[0].size, repeats=15, cases=[cost.case for cost in suspects], validate=validate)
     return [cost.line() for cost in again if too_costly(cost)]
 
 
@@ -302,6 +302,19 @@ def test_no_adversarial_body_costs_more_than_twice_a_plain_json_decode(costs_100
     assert len(costs_100k) == len(adversarial.CASES) >= 35
     assert _confirmed(costs_100k, lambda cost: cost.ratio > MAX_COST_RATIO) == []
     assert [cost.line() for cost in costs_100k if cost.status.startswith("5")] == []
+
+
+@pytest.fixture(scope="module")
+def validate_costs_100k() -> list[adversarial.Cost]:
+    return adversarial.costs(100_000, repeats=5, validate=True)
+
+
+def test_no_adversarial_workload_costs_validate_more_than_twice_a_plain_json_decode(validate_costs_100k: list[adversarial.Cost]) -> None:
+    """``/validate`` decodes the whole body (a pod UPDATE compares whole containers) with the
+    collector paused, as ``/mutate`` does: each shape as a Deployment's template."""
+    assert len(validate_costs_100k) == len(adversarial.CASES)
+    assert _confirmed(validate_costs_100k, lambda cost: cost.ratio > MAX_COST_RATIO, validate=True) == []
+    assert [cost.line() for cost in validate_costs_100k if cost.status.startswith("5")] == []
 
 
 def _too_fast(small: adversarial.Cost, large: adversarial.Cost) -> str | None:
@@ -338,3 +351,18 @@ def test_own_annotations_finds_exactly_the_keys_under_the_prefix(annotations: di
         padded = {**{f"f{i}": "" for i in range(foreign)}, **annotations}
         expected = {key[len(P) :]: value for key, value in padded.items() if key.startswith(P)}
         assert own_annotations(padded, "entourage.dev") == expected
+
+
+def test_validate_denies_a_template_over_the_annotation_limit_before_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    walked: list[int] = []
+    real = validate.own_annotations
+    monkeypatch.setattr(
+        validate, "own_annotations", lambda annotations, prefix: walked.append(len(annotations)) or real(annotations, prefix)
+    )
+    review = _with_annotations({f"{i:x}": "" for i in range(80_000)})
+    verdict = validate.validate(decode(adversarial.as_deployment(orjson.dumps(review))), build_settings({}))
+    assert verdict.outcome == "denied" and walked == []
+    assert verdict.review["response"]["status"]["message"] == (
+        "Entourage would deny every pod of this Deployment: spec.template.metadata.annotations: more than 262144 bytes,"
+        " keys and values together; Kubernetes allows at most 262144 and refuses the pod after admission"
+    )

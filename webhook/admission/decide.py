@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.admission import validate
-from webhook.admission.partial import MAX_ANNOTATION_BYTES, OversizedAnnotations
+from webhook.admission.partial import check_annotation_size
 from webhook.admission.review import AdmissionReview, answer, warnings
 from webhook.engine import patch
 from webhook.engine.inject import INJECTED, ClusterFacts, inject_pod
@@ -158,30 +158,6 @@ def _controller(metadata: Any) -> dict[str, str] | None:
     return None
 
 
-def _check_annotation_size(pod: Mapping[str, Any]) -> None:
-    """Deny a pod whose annotations exceed what Kubernetes allows, before the engine looks at them
-    one by one: it would walk each key three times (its shape, our prefix, its copy), 20 ms for
-    140,000 tiny keys, for a pod the apiserver refuses anyway. ``partial.loads`` leaves the
-    largest undecoded (OversizedAnnotations); the others are measured here, in C."""
-    metadata = pod.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
-    if isinstance(annotations, OversizedAnnotations) or (isinstance(annotations, dict) and _size(annotations) > MAX_ANNOTATION_BYTES):
-        raise PodDenied(
-            [
-                f"metadata.annotations: more than {MAX_ANNOTATION_BYTES} bytes, keys and values together; Kubernetes allows at most {MAX_ANNOTATION_BYTES} and refuses the pod after admission"
-            ]
-        )
-
-
-def _size(annotations: dict[str, Any]) -> int:
-    """The bytes of the keys and string values as Kubernetes counts them (UTF-8), in C: joined,
-    then encoded only when not ASCII. A value that is not a string is denied by name later."""
-    text = "".join(annotations)
-    if set(map(type, annotations.values())) <= {str}:
-        text += "".join(annotations.values())
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
 def _decide(
     decision: Decision,
     pod: dict[str, Any],
@@ -192,7 +168,7 @@ def _decide(
     uid = decision.uid
     try:
         inherited = namespace_annotations(decision.namespace) if namespace_annotations and decision.namespace else None
-        _check_annotation_size(pod)
+        check_annotation_size(pod)
         injection = inject_pod(pod, settings, namespace_annotations=inherited, cluster=cluster)
     except PodDenied as denial:
         decision.outcome, decision.reason = OUTCOME_DENIED, INVALID

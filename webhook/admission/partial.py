@@ -28,9 +28,12 @@ surrogate escapes (``"\\udead"``) anywhere still do.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, TypedDict
 
 import msgspec
+
+from webhook.errors import PodDenied
 
 
 class Skipped(msgspec.Struct, array_like=True, gc=False):
@@ -119,6 +122,31 @@ class OversizedAnnotations(msgspec.Struct, frozen=True, gc=False):
     keys and values): never decoded, for a pod the apiserver refuses anyway."""
 
     at_least: int
+
+
+def check_annotation_size(pod: Mapping[str, Any]) -> None:
+    """Deny a pod whose annotations exceed what Kubernetes allows, before the engine looks at them
+    one by one: it would walk each key three times (its shape, our prefix, its copy), 20 ms for
+    140,000 tiny keys, for a pod the apiserver refuses anyway. ``loads`` leaves the largest
+    undecoded (OversizedAnnotations); the others are measured here, in C. Also for pod templates
+    (``/validate``): Kubernetes holds them to the same limit."""
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if isinstance(annotations, OversizedAnnotations) or (isinstance(annotations, Mapping) and _size(annotations) > MAX_ANNOTATION_BYTES):
+        raise PodDenied(
+            [
+                f"metadata.annotations: more than {MAX_ANNOTATION_BYTES} bytes, keys and values together; Kubernetes allows at most {MAX_ANNOTATION_BYTES} and refuses the pod after admission"
+            ]
+        )
+
+
+def _size(annotations: Mapping[str, Any]) -> int:
+    """The bytes of the keys and string values as Kubernetes counts them (UTF-8), in C: joined,
+    then encoded only when not ASCII. A value that is not a string is denied by name later."""
+    text = "".join(annotations)
+    if set(map(type, annotations.values())) <= {str}:
+        text += "".join(annotations.values())
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 class _Metadata(TypedDict, total=False):

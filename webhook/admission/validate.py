@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook.admission.partial import check_annotation_size
 from webhook.admission.review import AdmissionReview, answer, warnings
 from webhook.engine.annotations import STATUS, own_annotations, parse_annotations, show_value
 from webhook.engine.inject import ClusterFacts, inject_pod
@@ -196,6 +197,10 @@ def _workload(
     if not isinstance(template, Mapping):
         return [], False, ()  # the apiserver's own validation names a missing template
     prefix = settings.annotation_prefix
+    try:
+        check_annotation_size(template)
+    except PodDenied as denial:  # set by this request: Kubernetes never stored such a template
+        return [locate(p, settings, own={}, inherited={}, at=at, namespace=namespace) for p in denial.problems], True, ()
     changed = old is None or _own(_dig(old, path), prefix) != _own(template, prefix)
     try:
         injection = inject_pod(template, settings, namespace_annotations=inherited, cluster=cluster)

@@ -4,7 +4,8 @@ Same server, same TLS, same limits as ``/mutate`` (``endpoint.py``): POST only, 
 apiserver's 3 MiB, a body deadline, a 400 ``Status`` for anything that is not an
 AdmissionReview, and one catch-all so nothing becomes a 5xx. Two differences, both deliberate:
 the body gets the full decode (a pod UPDATE compares whole containers, a workload carries its
-pod deep in ``spec``, neither of which the partial decode keeps), and an unexpected failure
+pod deep in ``spec``, neither of which the partial decode keeps; with the collector paused, a
+1.5 MB Deployment of 500,000 ``[]`` containers costs 30 ms instead of 250), and an unexpected failure
 admits with a warning (``validate.failed``): the mutating webhook still decides at pod creation.
 Validation is not on the hot path of every pod, so answers are not kept for reuse.
 """
@@ -19,7 +20,7 @@ import orjson
 from webhook.admission.review import bad_request, decode
 from webhook.admission.validate import Verdict, failed, validate
 from webhook.errors import ReviewError
-from webhook.serving.endpoint import MAX_BODY, AdmissionState, Receive, Scope, Send, _answer, _Deadlines, read_body
+from webhook.serving.endpoint import MAX_BODY, AdmissionState, Receive, Scope, Send, _answer, _Deadlines, _uncollected, read_body
 
 log = logging.getLogger("entourage.admission")
 
@@ -46,26 +47,34 @@ class ValidateEndpoint:
         body = await read_body(receive, send, self._deadlines, self.body_timeout)
         if body is None:
             return
-        state = self.state()
-        try:
-            review = decode(body)
-        except ReviewError as error:
-            await _answer(send, 400, orjson.dumps(bad_request(str(error))))
-            return
-        try:
-            verdict = validate(review, state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
-        except ReviewError as error:  # e.g. an UPDATE without its oldObject
-            await _answer(send, 400, orjson.dumps(bad_request(str(error))))
-            return
-        except Exception as error:  # THE catch-all: admitted with a warning, never a 500
-            log.exception("validation failed unexpectedly (uid %s)", review["request"]["uid"])
-            verdict = failed(review, error)
-        await _answer(send, 200, orjson.dumps(verdict.review))
-        if self.observe is not None:
+        code, answer, verdict = self.respond(body)
+        await _answer(send, code, answer)
+        if verdict is not None and self.observe is not None:
             try:
                 self.observe(verdict)
             except Exception:  # the answer is sent; a metrics or log failure must not surface
                 log.exception("recording a validation failed")
+
+    def respond(self, body: bytes) -> tuple[int, bytes, Verdict | None]:
+        """Decode and validate one body: the HTTP status, the answer, and the verdict when there
+        is one. With the garbage collector paused, as ``/mutate`` runs (``endpoint._uncollected``)."""
+        with _uncollected():
+            return self._respond(body)
+
+    def _respond(self, body: bytes) -> tuple[int, bytes, Verdict | None]:
+        state = self.state()
+        try:
+            review = decode(body)
+        except ReviewError as error:
+            return 400, orjson.dumps(bad_request(str(error))), None
+        try:
+            verdict = validate(review, state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
+        except ReviewError as error:  # e.g. an UPDATE without its oldObject
+            return 400, orjson.dumps(bad_request(str(error))), None
+        except Exception as error:  # THE catch-all: admitted with a warning, never a 500
+            log.exception("validation failed unexpectedly (uid %s)", review["request"]["uid"])
+            verdict = failed(review, error)
+        return 200, orjson.dumps(verdict.review), verdict
 
 
 def _refusal(scope: Scope) -> tuple[int, bytes] | None:
