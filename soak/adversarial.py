@@ -481,6 +481,16 @@ def run(repeats: int = 10, cases: list[str] | None = None) -> tuple[list[Figure]
             problems.append(
                 f"{name}: 3 MiB costs {growth:.2f}x as much per MB as 1.5 MB in process, next to json.loads (at most {MAX_GROWTH})"
             )
+    print("  in process: ValidateEndpoint.respond, each shape as a Deployment's template, best of 5", flush=True)
+    for name in names:
+        small_cost, large_cost = costs(SMALL, 5, [name], validate=True)[0], costs(LARGE, 5, [name], validate=True)[0]
+        print(small_cost.line() + "\n" + large_cost.line(), flush=True)
+        if small_cost.cpu > CPU_BUDGET:
+            problems.append(
+                f"{name}: {small_cost.cpu * 1000:.1f} ms of CPU in /validate at {small_cost.size} bytes (budget {CPU_BUDGET * 1000:.0f} ms)"
+            )
+        if large_cost.cpu > 0.005 and large_cost.ratio / small_cost.ratio > MAX_GROWTH:
+            problems.append(f"{name}: 3 MiB costs {large_cost.ratio / small_cost.ratio:.2f}x as much per MB as 1.5 MB in /validate")
     print(
         "  real server (TLS, one worker): CPU per request from /proc; per-MB growth from 1.5 MB to 3 MiB; slowest normal admission alongside",
         flush=True,
