@@ -441,6 +441,7 @@ def test_the_prometheus_rule_alerts_on_metrics_the_webhook_exports() -> None:
         "EntourageSlowAdmissions",
         "EntourageCertificateExpiresSoon",
         "EntourageReloadFailures",
+        "EntourageConfigInvalid",
     }
     exported = EXPORTED
     for alert in alerts.values():

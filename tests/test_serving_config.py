@@ -41,14 +41,17 @@ def test_an_invalid_file_at_start_leaves_the_process_up_and_unready_until_the_fi
         logged = [line for line in webhook.logs() if "no last valid configuration" in line["msg"]]
         assert len(logged) == 1 and PROBLEM in logged[0]["error"]
         assert webhook.metrics()["entourage_config_reload_failures_total"] == 1
+        assert webhook.metrics()["entourage_config_file_valid"] == 0
 
         webhook.config.swap({"config.yaml": b"annotationPrefix: example.com\n"})
         webhook.wait_for(lambda: client.get("/readyz").status_code == 200, what="ready once the file is valid")
+        assert webhook.metrics()["entourage_config_file_valid"] == 1
         assert client.get("/readyz").json() == {"status": "ready", "reason": "ready"}
         assert containers(client.post("/mutate", json=review(CUSTOM)).json()) == ["entourage-logging"]
 
         webhook.config.swap({"config.yaml": INVALID})  # invalid again while serving: the last valid one stays
         webhook.wait_for(lambda: webhook.metrics()["entourage_config_reload_failures_total"] == 2, what="the refusal")
+        assert webhook.metrics()["entourage_config_file_valid"] == 0
         assert client.get("/readyz").status_code == 200
         assert containers(client.post("/mutate", json=review(CUSTOM)).json()) == ["entourage-logging"]
 

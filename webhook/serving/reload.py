@@ -58,8 +58,10 @@ class ConfigWatch:
             except ConfigError as error:
                 problem = str(error)
             else:
+                metrics.CONFIG_VALID.set(1)
                 self._keep(content)
                 return settings, None
+        metrics.CONFIG_VALID.set(0)
         metrics.CONFIG_RELOAD_FAILURES.inc()
         kept = self._last_good()
         fields = {"path": self.path, "error": problem, "last_good": self.last_good}
@@ -79,6 +81,7 @@ class ConfigWatch:
         except OSError as error:
             if self.seen is not None:
                 self.seen = None
+                metrics.CONFIG_VALID.set(0)
                 metrics.CONFIG_RELOAD_FAILURES.inc()
                 log.error(
                     "the configuration file is gone; keeping the current configuration",
@@ -92,6 +95,7 @@ class ConfigWatch:
         try:
             settings = parse_settings(content.decode("utf-8", errors="replace"), source=self.path)
         except ConfigError as error:
+            metrics.CONFIG_VALID.set(0)
             metrics.CONFIG_RELOAD_FAILURES.inc()
             log.error(
                 "the new configuration is invalid; keeping the current one",
@@ -100,6 +104,7 @@ class ConfigWatch:
             return False
         self.apply(settings)
         self._keep(content)
+        metrics.CONFIG_VALID.set(1)
         metrics.CONFIG_RELOADS.inc()
         log.info("configuration reloaded", extra={"fields": {"path": self.path, "sha256": digest}})
         return True
