@@ -5,7 +5,8 @@ namespace (``unshare -n``) whose ``net.ipv4.ip_unprivileged_port_start`` is set 
 set it, and the bind must succeed exactly when ``ambassador.bind_problem`` finds no problem. Two
 more cases show why the engine adds no ``NET_BIND_SERVICE``: in the bounding and inheritable sets
 (what a container runtime gives a non-root process) it is gone after ``execve``; only as an
-ambient capability, which Kubernetes never sets, would it work. Needs root, ``unshare`` and
+ambient capability, which Kubernetes never sets, would it work; and file capabilities on the proxy
+binary are ignored under ``allowPrivilegeEscalation: false`` (no_new_privs). Needs root, ``unshare`` and
 ``setpriv`` (util-linux) and a system Python readable by that uid; skipped with the reason when
 the machine cannot create a network namespace (an unprivileged container).
 """
@@ -16,6 +17,7 @@ import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,30 @@ def test_net_bind_service_as_a_runtime_grants_it_does_not_survive_a_non_root_exe
 def test_only_an_ambient_net_bind_service_would_bind_and_kubernetes_never_sets_one() -> None:
     ambient = ["--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]
     assert bind(81, None, *ambient) == "bound"
+
+
+def test_nor_would_file_capabilities_on_the_proxy_binary_since_injected_containers_set_no_new_privs() -> None:
+    """A profile image whose proxy carries ``cap_net_bind_service+ep`` binds as non-root, but not
+    under ``allowPrivilegeEscalation: false`` (no_new_privs), which every injected container has."""
+    busybox, setcap = shutil.which("busybox"), shutil.which("setcap")
+    if busybox is None or setcap is None:
+        pytest.skip("needs busybox and setcap (libcap2-bin)")
+    directory = Path(tempfile.mkdtemp(prefix="entourage-caps-"))
+    try:
+        directory.chmod(0o755)  # uid 65532 must reach the binary
+        proxy = directory / "nc"
+        shutil.copy(busybox, proxy)
+        proxy.chmod(0o755)
+        if subprocess.run([setcap, "cap_net_bind_service+ep", str(proxy)], capture_output=True, check=False).returncode != 0:
+            pytest.skip(f"the filesystem of {directory} keeps no file capabilities")
+
+        def listens(*extra: str) -> str:
+            command = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--bounding-set=-all,+net_bind_service", *extra]
+            command += ["timeout", "1", str(proxy), "-l", "-p", "81"]
+            done = subprocess.run(["unshare", "-n", *command], capture_output=True, text=True, timeout=20, check=False)
+            return "listening" if done.returncode == 124 else done.stderr.strip()  # 124: still listening when timed out
+
+        assert listens() == "listening"
+        assert "Permission denied" in listens("--no-new-privs")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -3,7 +3,8 @@
 A local port below 1024 is bound only where the pod's network namespace lets a non-root process
 do so: ``NET_BIND_SERVICE`` added to a container cannot help, because Kubernetes puts added
 capabilities in the bounding, permitted and effective sets, never the ambient set, and the
-kernel clears them at ``execve`` by a non-root user (measured: charts/entourage/README.md,
+kernel clears them at ``execve`` by a non-root user; file capabilities on a profile's proxy
+binary would be ignored too, under ``allowPrivilegeEscalation: false`` (measured: charts/entourage/README.md,
 "Ambassador ports below 1024", and tests/test_privileged_ports.py). What works is the
 ``net.ipv4.ip_unprivileged_port_start`` sysctl, which the webhook cannot see when the runtime
 sets it (containerd 2.x does, 1.x does not) and so asks the pod to set itself.
