@@ -49,7 +49,7 @@ def seeds() -> dict[str, bytes]:
     reference = _review()
     everything = {
         P + "logging": "true",
-        P + "ambassador": "6379=redis:6379,tls://api.example.com:443",
+        P + "ambassador": "6379=redis:6379,8443=tls://api.example.com:443",
         P + "wait-for": "tcp://db:5432,dns://db",
         P + "adapter": "nginx-prometheus",
     }

@@ -141,9 +141,9 @@ def cases() -> list[Case]:
         ),
         Case(
             "ambassador-tls-two-routes",
-            _pod_review({P + "ambassador": "tls://api.example.com:443,15432=db.example.com:5432"}),
+            _pod_review({P + "ambassador": "8443=tls://api.example.com:443,15432=db.example.com:5432"}),
             "inject",
-            ("entourage-ambassador-443", "entourage-ambassador-15432"),
+            ("entourage-ambassador-8443", "entourage-ambassador-15432"),
         ),
         Case(
             "wait-for",

@@ -341,6 +341,19 @@ def test_helm_template_rejects_inconsistent_values_with_a_clear_message(values: 
     assert message in template_error(values)
 
 
+@pytest.mark.parametrize("cert_mode", sorted(CERT_MODES))
+def test_the_last_valid_configuration_is_kept_in_a_writable_emptydir_of_the_pod(cert_mode: str) -> None:
+    """A container restarting on an invalid ConfigMap serves the copy (webhook/serving/reload.py)."""
+    docs = render(CERT_MODES[cert_mode])
+    entourage = container(docs)
+    kept = flag(entourage["args"], "--last-good-config")
+    assert kept is not None and kept.startswith("/")
+    mounts = [m for m in entourage["volumeMounts"] if kept.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1 and not mounts[0].get("readOnly"), mounts
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert "emptyDir" in next(v for v in volumes if v["name"] == mounts[0]["name"])
+
+
 # ---------------------------------------------------------------------------------------------
 # the webhook configuration
 
@@ -782,7 +795,9 @@ def test_the_container_runs_serve_with_tls_config_and_the_serving_port() -> None
         "--tls-private-key-file", "/etc/entourage/tls/tls.key",
         "--host", "::",
         "--port", "8443",
-        "--config", "/etc/entourage/config/config.yaml", "--drain-seconds", "5",
+        "--config", "/etc/entourage/config/config.yaml",
+        "--last-good-config", "/tmp/entourage/last-good-config.yaml",
+        "--drain-seconds", "5",
         "--metrics-port", "9443",
         "--self-test-seconds", "0",
     ]  # fmt: skip

@@ -470,6 +470,7 @@ def test_the_prometheus_rule_alerts_on_metrics_the_webhook_exports() -> None:
         "EntourageSlowAdmissions",
         "EntourageCertificateExpiresSoon",
         "EntourageReloadFailures",
+        "EntourageConfigInvalid",
     }
     exported = EXPORTED.keys()
     for alert in alerts.values():

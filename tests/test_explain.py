@@ -460,3 +460,18 @@ def test_the_self_tests_last_failure_in_the_namespace_is_shown(tmp_path: Path) -
         _, after, _ = explain_in(kubeconfig, "-n", "shop", "deployment/web")
     assert "self-test: no failure recorded in namespace shop" in before
     assert f"self-test: last failed at 2026-11-28T11:00:00Z: {failure}" in after
+
+
+def test_an_ambassador_below_port_1024_is_explained_with_the_sysctl_that_fixes_it() -> None:
+    manifest = """apiVersion: v1
+kind: Pod
+metadata: {name: low, annotations: {entourage.dev/ambassador: "tls://api.example.com:443"}}
+spec: {containers: [{name: a, image: "a:1"}]}
+"""
+    code, out, _ = run(["explain", "-f", "-"], manifest)
+    assert code == 0
+    assert "the webhook would refuse the pod: 1 problem(s)" in out
+    assert "local port 443 is below 1024" in out and "set that sysctl in the pod's spec.securityContext.sysctls to at most 443" in out
+    fixed = manifest.replace("spec: {", 'spec: {securityContext: {sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "0"}]}, ')
+    code, out, _ = run(["explain", "-f", "-"], fixed)
+    assert code == 0 and "entourage-ambassador-443" in out and "would refuse" not in out

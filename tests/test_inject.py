@@ -362,10 +362,10 @@ def test_an_adapter_port_colliding_with_a_route_is_denied(settings: Settings) ->
         )
 
 
-def test_a_privileged_local_port_gets_only_net_bind_service(settings: Settings) -> None:
-    injected = inject_checked(reference_pod({"entourage.dev/ambassador": "443=tls://api.example.com:443"}), settings).pod
-    ambassador = find(injected, "entourage-ambassador-443")
-    assert ambassador["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+def test_a_privileged_local_port_the_pod_makes_unprivileged_adds_no_capability(settings: Settings) -> None:
+    pod = with_sysctls(reference_pod({"entourage.dev/ambassador": "443=tls://api.example.com:443"}), "443")
+    ambassador = find(inject_checked(pod, settings).pod, "entourage-ambassador-443")
+    assert ambassador["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert (
         ambassador["args"][-1]
         == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/certs/ca-certificates.crt,commonname=api.example.com"
@@ -381,11 +381,72 @@ def test_an_adapter_port_collision_names_the_adapter_key_and_both_owners(setting
     ]
 
 
-@pytest.mark.parametrize(("port", "added"), [(1023, True), (1024, False)])
-def test_only_a_local_port_below_1024_adds_net_bind_service(settings: Settings, port: int, added: bool) -> None:
-    injected = inject_checked(reference_pod({"entourage.dev/ambassador": f"{port}=db:5432"}), settings).pod
-    capabilities = find(injected, f"entourage-ambassador-{port}")["securityContext"]["capabilities"]
-    assert capabilities == ({"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]} if added else {"drop": ["ALL"]})
+def with_sysctls(pod: dict[str, Any], start: Any, name: str = "net.ipv4.ip_unprivileged_port_start") -> dict[str, Any]:
+    """The pod with its own ``net.ipv4.ip_unprivileged_port_start`` (None: no sysctls at all)."""
+    if start is not None:
+        pod["spec"]["securityContext"] = {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}, {"name": name, "value": start}]}
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("port", "start"),
+    [(1024, None), (65535, None), (1023, "0"), (1023, "1023"), (80, "80"), (1, "0")],
+    ids=["1024-unset", "65535-unset", "1023-start-0", "1023-start-1023", "80-start-80", "1-start-0"],
+)
+def test_a_local_port_at_or_above_the_unprivileged_start_is_injected_without_a_capability(
+    settings: Settings, port: int, start: Any
+) -> None:
+    injected = inject_checked(with_sysctls(reference_pod({"entourage.dev/ambassador": f"{port}=db:5432"}), start), settings).pod
+    assert find(injected, f"entourage-ambassador-{port}")["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_sysctl_may_be_spelled_with_slashes(settings: Settings) -> None:
+    pod = with_sysctls(reference_pod({"entourage.dev/ambassador": "80=db:5432"}), "0", name="net/ipv4/ip_unprivileged_port_start")
+    assert find(inject_checked(pod, settings).pod, "entourage-ambassador-80")
+
+
+FIX = "; use a local port of 1024 or more, or set that sysctl in the pod's spec.securityContext.sysctls to at most {port}"
+
+
+@pytest.mark.parametrize(
+    ("route", "start", "found"),
+    [
+        ("1023=db:5432", None, "does not set it"),
+        ("1023=db:5432", "1024", "sets it to 1024"),
+        ("80=db:5432", "81", "sets it to 81"),
+        ("tls://api.example.com:443", "1000", "sets it to 1000"),
+        ("80=db:5432", "eighty", "sets it to 'eighty', not an integer from 0 to 65535"),
+        ("80=db:5432", "-1", "sets it to '-1', not an integer from 0 to 65535"),
+        ("80=db:5432", "65536", "sets it to '65536', not an integer from 0 to 65535"),
+        ("80=db:5432", "", "sets it to '', not an integer from 0 to 65535"),
+        ("80=db:5432", 0, "sets it to '0', not an integer from 0 to 65535"),
+        ("80=db:5432", {"value": 0}, "sets it to \"{'value': 0}\", not an integer from 0 to 65535"),
+    ],
+    ids=["unset", "1024", "above-the-port", "the-upstream-port", "words", "negative", "too-large", "empty", "not-a-string", "an-object"],
+)
+def test_a_privileged_local_port_is_denied_naming_the_annotation_value_reason_and_fix(
+    settings: Settings, route: str, start: Any, found: str
+) -> None:
+    port = int(route.split("=")[0]) if "=" in route else 443
+    shown = route if "=" in route else f"{port}={route}"  # a route is named with its local port
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(with_sysctls(reference_pod({"entourage.dev/ambassador": route}), start), settings)
+    assert denial.value.problems == [
+        f"entourage.dev/ambassador: {shown!r}: local port {port} is below 1024: the non-root ambassador binds it only where "
+        f"net.ipv4.ip_unprivileged_port_start is at most {port} (an added NET_BIND_SERVICE does not survive its execve), "
+        f"and the pod's spec.securityContext.sysctls {found}" + FIX.format(port=port)
+    ]
+
+
+def test_every_privileged_route_is_named_along_with_the_other_problems(settings: Settings) -> None:
+    pod = reference_pod({"entourage.dev/ambassador": "80=db:5432,2000=db:5432,53=dns:53,2000=other:1"})
+    with pytest.raises(PodDenied) as denial:
+        inject_pod(pod, settings)
+    assert [problem.split(" is ")[0] for problem in denial.value.problems] == [
+        "entourage.dev/ambassador: '80=db:5432': local port 80",
+        "entourage.dev/ambassador: '53=dns:53': local port 53",
+        "entourage.dev/ambassador: '2000=other:1': port 2000 of ambassador route '2000=other:1'",
+    ]
 
 
 def test_an_ambassador_profile_gets_each_part_of_the_route(settings: Settings) -> None:
@@ -399,10 +460,10 @@ def test_an_ambassador_profile_gets_each_part_of_the_route(settings: Settings) -
     }
     configured = build_settings({"defaults": {"ambassador": "envoy"}, "profiles": {"ambassador": {"envoy": envoy}}})
     pod = reference_pod(
-        {"entourage.dev/ambassador": "7000=[fd00::1]:6379,tls://api.example.com:443", "entourage.dev/native-sidecars": "true"}
+        {"entourage.dev/ambassador": "7000=[fd00::1]:6379,8443=tls://api.example.com:443", "entourage.dev/native-sidecars": "true"}
     )
     injected = inject_checked(pod, configured).pod
-    plain, tls = find(injected, "entourage-ambassador-7000"), find(injected, "entourage-ambassador-443")
+    plain, tls = find(injected, "entourage-ambassador-7000"), find(injected, "entourage-ambassador-8443")
     assert plain["args"] == ["--listen=127.0.0.1:7000", "--to=[fd00::1]:6379", "--host=fd00::1", "--port=6379"]
     assert tls["args"] == ["--tls", "--to=api.example.com:443", "--sni=api.example.com"]
     assert plain["startupProbe"]["exec"]["command"] == ["/proxy", "--check=7000"]
@@ -411,7 +472,7 @@ def test_an_ambassador_profile_gets_each_part_of_the_route(settings: Settings) -
 def test_profile_parameters_set_by_annotation_reach_the_ambassador_and_the_logging_agent(settings: Settings) -> None:
     pod = reference_pod(
         {
-            "entourage.dev/ambassador": "tls://api.example.com:443",
+            "entourage.dev/ambassador": "8443=tls://api.example.com:443",
             "entourage.dev/ambassador.socat.ca-file": "/etc/ssl/custom.pem",
             "entourage.dev/logging": "fluent-bit",
             "entourage.dev/logging-paths": "/var/log/app,/data/audit",
@@ -420,7 +481,7 @@ def test_profile_parameters_set_by_annotation_reach_the_ambassador_and_the_loggi
     )
     injected = inject_checked(pod, settings).pod
     assert (
-        find(injected, "entourage-ambassador-443")["args"][-1]
+        find(injected, "entourage-ambassador-8443")["args"][-1]
         == "OPENSSL:api.example.com:443,verify=1,cafile=/etc/ssl/custom.pem,commonname=api.example.com"
     )
     agent = find(injected, "entourage-logging")["args"]

@@ -278,8 +278,13 @@ def valid_annotations(draw: st.DrawFn, pod: Mapping[str, Any]) -> tuple[dict[str
     if draw(st.booleans()):
         own["logging-container"] = draw(st.sampled_from([*names, "ghost"]))
     route_list: list[tuple[int, str]] = draw(routes(pod_ports(pod))) if draw(st.booleans()) else []
+    start: int | None = None
     if route_list:
         own["ambassador"] = ",".join(item for _, item in route_list)
+        # The pod's own net.ipv4.ip_unprivileged_port_start: a local port below it and below 1024 is denied.
+        start = draw(st.one_of(st.none(), st.integers(0, 1100)))
+        if start is not None:
+            pod["spec"]["securityContext"] = {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": str(start)}]}
         if len({item for _, item in route_list}) != len(route_list):
             parse_denied.add("ambassador")
     if draw(st.booleans()):
@@ -310,7 +315,7 @@ def valid_annotations(draw: st.DrawFn, pod: Mapping[str, Any]) -> tuple[dict[str
     if any(used.values()):
         ports = set(pod_ports(pod))
         for local, _ in route_list:  # claimed in this order: routes, then adapters
-            if local in ports:
+            if local in ports or (local < 1024 and (start is None or start > local)):
                 build_denied.add("ambassador")
             ports.add(local)
         for name in adapters:

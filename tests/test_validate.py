@@ -325,3 +325,17 @@ def test_a_forged_status_annotation_listing_many_names_is_read_only_up_to_a_boun
 def test_each_shape_of_engine_message_is_located(settings: Settings, problem: str, at: str, located: str) -> None:
     own = {"entourage.dev/loging": "true"}
     assert locate(problem, settings, own=own, inherited={}, at=at, namespace="shop") == located
+
+
+def test_an_ambassador_below_port_1024_is_denied_at_apply_time_unless_the_template_sets_the_sysctl(settings: Settings) -> None:
+    document = json.loads((CASES / "deployment-create-valid.json").read_text())
+    template = document["request"]["object"]["spec"]["template"]
+    template["metadata"]["annotations"] = {"entourage.dev/ambassador": "443=tls://api.example.com:443,6379=redis:6379"}
+    denied = validate(document, settings)
+    message = denied.review["response"]["status"]["message"]
+    assert denied.outcome == "denied"
+    assert 'spec.template.metadata.annotations["entourage.dev/ambassador"]: \'443=tls://api.example.com:443\': local port 443 is below 1024' in message
+    assert "set that sysctl in the pod's spec.securityContext.sysctls to at most 443" in message
+
+    template["spec"]["securityContext"] = {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "443"}]}
+    assert validate(document, settings).outcome == "allowed"

@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="::", help="address to listen on (default ::, every IPv6 and IPv4 address; 0.0.0.0: IPv4 only)")
     serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
     serve.add_argument("--config", help="YAML configuration file (profiles, defaults, limits)")
+    serve.add_argument(
+        "--last-good-config",
+        metavar="PATH",
+        help="keep a copy of each valid configuration here, and serve it when --config is invalid at start "
+        "(else an invalid file leaves the process up but unready until it is fixed)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--workers", type=_positive_int, default=1, help="server processes; each loads certificates and configuration itself (default 1)"
@@ -388,6 +394,7 @@ def _serve(args: argparse.Namespace, stderr: TextIO) -> int:
         key_file=args.tls_private_key_file or "",
         client_ca_file=args.client_ca_file,
         config_file=args.config,
+        last_good_config=args.last_good_config,
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -59,6 +59,11 @@ CONFIG_RELOADS = Counter("entourage_config_reloads_total", "Configuration files 
 CONFIG_RELOAD_FAILURES = Counter(
     "entourage_config_reload_failures_total", "Changed configuration files refused (the previous configuration stays)."
 )
+CONFIG_VALID = Gauge(
+    "entourage_config_file_valid",
+    "1 when the configuration file was valid at the last look, 0 when not (the last valid configuration, or none, is served; the lowest across workers).",
+    multiprocess_mode="livemin",
+)
 CERTIFICATE_RELOADS = Counter("entourage_certificate_reloads_total", "Serving certificates loaded after a change.")
 CERTIFICATE_RELOAD_FAILURES = Counter(
     "entourage_certificate_reload_failures_total", "Changed certificate files refused (the previous certificate stays)."

@@ -111,9 +111,10 @@ _REASONS = {
     413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
     431: "RequestHeaderFieldsTooLarge",
+    503: "ServiceUnavailable",
 }
 
 
 def bad_request(message: str, code: int = 400) -> Status:
-    """Body of an HTTP 4xx answer: a metav1.Status, which is what Kubernetes clients expect."""
+    """Body of an HTTP 4xx (or 503) answer: a metav1.Status, which is what Kubernetes clients expect."""
     return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": _REASONS[code], "message": message}

@@ -395,6 +395,9 @@ class _Builder:
         profile = self._profile("ambassador", self.settings.defaults.ambassador)
         name = self._claim(f"entourage-ambassador-{route.local_port}", profile)
         self._claim_port(route.local_port, f"ambassador route {str(route)!r}", "ambassador", str(route))
+        problem = ambassador.bind_problem(route.local_port, self.spec)
+        if problem:
+            self.problems.append(f"{self.prefix}/ambassador: {str(route)!r}: {problem}")
         params = self._params("ambassador", profile)
         resources, overrides = self._resources("ambassador", profile)
         native = self.native

@@ -70,9 +70,9 @@ def create_app(runtime: Runtime) -> ASGIApp:
         """The process is alive and its event loop answers."""
         return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz", responses={503: {"description": "Not ready (starting, or shutting down)"}})
+    @app.get("/readyz", responses={503: {"description": "Not ready (starting, no valid configuration, or shutting down)"}})
     async def readyz() -> JSONResponse:
-        """Certificates and configuration loaded, the namespace cache synced (or given up on), not shutting down."""
+        """Certificates and a valid configuration loaded, the namespace cache synced (or given up on), not shutting down."""
         ready, reason = runtime.readiness()
         return JSONResponse({"status": "ready" if ready else "unready", "reason": reason}, status_code=200 if ready else 503)
 

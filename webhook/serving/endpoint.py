@@ -39,9 +39,19 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class AdmissionState(Protocol):
     """What the hot path reads on every request (the server may swap it on reload)."""
 
-    settings: Settings
+    settings: Settings | None
+    """None: no valid configuration (``config_problem`` says why); answered with ``unconfigured``."""
     cluster: ClusterFacts
     namespace_annotations: NamespaceAnnotations | None
+    config_problem: str | None
+
+
+def unconfigured(state: AdmissionState) -> bytes:
+    """The 503 ``Status`` of a process without a valid configuration (webhook/serving/reload.py):
+    the API server counts it as a failed call and applies the webhook's ``failurePolicy``, with
+    this message in the pod's rejection under ``Fail``."""
+    message = f"Entourage cannot admit: no valid configuration ({state.config_problem}); see the webhook's logs"
+    return orjson.dumps(bad_request(message, 503))
 
 
 _CONTENT_TYPE = (b"content-type", b"application/json")
@@ -118,6 +128,8 @@ class MutateEndpoint:
 
     def _respond(self, body: bytes) -> tuple[int, bytes, Decision | None]:
         state = self.state()
+        if state.settings is None:
+            return 503, unconfigured(state), None
         try:
             review = decode(body, loads=partial.loads)
         except ReviewError as error:

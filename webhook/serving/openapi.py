@@ -80,6 +80,7 @@ MUTATE = {
         "408": _status_answer("The body did not arrive in time"),
         "413": _status_answer("Larger than the apiserver's request limit"),
         "415": _status_answer("Not application/json"),
+        "503": _status_answer("No valid configuration yet (the process is unready): the API server applies the failurePolicy"),
     },
 }
 

@@ -65,6 +65,9 @@ class ServeOptions:
     """PEM CA bundle for client certificates; when set, only clients with a certificate it
     signed (the apiserver, configured through its AdmissionConfiguration) complete a handshake."""
     config_file: str | None = None
+    last_good_config: str | None = None
+    """Where to keep a copy of each valid configuration loaded, served at start when ``config_file``
+    is invalid (webhook/serving/reload.py); None: an invalid file at start leaves the process unready."""
     host: str = DUAL_STACK
     """Listen address; ``::`` (the default) is one socket for IPv6 and IPv4 (``dual_stack_socket``)."""
     port: int = 8443

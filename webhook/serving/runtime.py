@@ -3,7 +3,8 @@
 One ``Runtime`` per process holds:
 
 - the serving certificate (``tls.ServingTLS``), re-read every ``reload_interval`` seconds;
-- the settings (``reload.ConfigWatch``), swapped whole when the mounted file changes;
+- the settings (``reload.ConfigWatch``), swapped whole when the mounted file changes; none while
+  the file is invalid and no last valid copy exists (unready, ``/mutate`` answers 503);
 - with ``--kubeconfig`` or in a cluster, ``cluster.kube.Cluster``: namespace defaults, native
   sidecar support, Events, caBundle.
 
@@ -31,7 +32,7 @@ from webhook import __version__, metrics
 from webhook.admission.decide import Decision, NamespaceAnnotations
 from webhook.admission.validate import Verdict
 from webhook.engine.inject import ClusterFacts
-from webhook.engine.settings import Settings, load_settings
+from webhook.engine.settings import Settings, build_settings, load_settings
 from webhook.serving import listener, logs, observe
 from webhook.serving.reload import ConfigWatch
 from webhook.serving.run import ServeOptions
@@ -47,9 +48,12 @@ log = logging.getLogger("entourage.server")
 class ServerState:
     """What the request handlers read; replaced wholesale on every change (never mutated)."""
 
-    settings: Settings
+    settings: Settings | None
+    """None: no valid configuration yet (``config_problem`` says why); the endpoints answer 503."""
     cluster: ClusterFacts = field(default_factory=ClusterFacts)
     namespace_annotations: NamespaceAnnotations | None = None
+    config_problem: str | None = None
+    """What is wrong with the configuration file; None once a valid one is served."""
 
 
 class Runtime:
@@ -60,11 +64,14 @@ class Runtime:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         self.tls = self._load_tls()
-        self.state = ServerState(settings=load_settings(options.config_file))
         self._lock = threading.Lock()
-        self.config_watch = (
-            ConfigWatch(options.config_file, lambda settings: self.update(settings=settings)) if options.config_file else None
-        )
+        self.config_watch = None
+        if options.config_file:
+            self.config_watch = ConfigWatch(options.config_file, self._configured, last_good=options.last_good_config)
+            settings, problem = self.config_watch.start()
+            self.state = ServerState(settings=settings, config_problem=problem)
+        else:
+            self.state = ServerState(settings=load_settings(None))  # built-ins, or $ENTOURAGE_CONFIG (must be valid)
         self.draining = False
         self.started = time.monotonic()
         self.cluster: Cluster | None = None  # imported only when the API is used
@@ -93,6 +100,12 @@ class Runtime:
             cls._process = cls(options)
         return cls._process
 
+    def _configured(self, settings: Settings) -> None:
+        """A valid configuration file was loaded: serve it (and be ready, if that was missing)."""
+        if self.state.settings is None:
+            log.info("the configuration file is valid now; ready", extra={"fields": {"path": self.options.config_file}})
+        self.update(settings=settings, config_problem=None)
+
     def update(self, **changes: Any) -> None:
         """Swap in a new ServerState (from the event loop or a kube thread)."""
         with self._lock:
@@ -103,6 +116,9 @@ class Runtime:
     def readiness(self) -> tuple[bool, str]:
         if self.draining:
             return False, "shutting down"
+        state = self.state
+        if state.settings is None:
+            return False, f"no valid configuration: {state.config_problem}"
         if self.cluster is not None and not self.cluster.namespaces.synced.is_set():
             if time.monotonic() - self.started < self.options.sync_timeout:
                 return False, "waiting for the first list of namespaces"
@@ -112,7 +128,7 @@ class Runtime:
                     "the namespace cache is not synced; serving without namespace defaults until it is",
                     extra={"fields": {"sync_timeout_s": self.options.sync_timeout}},
                 )
-        return True, "ready"
+        return True, "ready" if state.config_problem is None else f"ready, {state.config_problem}"
 
     # -- file reloads -----------------------------------------------------------------------
 
@@ -158,7 +174,8 @@ class Runtime:
                 SelfTest(
                     api,
                     configuration=options.self_test_configuration,
-                    prefix=self.state.settings.annotation_prefix,
+                    # Without a valid configuration yet: the built-in prefix (the probe pod is only a check).
+                    prefix=(self.state.settings or build_settings({})).annotation_prefix,
                     image=options.self_test_image,
                     namespaces=options.self_test_namespaces,
                     every=options.self_test_seconds,

@@ -2,7 +2,8 @@
 
 Same server, same TLS, same limits as ``/mutate`` (``endpoint.py``): POST only, JSON only, the
 apiserver's 3 MiB, a body deadline, a 400 ``Status`` for anything that is not an
-AdmissionReview, and one catch-all so nothing becomes a 5xx. Two differences, both deliberate:
+AdmissionReview, and one catch-all so nothing becomes a 5xx (a process without a valid
+configuration answers 503, as ``/mutate`` does: ``reload.py``). Two differences, both deliberate:
 the body gets the full decode (a pod UPDATE compares whole containers, a workload carries its
 pod deep in ``spec``, neither of which the partial decode keeps; with the collector paused, a
 1.5 MB Deployment of 500,000 ``[]`` containers costs 30 ms instead of 250), and an unexpected failure
@@ -20,7 +21,18 @@ import orjson
 from webhook.admission.review import bad_request, decode
 from webhook.admission.validate import Verdict, failed, validate
 from webhook.errors import ReviewError
-from webhook.serving.endpoint import MAX_BODY, AdmissionState, Receive, Scope, Send, _answer, _Deadlines, _uncollected, read_body
+from webhook.serving.endpoint import (
+    MAX_BODY,
+    AdmissionState,
+    Receive,
+    Scope,
+    Send,
+    _answer,
+    _Deadlines,
+    _uncollected,
+    read_body,
+    unconfigured,
+)
 
 log = logging.getLogger("entourage.admission")
 
@@ -63,6 +75,8 @@ class ValidateEndpoint:
 
     def _respond(self, body: bytes) -> tuple[int, bytes, Verdict | None]:
         state = self.state()
+        if state.settings is None:
+            return 503, unconfigured(state), None
         try:
             review = decode(body)
         except ReviewError as error:
