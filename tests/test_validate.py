@@ -334,7 +334,10 @@ def test_an_ambassador_below_port_1024_is_denied_at_apply_time_unless_the_templa
     denied = validate(document, settings)
     message = denied.review["response"]["status"]["message"]
     assert denied.outcome == "denied"
-    assert 'spec.template.metadata.annotations["entourage.dev/ambassador"]: \'443=tls://api.example.com:443\': local port 443 is below 1024' in message
+    assert (
+        "spec.template.metadata.annotations[\"entourage.dev/ambassador\"]: '443=tls://api.example.com:443': local port 443 is below 1024"
+        in message
+    )
     assert "set that sysctl in the pod's spec.securityContext.sysctls to at most 443" in message
 
     template["spec"]["securityContext"] = {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "443"}]}
