@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from soak import adversarial
+from tests import test_partial_reads
 from tests.conftest import reference_review
 from tests.webhook_process import Webhook, start
 from webhook.admission import partial, validate
@@ -182,11 +184,11 @@ def grow(review: dict[str, Any], where: str, count: int) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("where", "count", "expected"),
     [
-        ("containers", 129, "spec.containers: 129 items; at most 128 are allowed (limits.maxContainers)"),
-        ("initContainers", 129, "spec.initContainers: 129 items; at most 128 are allowed (limits.maxContainers)"),
-        ("volumes", 513, "spec.volumes: 513 items; at most 512 are allowed (limits.maxVolumes)"),
-        ("volumeMounts", 513, "spec.containers[0].volumeMounts: 513 items; at most 512 are allowed (limits.maxVolumeMounts)"),
-        ("ports", 257, "spec.containers[0].ports: 257 items; at most 256 are allowed (limits.maxPorts)"),
+        ("containers", 129, "spec.containers: more than 128 items; at most 128 are allowed (limits.maxContainers)"),
+        ("initContainers", 129, "spec.initContainers: more than 128 items; at most 128 are allowed (limits.maxContainers)"),
+        ("volumes", 513, "spec.volumes: more than 512 items; at most 512 are allowed (limits.maxVolumes)"),
+        ("volumeMounts", 513, "spec.containers[0].volumeMounts: more than 512 items; at most 512 are allowed (limits.maxVolumeMounts)"),
+        ("ports", 257, "spec.containers[0].ports: more than 256 items; at most 256 are allowed (limits.maxPorts)"),
     ],
 )
 def test_lists_longer_than_their_limit_are_denied_naming_the_field(settings: Settings, where: str, count: int, expected: str) -> None:
@@ -244,8 +246,8 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     [
         (with_keys(5_000), "5001 annotations under entourage.dev/"),
         (with_keys(10, "loging-{}"), "and 5 more unknown keys"),
-        (grow(reference_review({P + "logging": "true"}), "containers", 200), "spec.containers: 200 items; at most 128"),
-        (grow(reference_review({P + "logging": "true"}), "ports", 300), "spec.containers[0].ports: 300 items; at most 256"),
+        (grow(reference_review({P + "logging": "true"}), "containers", 200), "spec.containers: more than 128 items; at most 128"),
+        (grow(reference_review({P + "logging": "true"}), "ports", 300), "spec.containers[0].ports: more than 256 items; at most 256"),
     ],
 )
 def test_the_server_denies_them_with_the_same_messages(webhook: Webhook, review: dict[str, Any], expected: str) -> None:
@@ -366,3 +368,43 @@ def test_validate_denies_a_template_over_the_annotation_limit_before_the_engine(
         "Entourage would deny every pod of this Deployment: spec.template.metadata.annotations: more than 262144 bytes,"
         " keys and values together; Kubernetes allows at most 262144 and refuses the pod after admission"
     )
+
+
+def _padded(review: dict[str, Any]) -> bytes:
+    """``review`` past partial.CAPPED_FROM, with a field admission does not read."""
+    review["request"]["object"].setdefault("spec", {})["padding"] = "x" * partial.CAPPED_FROM
+    return orjson.dumps(review)
+
+
+@pytest.mark.parametrize("where", ["containers", "initContainers", "volumes", "volumeMounts", "ports"])
+@pytest.mark.parametrize("extra", [-1, 0, 1, 20_000])
+def test_a_large_body_reads_each_list_up_to_its_limit_and_no_further(settings: Settings, where: str, extra: int) -> None:
+    limit = {"containers": 128, "initContainers": 128, "volumes": 512, "volumeMounts": 512, "ports": 256}[where]
+    body = _padded(grow(reference_review({P + "logging": "true"}), where, limit + extra))
+    plain, capped = partial.loads(body), partial.loads(body, settings.limits)
+    if extra <= 0:
+        assert capped == plain
+    else:
+        spec, full = capped["request"]["object"]["spec"], plain["request"]["object"]["spec"]
+        listed, whole = (spec[where], full[where]) if where in spec else (spec["containers"][0][where], full["containers"][0][where])
+        assert len(listed) == limit + 1 and listed == whole[: limit + 1]
+    for loads in (partial.loads, functools.partial(partial.loads, limits=settings.limits)):
+        decision = admit(decode(body, loads=loads), settings)
+        assert (decision.outcome == "denied") is (extra > 0), decision.review["response"]
+
+
+def test_large_real_pods_decode_the_same_capped_or_not(settings: Settings) -> None:
+    """Every golden pod, made large: the capped schema reads exactly what the plain one does."""
+    pods = [document for _, document in test_partial_reads._pods()]
+    assert len(pods) >= 20
+    for pod in pods:
+        body = _padded({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u", "object": pod}})
+        assert partial.loads(body, settings.limits) == partial.loads(body)
+
+
+def test_the_first_large_body_does_not_build_the_capped_decoder(settings: Settings) -> None:
+    """Building it takes about 150 ms: ``prepare`` does it when a configuration is loaded."""
+    partial.prepare(settings.limits)
+    built = partial._capped_decoder.cache_info().misses
+    partial.loads(_padded(grow(reference_review({P + "logging": "true"}), "containers", 50_000)), settings.limits)
+    assert partial._capped_decoder.cache_info().misses == built

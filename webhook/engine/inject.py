@@ -525,7 +525,8 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
     """Shapes, lengths and names of every list the engine reads, before it reads any of them.
 
     The lengths are capped so that the work per pod stays linear and small (a 1 MB pod with
-    30,000 containers cost 240 ms); the caps are far above real pods (see Limits)."""
+    30,000 containers cost 240 ms); the caps are far above real pods (see Limits). A list over
+    its cap is not counted ("more than"): the server's decoder stops reading it there."""
     sized = (
         ("containers", limits.max_containers, "maxContainers"),
         ("initContainers", limits.max_containers, "maxContainers"),
@@ -537,7 +538,7 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
         if items is None:
             continue
         if isinstance(items, list) and len(items) > limit:
-            raise PodDenied([f"spec.{section}: {len(items)} items; at most {limit} are allowed (limits.{key})"])
+            raise PodDenied([f"spec.{section}: more than {limit} items; at most {limit} are allowed (limits.{key})"])
         if not _named_list(items):
             raise PodDenied([f"spec.{section}: expected a list of objects with names"])
         for index, item in enumerate(items):
@@ -558,7 +559,7 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
                     continue
                 if isinstance(items, list) and len(items) > limit:
                     raise PodDenied(
-                        [f"spec.{section}[{index}].{field_name}: {len(items)} items; at most {limit} are allowed (limits.{key})"]
+                        [f"spec.{section}[{index}].{field_name}: more than {limit} items; at most {limit} are allowed (limits.{key})"]
                     )
                 if not _object_list(items):
                     raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])

@@ -12,6 +12,7 @@ body taken as is when it arrives in one message, the error answers encoded once 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -131,7 +132,7 @@ class MutateEndpoint:
         if state.settings is None:
             return 503, unconfigured(state), None
         try:
-            review = decode(body, loads=partial.loads)
+            review = decode(body, loads=functools.partial(partial.loads, limits=state.settings.limits))
         except ReviewError as error:
             return 400, orjson.dumps(bad_request(str(error))), None
         except Exception:  # a bug in decoding: still a 4xx Status, never a 500
