@@ -228,6 +228,7 @@ def _capped_decoder(limits: Limits) -> msgspec.json.Decoder[Any]:
     }
     return msgspec.json.Decoder(capped.schema(_Review | Scalar | Skipped, lambda field: caps.get(field, UNSIZED_CAP)))
 
+
 _NOT_CONTENT = b'{}":, \t\n\r'
 """The bytes of a JSON object of strings that may be structure rather than key or value."""
 
