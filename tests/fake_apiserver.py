@@ -27,7 +27,8 @@ real apiserver answers them (no cluster runs in tests).
   is the same for the maps ``rollout restart`` writes) of Deployments, StatefulSets and DaemonSets
 - ``POST /api/v1/namespaces/{ns}/pods?dryRun=All``: admission as the apiserver runs it for the
   mutating webhooks configured with ``clientConfig.url`` (``namespaceSelector``,
-  ``objectSelector``, the ``caBundle`` verified, ``failurePolicy``, the patch applied); nothing
+  ``objectSelector``, the ``caBundle`` verified, ``failurePolicy``, the patch applied, a 400 for a
+  webhook whose ``sideEffects`` is neither None nor NoneOnDryRun); nothing
   is stored. A ``service`` client config is unreachable (the fake runs no Services).
 - ``labelSelector`` on the Namespace list (``a=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``)
 - ``GET``/``PUT`` ``/api/v1/namespaces/{ns}/secrets/{name}``, ``POST /api/v1/namespaces/{ns}/secrets``:
@@ -692,6 +693,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     hook.get("objectSelector"), pod["metadata"].get("labels") or {}
                 ):
                     continue
+                if hook.get("sideEffects") not in ("None", "NoneOnDryRun"):  # as the apiserver, for a dry run
+                    self._send(400, _status(400, "BadRequest", f'admission webhook "{hook["name"]}" does not support dry run'))
+                    return
                 try:
                     pod = _call_webhook(hook, namespace, pod)
                 except _Denied as denial:

@@ -194,6 +194,19 @@ def test_the_test_pod_fails_with_a_reason_when_the_pod_is_not_injected(default: 
     assert message in done.stderr, done.stderr
 
 
+def test_the_webhook_is_called_on_a_dry_run_only_because_its_side_effects_allow_it(tmp_path: Path) -> None:
+    """The apiserver refuses a dry run that reaches a webhook with side effects (Some, Unknown)."""
+    with stack(tmp_path) as built:
+        configuration = one(built.docs, "MutatingWebhookConfiguration")
+        assert {hook["sideEffects"] for hook in configuration["webhooks"]} == {"NoneOnDryRun"}
+        stored = built.api.webhook_configurations[configuration["metadata"]["name"]]
+        for hook in stored["webhooks"]:
+            hook["sideEffects"] = "Some"
+        done = built.run(tmp_path)
+        assert done.returncode != 0 and done.stdout == ""
+        assert 'admission webhook "inject.entourage.dev" does not support dry run' in done.stderr, done.stderr
+
+
 def test_without_allow_missing_template_keys_false_a_pod_without_injection_would_pass_silently(default: Stack, tmp_path: Path) -> None:
     """Why the chart passes the flag: kubectl's jsonpath prints nothing and exits 0 otherwise."""
     manifest = default.manifest
