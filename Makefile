@@ -1,10 +1,11 @@
 # Entourage developer tasks. Everything a fresh Debian machine (Python, pip, gcc, git) needs is
-# installed from here: the virtualenv, the test tools (busybox, socat, curl) and helm.
+# installed from here: the virtualenv, the test tools (busybox, socat, curl), helm and kubectl.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 HELM := $(CURDIR)/.tools/helm
+KUBECTL := $(CURDIR)/.tools/kubectl
 CERT_DIR := certs
 
 .PHONY: all venv tools certs run test lint format golden bench soak mutate clean
@@ -19,13 +20,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Debian binaries that tests run for real, and helm for the chart tests.
-tools: $(HELM)
+# Debian binaries that tests run for real, helm for the chart tests and kubectl for the chart's
+# `helm test` pod (its exact arguments run against the fake API server).
+tools: $(HELM) $(KUBECTL)
 	@command -v busybox >/dev/null && command -v socat >/dev/null && command -v curl >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat curl)
 
 $(HELM):
 	scripts/install-helm.sh $(HELM)
+
+$(KUBECTL):
+	scripts/install-kubectl.sh $(KUBECTL)
 
 $(CERT_DIR)/tls.crt: | venv
 	$(BIN)/entourage certs --service entourage --namespace entourage --out-dir $(CERT_DIR)
@@ -39,7 +44,7 @@ run: venv certs
 
 ## test: the whole test suite (a few minutes on 2 cores)
 test: venv tools
-	HELM=$(HELM) $(BIN)/pytest -q
+	HELM=$(HELM) KUBECTL=$(KUBECTL) $(BIN)/pytest -q
 
 ## lint: ruff (rules and format) and mypy --strict over webhook/; zero findings on main
 lint: venv

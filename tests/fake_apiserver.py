@@ -2,6 +2,10 @@
 real apiserver answers them (no cluster runs in tests).
 
 - ``GET /version``                                   version.Info
+- ``GET /api``, ``/apis``, ``/api/v1``, ``/openapi/v3``, ``/openapi/v3/api/v1``: the discovery
+  ``kubectl create`` reads (the core group only; an OpenAPI v3 document that says the Pod
+  endpoints take ``fieldValidation``, so kubectl leaves validation to the server as it does
+  against a real apiserver, instead of downloading /openapi/v2 to validate on the client)
 - ``GET /api/v1/namespaces`` (+ ``?watch=true``)     NamespaceList (items without kind/apiVersion,
   ``metadata.resourceVersion``); the watch is a chunked stream of ``{"type", "object"}`` lines from
   the given resourceVersion, an ERROR event with a 410 Status when it is too old, and it ends after
@@ -23,7 +27,8 @@ real apiserver answers them (no cluster runs in tests).
   is the same for the maps ``rollout restart`` writes) of Deployments, StatefulSets and DaemonSets
 - ``POST /api/v1/namespaces/{ns}/pods?dryRun=All``: admission as the apiserver runs it for the
   mutating webhooks configured with ``clientConfig.url`` (``namespaceSelector``,
-  ``objectSelector``, the ``caBundle`` verified, ``failurePolicy``, the patch applied); nothing
+  ``objectSelector``, the ``caBundle`` verified, ``failurePolicy``, the patch applied, a 400 for a
+  webhook whose ``sideEffects`` is neither None nor NoneOnDryRun); nothing
   is stored. A ``service`` client config is unreachable (the fake runs no Services).
 - ``labelSelector`` on the Namespace list (``a=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``)
 - ``GET``/``PUT`` ``/api/v1/namespaces/{ns}/secrets/{name}``, ``POST /api/v1/namespaces/{ns}/secrets``:
@@ -385,7 +390,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         api = self.api
         api.requests.append(f"GET {self.path}")
         path = url.path
-        if path == "/version":
+        if (document := _discovery(path, api.port)) is not None:
+            self._send(200, document)
+        elif path == "/version":
             major, minor = re.match(r"v(\d+)\.(\d+)", api.git_version).groups()  # type: ignore[union-attr]
             self._send(200, {"major": major, "minor": minor, "gitVersion": api.git_version, "gitCommit": "0" * 40, "gitTreeState": "clean",
                              "buildDate": "2025-06-17T18:00:00Z", "goVersion": "go1.22.4", "compiler": "gc", "platform": "linux/amd64"})  # fmt: skip
@@ -686,6 +693,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     hook.get("objectSelector"), pod["metadata"].get("labels") or {}
                 ):
                     continue
+                if hook.get("sideEffects") not in ("None", "NoneOnDryRun"):  # as the apiserver, for a dry run
+                    self._send(400, _status(400, "BadRequest", f'admission webhook "{hook["name"]}" does not support dry run'))
+                    return
                 try:
                     pod = _call_webhook(hook, namespace, pod)
                 except _Denied as denial:
@@ -698,6 +708,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         return
         api.dry_run_pods.append(pod)
         self._send(201, pod)
+
+
+def _discovery(path: str, port: int) -> dict[str, Any] | None:
+    """The discovery documents kubectl reads before a create, or None for any other path."""
+    if path == "/api":
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{port}"}],
+        }
+    if path == "/apis":
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+    if path == "/api/v1":
+        resources = [
+            {"name": plural, "singularName": plural[:-1], "namespaced": namespaced, "kind": kind, "verbs": ["create", "get", "list"]}
+            for plural, kind, namespaced in [("pods", "Pod", True), ("namespaces", "Namespace", False), ("events", "Event", True),
+                                             ("secrets", "Secret", True), ("nodes", "Node", False)]
+        ]  # fmt: skip
+        return {"kind": "APIResourceList", "groupVersion": "v1", "resources": resources}
+    if path == "/openapi/v3":
+        return {"paths": {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=0"}}}
+    if path == "/openapi/v3/api/v1":
+        # kubectl looks for a PATCH of the kind with a `fieldValidation` query parameter
+        # (k8s.io/cli-runtime resource.supportsQueryParamV3): found, it sends fieldValidation=Strict.
+        operation = {
+            "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+        }
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "unversioned"},
+            "paths": {"/api/v1/namespaces/{namespace}/pods/{name}": {"patch": operation}},
+        }
+    return None
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
