@@ -11,9 +11,12 @@ CERT_DIR := certs
 
 all: test
 
-$(VENV)/.installed: pyproject.toml
+# The image's locked dependencies first, so the tests run exactly the versions the image ships
+# (tests/test_dockerfile.py checks it); then the package and the test tools.
+$(VENV)/.installed: pyproject.toml requirements/image.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --require-hashes --no-deps --only-binary=:all: -r requirements/image.lock
 	$(PY) -m pip install -q -e '.[test,lint]'
 	touch $@
 
