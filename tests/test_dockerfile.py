@@ -248,7 +248,9 @@ def test_the_build_installs_the_locks_with_hashes_and_then_the_package_without_f
     packages = [words for words in installs if "-r" not in words]
     assert {words[words.index("-r") + 1] for words in locked} == {"requirements/image.lock", "requirements/build.lock"}
     for words in locked:
-        assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(words), f"a lock is installed without hashes or with resolution: {words}"
+        assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(words), (
+            f"a lock is installed without hashes or with resolution: {words}"
+        )
     (image,) = (words for words in locked if "requirements/image.lock" in words)
     assert image[image.index("--target") + 1] == "/opt/entourage"
     (package,) = packages
