@@ -13,17 +13,39 @@
 # Both stages are Python 3.11 on Debian 12 (glibc 2.36), so the compiled wheels (orjson,
 # cryptography, uvloop, pydantic-core) built/installed in the first stage run in the second.
 
+# Reproducible: every Python file in the image is named, by version and sha256, in
+# requirements/image.lock (the [project] dependencies) or requirements/build.lock (setuptools, to
+# build our own wheel), both written by `make lock` and checked by tests/test_dockerfile.py. pip
+# installs them with --require-hashes --no-deps --only-binary=:all: (nothing resolved, nothing
+# compiled, a changed file is an error), then the package itself with --no-deps --no-index
+# --no-build-isolation (nothing fetched). The .pyc files use unchecked hashes, not mtimes.
+#
+# Base images: pinned by tag here, because no digest could be verified where this file was
+# written (no registry access). To pin them, resolve each tag's multi-arch index digest and
+# append it to the tag on its FROM line (`NAME:TAG@sha256:...`; the tag stays for readers):
+#   crane digest python:3.11-slim-bookworm
+#   crane digest gcr.io/distroless/python3-debian12:nonroot
+# (or `docker buildx imagetools inspect NAME:TAG`, the "Digest:" line). tests/test_dockerfile.py
+# accepts either form.
+
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# The dependencies first (their layer is reused while the locks do not change): the image's into
+# /opt/entourage, the build backend into this stage's own Python.
+COPY requirements/image.lock requirements/build.lock ./requirements/
+RUN python -m pip install --require-hashes --no-deps --only-binary=:all: --no-compile \
+      --target /opt/entourage -r requirements/image.lock \
+ && python -m pip install --require-hashes --no-deps --only-binary=:all: -r requirements/build.lock \
+ && rm -rf /opt/entourage/bin
 # README.md* : pyproject.toml names README.md as the long description; the glob keeps the build
 # working while it is absent.
 COPY pyproject.toml README.md* ./
 COPY webhook ./webhook
-RUN python -m pip install --no-compile --target /opt/entourage . \
- && python -m compileall -q -j 0 /opt/entourage \
+RUN python -m pip install --no-deps --no-index --no-build-isolation --no-compile --target /opt/entourage . \
+ && python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/entourage \
  && rm -rf /opt/entourage/bin
 
 FROM gcr.io/distroless/python3-debian12:nonroot

@@ -8,13 +8,16 @@ HELM := $(CURDIR)/.tools/helm
 KUBECTL := $(CURDIR)/.tools/kubectl
 CERT_DIR := certs
 
-.PHONY: all venv tools certs run test lint format golden bench soak mutate clean
+.PHONY: all venv tools certs run test lint format golden bench soak mutate lock lock-check image clean
 
 all: test
 
-$(VENV)/.installed: pyproject.toml
+# The image's locked dependencies first, so the tests run exactly the versions the image ships
+# (tests/test_dockerfile.py checks it); then the package and the test tools.
+$(VENV)/.installed: pyproject.toml requirements/image.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --require-hashes --no-deps --only-binary=:all: -r requirements/image.lock
 	$(PY) -m pip install -q -e '.[test,lint]'
 	touch $@
 
@@ -83,6 +86,48 @@ mutate: $(VENV)/.mutate
 $(VENV)/.mutate: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[mutate]'
 	touch $@
+
+## lock: recompile requirements/image.lock (the image's runtime dependencies: pyproject's [project]
+## dependencies, pinned with the sha256 of every file PyPI has for each version) and
+## requirements/build.lock (the build backend, from [build-system] requires), for CPython 3.11 on
+## Linux. Resolved for x86_64 and again for aarch64: the two must agree (the image is multi-arch).
+## Existing pins are kept unless pyproject.toml needs otherwise; make lock LOCK_ARGS=--upgrade
+## moves everything to the newest versions.
+LOCK := requirements/image.lock
+BUILD_LOCK := requirements/build.lock
+LOCK_ARGS ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+  --custom-compile-command 'make lock' $(LOCK_ARGS)
+lock: $(VENV)/.release
+	$(UV_COMPILE) --python-platform x86_64-manylinux_2_36 pyproject.toml -o $(LOCK)
+	set -e; other=$$(mktemp); cp $(LOCK) $$other; \
+	  $(UV_COMPILE) --python-platform aarch64-manylinux_2_36 pyproject.toml -o $$other; \
+	  if ! cmp -s $(LOCK) $$other; then diff $(LOCK) $$other; rm -f $$other; \
+	    echo 'x86_64 and aarch64 resolve differently: the image cannot use one lock' >&2; exit 1; fi; \
+	  rm -f $$other
+	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	  | $(UV_COMPILE) --python-platform x86_64-manylinux_2_36 - -o $(BUILD_LOCK)
+
+$(VENV)/.release: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[release]'
+	touch $@
+
+## lock-check: `pip install --dry-run --require-hashes` of both locks for linux x86_64 and aarch64
+## from PyPI: every pinned version has a wheel for both, and its hash is in the lock (~25 s, network)
+MANYLINUX := $(foreach minor,17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36,manylinux_2_$(minor))
+lock-check: venv
+	set -e; for arch in x86_64 aarch64; do target=$$(mktemp -d); \
+	  PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $(PY) -m pip install -q --dry-run --require-hashes --no-deps \
+	    --only-binary=:all: --python-version 3.11 --implementation cp \
+	    $(foreach tag,$(MANYLINUX),--platform $(tag)_$$arch) \
+	    --target $$target -r $(LOCK) -r $(BUILD_LOCK); \
+	  rm -rf $$target; echo "$(LOCK), $(BUILD_LOCK): installable on linux/$$arch"; done
+
+## image: build the multi-arch image (needs docker buildx; IMAGE=registry/entourage:tag PUSH=1 to push)
+IMAGE ?= entourage:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PLATFORMS ?= linux/amd64,linux/arm64
+image:
+	docker buildx build --platform $(PLATFORMS) --tag $(IMAGE) $(if $(PUSH),--push,) .
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache mutants

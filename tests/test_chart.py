@@ -1,4 +1,4 @@
-"""The Helm chart (charts/entourage), the helm installer script and the Dockerfile.
+"""The Helm chart (charts/entourage) and the helm installer script (the Dockerfile: test_dockerfile.py).
 
 Runs the real helm (v4) binary: `make tools` installs it at .tools/helm (scripts/install-helm.sh)
 and the Makefile passes it as $HELM. Without it these tests fail; they never skip.
@@ -1074,48 +1074,6 @@ def test_the_default_render_matches_the_golden_file() -> None:
         GOLDEN.write_text(rendered)
     assert GOLDEN.exists(), f"{GOLDEN} is missing: run REFRESH_GOLDEN=1 pytest {Path(__file__).name}"
     assert rendered == GOLDEN.read_text(), "the default render changed: review it and run with REFRESH_GOLDEN=1"
-
-
-# ---------------------------------------------------------------------------------------------
-# Dockerfile (no Docker engine here: cheap static checks only)
-
-
-def dockerfile_stages() -> list[tuple[str, list[str]]]:
-    stages: list[tuple[str, list[str]]] = []
-    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.upper().startswith("FROM "):
-            stages.append((line.split()[1], []))
-        else:
-            assert stages, "an instruction before the first FROM"
-            stages[-1][1].append(line)
-    return stages
-
-
-def test_the_dockerfile_builds_on_python_slim_and_runs_on_distroless_as_nonroot() -> None:
-    stages = dockerfile_stages()
-    assert [base for base, _ in stages] == ["python:3.11-slim-bookworm", "gcr.io/distroless/python3-debian12:nonroot"]
-    final = stages[-1][1]
-    instructions = {line.split()[0].upper(): line for line in final}
-    assert instructions["USER"].split()[1].split(":")[0] == "65532"
-    entrypoint = json.loads(instructions["ENTRYPOINT"].split(None, 1)[1])
-    assert entrypoint == ["python3", "-m", "webhook"]
-    assert json.loads(instructions["CMD"].split(None, 1)[1]) == ["serve"]
-    assert "PYTHONPATH=/opt/entourage" in instructions["ENV"]
-    assert not any(line.upper().startswith("RUN ") for line in final), "distroless has no shell for RUN"
-    assert (REPO / "webhook" / "__main__.py").exists()
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["securityContext"]["runAsUser"] == 65532
-
-
-def test_the_docker_build_context_leaves_out_local_state() -> None:
-    lines = (REPO / ".dockerignore").read_text().splitlines()
-    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    assert ignore[0] == "*" or {".venv", ".git", ".tools"} <= set(ignore)
-    assert "!webhook/" in ignore and "!pyproject.toml" in ignore
 
 
 def test_the_self_test_is_off_unless_asked_for_and_then_gets_only_the_rbac_it_needs() -> None:
