@@ -77,8 +77,9 @@ class Injection:
 def requested_annotations(pod: Mapping[str, Any], settings: Settings, namespace_annotations: Mapping[str, str] | None) -> dict[str, Any]:
     """Our annotations on the pod over those of its namespace (the pod wins); empty → fast path."""
     metadata = pod.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-    own = own_annotations(annotations, settings.annotation_prefix) if isinstance(annotations, Mapping) else {}
+    # `type(...) is dict` first: decoded JSON is all dicts, and the Mapping ABC check is a Python call.
+    annotations = metadata.get("annotations") if type(metadata) is dict or isinstance(metadata, Mapping) else None
+    own = own_annotations(annotations, settings.annotation_prefix) if type(annotations) is dict or isinstance(annotations, Mapping) else {}
     if namespace_annotations:
         inherited = own_annotations(namespace_annotations, settings.annotation_prefix)
         inherited.pop(STATUS, None)
@@ -158,10 +159,10 @@ def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
     """``metadata.annotations`` is absent, null or a map of strings to strings; anything else used
     to be read as "no annotations" and admitted unchanged."""
     metadata = pod.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    annotations = metadata.get("annotations") if type(metadata) is dict or isinstance(metadata, Mapping) else None
     if annotations is None:
         return
-    if not isinstance(annotations, Mapping):
+    if type(annotations) is not dict and not isinstance(annotations, Mapping):
         raise PodDenied([f"metadata.annotations: expected a map of strings to strings, got {json_type(annotations)}"])
     if set(map(type, annotations.values())) <= {str}:
         return  # the usual case, checked in C (2 ms for 40,000 values where the loop took 13 ms)
