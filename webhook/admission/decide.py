@@ -191,12 +191,13 @@ def _decide(
     if injection.reason != INJECTED:
         decision.review = answer(uid, allowed=True, **warnings(injection.warnings))
         return
-    decision.outcome, decision.components, decision.made = OUTCOME_INJECTED, injection.components, injection.made
+    components = injection.components  # a property that builds a list
+    decision.outcome, decision.components, decision.made = OUTCOME_INJECTED, components, injection.made
     decision.review = answer(
         uid,
         allowed=True,
         patchType="JSONPatch",
         patch=patch.encode(injection.patch),
-        auditAnnotations={"injected": ",".join(injection.components)},
+        auditAnnotations={"injected": ",".join(components)},
         **warnings(injection.warnings),
     )

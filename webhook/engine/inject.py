@@ -13,6 +13,7 @@ read and fails when one falls outside what the decoder keeps.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,8 +77,9 @@ class Injection:
 def requested_annotations(pod: Mapping[str, Any], settings: Settings, namespace_annotations: Mapping[str, str] | None) -> dict[str, Any]:
     """Our annotations on the pod over those of its namespace (the pod wins); empty → fast path."""
     metadata = pod.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-    own = own_annotations(annotations, settings.annotation_prefix) if isinstance(annotations, Mapping) else {}
+    # `type(...) is dict` first: decoded JSON is all dicts, and the Mapping ABC check is a Python call.
+    annotations = metadata.get("annotations") if type(metadata) is dict or isinstance(metadata, Mapping) else None
+    own = own_annotations(annotations, settings.annotation_prefix) if type(annotations) is dict or isinstance(annotations, Mapping) else {}
     if namespace_annotations:
         inherited = own_annotations(namespace_annotations, settings.annotation_prefix)
         inherited.pop(STATUS, None)
@@ -157,10 +159,10 @@ def _check_annotations_shape(pod: Mapping[str, Any]) -> None:
     """``metadata.annotations`` is absent, null or a map of strings to strings; anything else used
     to be read as "no annotations" and admitted unchanged."""
     metadata = pod.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    annotations = metadata.get("annotations") if type(metadata) is dict or isinstance(metadata, Mapping) else None
     if annotations is None:
         return
-    if not isinstance(annotations, Mapping):
+    if type(annotations) is not dict and not isinstance(annotations, Mapping):
         raise PodDenied([f"metadata.annotations: expected a map of strings to strings, got {json_type(annotations)}"])
     if set(map(type, annotations.values())) <= {str}:
         return  # the usual case, checked in C (2 ms for 40,000 values where the loop took 13 ms)
@@ -517,8 +519,11 @@ def _adjusted(container: dict[str, Any], mounts: tuple[tuple[str, str], ...], ui
     return container
 
 
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-"""A DNS label (RFC 1123), which Kubernetes requires of container and volume names."""
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A DNS label (RFC 1123, at most 63 characters), which Kubernetes requires of container and volume names."""
+
+_CONTAINER_LISTS = (("ports", "max_ports", "maxPorts"), ("volumeMounts", "max_volume_mounts", "maxVolumeMounts"))
+"""The lists inside a container that the engine reads: (field, Limits attribute, config key)."""
 
 
 def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
@@ -526,7 +531,9 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
 
     The lengths are capped so that the work per pod stays linear and small (a 1 MB pod with
     30,000 containers cost 240 ms); the caps are far above real pods (see Limits). A list over
-    its cap is not counted ("more than"): the server's decoder stops reading it there."""
+    its cap is not counted ("more than"): the server's decoder stops reading it there. Every pod
+    passes here, so each list is first checked whole with C-level calls (``map``, ``all``);
+    only a list that fails is walked item by item, for the message naming the item."""
     sized = (
         ("containers", limits.max_containers, "maxContainers"),
         ("initContainers", limits.max_containers, "maxContainers"),
@@ -539,30 +546,34 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
             continue
         if isinstance(items, list) and len(items) > limit:
             raise PodDenied([f"spec.{section}: more than {limit} items; at most {limit} are allowed (limits.{key})"])
-        if not _named_list(items):
+        names = _names(items)
+        if names is None:
             raise PodDenied([f"spec.{section}: expected a list of objects with names"])
-        for index, item in enumerate(items):
-            name = item["name"]
-            if len(name) > 63 or not _NAME.fullmatch(name):
-                shown = name if len(name) <= 80 else name[:77] + "..."
-                raise PodDenied(
-                    [f"spec.{section}[{index}].name: {shown!r}: expected a DNS label (at most 63 lower-case letters, digits and '-')"]
-                )
+        if not all(map(_NAME.fullmatch, names)):
+            _deny_name(section, names)
     for section in ("containers", "initContainers"):
         for index, container in enumerate(spec.get(section) or ()):
-            for field_name, limit, key in (
-                ("ports", limits.max_ports, "maxPorts"),
-                ("volumeMounts", limits.max_volume_mounts, "maxVolumeMounts"),
-            ):
+            for field_name, attribute, key in _CONTAINER_LISTS:
                 items = container.get(field_name)
                 if items is None:
                     continue
+                limit = getattr(limits, attribute)
                 if isinstance(items, list) and len(items) > limit:
                     raise PodDenied(
                         [f"spec.{section}[{index}].{field_name}: more than {limit} items; at most {limit} are allowed (limits.{key})"]
                     )
                 if not _object_list(items):
                     raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
+
+
+def _deny_name(section: str, names: list[str]) -> None:
+    """Deny the first item of ``section`` whose name is not a DNS label."""
+    for index, name in enumerate(names):
+        if not _NAME.fullmatch(name):
+            shown = name if len(name) <= 80 else name[:77] + "..."
+            raise PodDenied(
+                [f"spec.{section}[{index}].name: {shown!r}: expected a DNS label (at most 63 lower-case letters, digits and '-')"]
+            )
 
 
 def _sidecar(container: dict[str, Any], native: bool) -> dict[str, Any]:
@@ -583,14 +594,18 @@ def _merged_resources(profile: Profile, overrides: Overrides, key_prefix: str) -
     return merged
 
 
+_DICT, _STR = frozenset({dict}), frozenset({str})
+_name_of = operator.methodcaller("get", "name")
+
+
 def _object_list(value: Any) -> bool:
-    if not isinstance(value, list):
-        return False
-    return all(not (type(item) is not dict and not isinstance(item, Mapping)) for item in value)
+    # Decoded JSON is all dicts: their types are compared in C, the Mapping ABC check is slow.
+    return isinstance(value, list) and (set(map(type, value)) <= _DICT or all(isinstance(item, Mapping) for item in value))
 
 
-def _named_list(value: Any) -> bool:
-    # `type(item) is dict` first: decoded JSON is all dicts, and the Mapping ABC check is slow.
-    return isinstance(value, list) and all(
-        (type(item) is dict or isinstance(item, Mapping)) and isinstance(item.get("name"), str) for item in value
-    )
+def _names(value: Any) -> list[str] | None:
+    """Each item's name when ``value`` is a list of objects whose names are strings, else None."""
+    if not _object_list(value):
+        return None
+    names = list(map(_name_of, value))
+    return names if set(map(type, names)) <= _STR or all(isinstance(name, str) for name in names) else None
