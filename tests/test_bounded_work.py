@@ -6,6 +6,7 @@ import difflib
 import functools
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -405,6 +406,21 @@ def test_large_real_pods_decode_the_same_capped_or_not(settings: Settings) -> No
 def test_the_first_large_body_does_not_build_the_capped_decoder(settings: Settings) -> None:
     """Building it takes about 150 ms: ``prepare`` does it when a configuration is loaded."""
     partial.prepare(settings.limits)
-    built = partial._capped_decoder.cache_info().misses
+    built = partial._capped_decoders.cache_info().misses
     partial.loads(_padded(grow(reference_review({P + "logging": "true"}), "containers", 50_000)), settings.limits)
-    assert partial._capped_decoder.cache_info().misses == built
+    assert partial._capped_decoders.cache_info().misses == built
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent / "testdata" / "validate").glob("*.json")), ids=lambda path: path.stem)
+def test_validation_decodes_what_it_reads_and_answers_as_the_full_decode(settings: Settings, path: Path) -> None:
+    """``/validate``'s own decode, small and large (capped), gives every golden case the full
+    decode's answer: it keeps every field validation reads."""
+    review = orjson.loads(path.read_bytes())
+    expected = validate.validate(decode(orjson.dumps(review)), settings).review
+    small = orjson.dumps(review)
+    review["request"]["padding"] = "x" * partial.CAPPED_FROM
+    for body in (small, orjson.dumps(review)):
+        assert (
+            validate.validate(decode(body, loads=functools.partial(partial.loads_for_validation, limits=settings.limits)), settings).review
+            == expected
+        )

@@ -5,7 +5,7 @@ is the whole cost of such a request (35 ms, and twice that per MB at 3 MiB, wher
 costs page faults too), yet any list longer than its limit is denied without reading its items.
 msgspec decodes a JSON array into an ``array_like`` Struct field by field and skips the elements
 beyond the last field without building them: a Struct of ``cap + 1`` fields reads the first
-``cap`` items, and a last field that is set says "more than cap". ``schema`` rewrites a schema of
+``cap`` items, and a last field that is set says "more than cap". ``schemas`` rewrites schemas of
 TypedDicts so that each list becomes such a Struct; ``uncapped`` turns the decoded Structs back
 into lists (of at most ``cap + 1`` items), so that admission sees the shape it always sees.
 
@@ -33,10 +33,12 @@ class Capped(msgspec.Struct, array_like=True, gc=False):
     """Whether its items may hold capped lists (containers do; ports and mounts do not)."""
 
 
-def schema(root: Any, cap: Callable[[str], int]) -> Any:
-    """``root`` (a type built of TypedDicts, unions and lists) with every list in a TypedDict
-    field named ``name`` read up to ``cap(name)`` items."""
-    return _Rewriter(cap).rewrite(root, "")[0]
+def schemas(roots: tuple[Any, ...], cap: Callable[[str], int]) -> tuple[Any, ...]:
+    """Each of ``roots`` (types built of TypedDicts, unions and lists) with every list in a
+    TypedDict field named ``name`` read up to ``cap(name)`` items; the TypedDicts they share
+    are rewritten once, and their capped lists built once."""
+    rewriter = _Rewriter(cap)
+    return tuple(rewriter.rewrite(root, "")[0] for root in roots)
 
 
 def uncapped(value: Any) -> Any:
