@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from webhook.engine import inject
 from webhook.engine.annotations import own_annotations
 from webhook.engine.profiles.common import NameAllocator
 from webhook.engine.settings import Settings, build_settings
+from webhook.serving.validation import ValidateEndpoint
 
 P = "entourage.dev/"
 
@@ -424,3 +426,10 @@ def test_validation_decodes_what_it_reads_and_answers_as_the_full_decode(setting
             validate.validate(decode(body, loads=functools.partial(partial.loads_for_validation, limits=settings.limits)), settings).review
             == expected
         )
+
+
+@pytest.mark.parametrize("body", [b"5", b"[1]", b'"x"', b"null", b'{"request":5}', b'{"request":{"kind":[]}}', b"{", b"\xff"])
+def test_validation_answers_a_body_of_another_shape_with_a_400(body: bytes) -> None:
+    state = types.SimpleNamespace(settings=build_settings({}), namespace_annotations=None, cluster=inject.ClusterFacts())
+    code, answer, verdict = ValidateEndpoint(lambda: state).respond(body)
+    assert code == 400 and verdict is None and orjson.loads(answer)["code"] == 400

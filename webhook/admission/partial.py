@@ -320,8 +320,9 @@ def loads_for_validation(body: bytes, limits: Limits | None = None) -> Any:
     else:
         review = capped.uncapped(_capped_decoders(limits)[_WorkloadReview].decode(body))
     if type(review) is Skipped:
-        return []
-    _decode_all_annotations(review)
+        return []  # an array: decode() names its type
+    if type(review) is dict:
+        _decode_all_annotations(review)
     return review
 
 

@@ -24,6 +24,7 @@ from webhook.admission.review import bad_request, decode
 from webhook.admission.validate import Verdict, failed, validate
 from webhook.errors import ReviewError
 from webhook.serving.endpoint import (
+    _UNREADABLE,
     MAX_BODY,
     AdmissionState,
     Receive,
@@ -83,6 +84,9 @@ class ValidateEndpoint:
             review = decode(body, loads=functools.partial(partial.loads_for_validation, limits=state.settings.limits))
         except ReviewError as error:
             return 400, orjson.dumps(bad_request(str(error))), None
+        except Exception:  # a bug in decoding: still a 4xx Status, never a 500 (as /mutate)
+            log.exception("reading an AdmissionReview failed unexpectedly")
+            return 400, _UNREADABLE, None
         try:
             verdict = validate(review, state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
         except ReviewError as error:  # e.g. an UPDATE without its oldObject
