@@ -226,10 +226,8 @@ class _WorkloadRequest(_Request, total=False):
     oldObject: _Workload | Scalar | Skipped
 
 
-class _WorkloadReview(TypedDict, total=False):
-    apiVersion: Value
-    kind: Value
-    request: _WorkloadRequest | Scalar | Skipped
+class _WorkloadReview(_Review, total=False):
+    request: _WorkloadRequest | Scalar | Skipped  # type: ignore[misc]  # the workload's request
 
 
 class _KindRequest(TypedDict, total=False):
