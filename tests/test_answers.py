@@ -174,3 +174,41 @@ def test_the_namespace_is_looked_up_as_admit_reads_it_and_cluster_facts_reach_th
     invalid = review("uid-3", {})
     invalid["request"]["namespace"] = "n" * 64  # not a DNS label: dropped, never looked up
     assert cache.admit(invalid, SETTINGS, namespace_annotations=lookup).components == [] and asked == ["n" * 63, "n" * 63]
+
+
+def distinct(count: int) -> list[dict[str, Any]]:
+    """``count`` requests admission tells apart (each its own wait-for port), as a stream of Jobs."""
+    return [review(f"miss-{n}", {**ANNOTATIONS, "entourage.dev/wait-for": f"tcp://db:{1000 + n}"}) for n in range(count)]
+
+
+def test_a_stream_of_misses_stops_paying_for_keys_and_the_next_workload_is_found_again(engine_calls: list[str]) -> None:
+    """After BYPASS_AFTER misses in a row only every PROBE_EVERY-th request is looked up and kept;
+    two probes of one workload meet, and from then on every request is looked up again."""
+    cache = AnswerCache()
+    for request in distinct(reuse.BYPASS_AFTER):
+        cache.admit(request, SETTINGS)
+    assert cache.bypassing and len(cache.entries) == reuse.BYPASS_AFTER
+    for request in distinct(reuse.BYPASS_AFTER * 2)[reuse.BYPASS_AFTER :]:  # still misses: 1 in PROBE_EVERY is kept
+        cache.admit(request, SETTINGS)
+    assert cache.bypassing and len(cache.entries) == DEFAULT_SIZE
+    kept_before = set(cache.entries)
+    engine_calls.clear()
+    answers = [cache.admit(review(f"pod-{n}"), SETTINGS) for n in range(3 * reuse.PROBE_EVERY)]  # one workload scaled up
+    assert not cache.bypassing
+    first_probe = len(set(cache.entries) - kept_before)
+    assert first_probe == 1  # the workload's answer, kept by its first probe
+    assert len(engine_calls) == 2 * reuse.PROBE_EVERY - 1  # until its second probe found it
+    assert [a.reused for a in answers] == [False] * len(engine_calls) + [True] * (len(answers) - len(engine_calls))
+    fresh = admit(review("pod-0"), SETTINGS).review
+    assert all(
+        {**a.review, "response": {**a.review["response"], "uid": "x"}} == {**fresh, "response": {**fresh["response"], "uid": "x"}}
+        for a in answers
+    )
+
+
+def test_unannotated_pods_are_not_misses(engine_calls: list[str]) -> None:
+    """Only requests that were looked up count towards the bypass."""
+    cache = AnswerCache()
+    for n in range(2 * reuse.BYPASS_AFTER):
+        cache.admit(review(f"plain-{n}", {}), SETTINGS)
+    assert cache.misses == 0 and not cache.bypassing

@@ -312,9 +312,16 @@ def test_events_carry_only_names_that_are_kubernetes_names() -> None:
             return True
 
     def decision(namespace: str, pod: str, owner_name: str) -> Decision:
-        owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner_name, "uid": "u"}
+        owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner_name, "uid": "u", "controller": True}
         return Decision(
-            OUTCOME_INJECTED, "injected", answer_review("x", allowed=True), "x", namespace, pod, ["entourage-logging"], owner=owner
+            OUTCOME_INJECTED,
+            "injected",
+            answer_review("x", allowed=True),
+            "x",
+            namespace,
+            pod,
+            ["entourage-logging"],
+            owner_references=[owner],
         )
 
     recorder = Recorder()

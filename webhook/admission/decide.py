@@ -8,6 +8,7 @@ message. An unexpected failure escapes ``admit``; the endpoint (its one catch-al
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -65,15 +66,21 @@ class Decision:
     made: tuple[Component, ...] = ()
     """Kind, profile and profile version of each of ``components`` (bounded values, for metrics labels)."""
     duration: float = 0.0
-    owner: dict[str, str] | None = None
-    """The pod's controller (apiVersion, kind, name, uid), for Events about it (so only when
-    something was injected, denied or failed)."""
+    owner_references: Any = None
+    """The pod's ``metadata.ownerReferences`` as decoded (only when something was injected,
+    denied or failed), read by ``owner`` when an Event needs it."""
     dry_run: bool = False
     """The apiserver will not persist the pod: answer, but leave no trace (no Event)."""
     reused: bool = False
     """Answered from an identical earlier request (webhook/admission/reuse.py)."""
     namespace_keys: tuple[str, ...] = ()
     """Denied for these annotations of the Namespace (not the pod's): the Event goes there too."""
+
+    @functools.cached_property
+    def owner(self) -> dict[str, str] | None:
+        """The pod's controller (apiVersion, kind, name, uid), for Events about it: validated on
+        first use, since only Events read it (without a cluster, nothing does)."""
+        return _controller(self.owner_references)
 
 
 def admit(
@@ -104,8 +111,9 @@ def admit(
         raise ReviewError("request.object must be the Pod being created")
     else:
         _decide(decision, pod, settings, namespace_annotations, cluster)
-        if decision.outcome != OUTCOME_SKIPPED:
-            decision.owner = _controller(metadata)
+        if decision.outcome != OUTCOME_SKIPPED and isinstance(metadata, dict):
+            owners = metadata.get("ownerReferences")
+            decision.owner_references = owners[:MAX_OWNERS] if isinstance(owners, list) else None
     decision.duration = time.perf_counter() - started
     return decision
 
@@ -143,12 +151,9 @@ MAX_OWNERS = 16
 the apiserver sets no limit, and a pod author's 500,000 empty ones cost 25 ms to walk."""
 
 
-def _controller(metadata: Any) -> dict[str, str] | None:
+def _controller(owners: Any) -> dict[str, str] | None:
     """The controller reference (among the first MAX_OWNERS) when every field of it is valid; an
     invalid one is dropped."""
-    if not isinstance(metadata, dict):
-        return None
-    owners = metadata.get("ownerReferences")
     if not isinstance(owners, list):
         return None
     for owner in owners[:MAX_OWNERS]:

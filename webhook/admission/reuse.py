@@ -15,6 +15,11 @@ Building a key costs as much as the request's decoded content, so a request with
 any real pod (``MAX_ITEMS``: annotations, containers, volumes, ports, mounts, owners) is neither
 looked up nor kept, without a look at its items: a pod author cannot make every request pay
 for a key on top of its admission.
+
+A key is a seventh of the cost of a miss, paid for nothing when no request repeats (a stream of
+Jobs, CI pods, a rollout of a workload already answered). So after BYPASS_AFTER misses in a row
+(the whole cache replaced without a hit) only every PROBE_EVERY-th request is looked up and kept;
+the first probe that hits, the second pod of a scale-up, makes every request looked up again.
 """
 
 from __future__ import annotations
@@ -54,6 +59,13 @@ DEFAULT_SIZE = 128
 """Distinct requests kept: a burst is a few workloads at a time, and an answer with its key is
 about 18 KiB for the bench's small pod (measured with tracemalloc), so about 2 MiB in all."""
 
+BYPASS_AFTER = DEFAULT_SIZE
+"""Misses in a row after which only probes are looked up: as many as the default cache holds."""
+
+PROBE_EVERY = 8
+"""While bypassing, every PROBE_EVERY-th annotated request is looked up and kept: a workload's
+identical pods are found again within that many requests of each other."""
+
 
 class AnswerCache:
     """``admit`` with the answers of recent identical requests reused; size 0 turns it off."""
@@ -61,6 +73,14 @@ class AnswerCache:
     def __init__(self, size: int = DEFAULT_SIZE, max_bytes: int = MAX_BYTES) -> None:
         self.size = size
         self.kept: BoundedCache[Decision] = BoundedCache("answers", max_entries=size, max_bytes=max_bytes)
+        self.misses = 0
+        """Lookups in a row that found nothing; from BYPASS_AFTER on, only probes are looked up."""
+        self.passed = 0
+        """Requests answered without a lookup while bypassing (every PROBE_EVERY-th is a probe)."""
+
+    @property
+    def bypassing(self) -> bool:
+        return self.misses >= BYPASS_AFTER
 
     @property
     def entries(self) -> dict[Hashable, tuple[Decision, int]]:
@@ -85,7 +105,9 @@ class AnswerCache:
         started = time.perf_counter()
         kept = self.kept.get(key)
         if kept is not None:
+            self.misses = 0
             return _for_uid(kept, request["uid"], time.perf_counter() - started)
+        self.misses += 1
         decision = admit(review, settings, namespace_annotations=lookup, cluster=cluster)
         if decision.outcome != OUTCOME_ERROR:
             # The key's content, and the answer (its patch is the bulk of it) with its Decision.
@@ -100,7 +122,13 @@ class AnswerCache:
         if self.size <= 0:
             return None
         pod = request.get("object")
-        if not isinstance(pod, dict) or items(pod) > MAX_ITEMS or not requested_annotations(pod, settings, inherited):
+        if not isinstance(pod, dict) or not requested_annotations(pod, settings, inherited):
+            return None
+        if self.misses >= BYPASS_AFTER:
+            self.passed += 1
+            if self.passed % PROBE_EVERY:
+                return None
+        if items(pod) > MAX_ITEMS:
             return None
         try:
             content = _encode({name: value for name, value in request.items() if name != "uid"})
