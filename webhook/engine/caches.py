@@ -120,6 +120,8 @@ class FrozenDict(dict[str, Any]):
     digest: str | None = None
     """A digest of the content, memoised by whoever computes one (``status.fingerprint``): the
     content never changes, and the digest lives and dies with it."""
+    component: Any = None
+    """What the status annotation records of this container (``status.component``), memoised alike."""
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only
 

@@ -274,15 +274,7 @@ class _Builder:
         return Injection(INJECTED, desired, self._operations(desired, added, leading), sections, made, tuple(self.warnings))
 
     def _component(self, container: Mapping[str, Any]) -> Component:
-        profile = self.profile_of[container["name"]]
-        return Component(
-            name=container["name"],
-            kind=profile.kind,
-            profile=profile.name,
-            profile_version=status.profile_version(profile),
-            image=container["image"],
-            fingerprint=status.fingerprint(container),
-        )
+        return status.component(container, self.profile_of[container["name"]])
 
     def _operations(self, desired: Mapping[str, Any], added: Mapping[str, str], leading: Mapping[str, int]) -> list[patch.Operation]:
         """The JSONPatch, written from what build() added (``leading``: elements put before the

@@ -49,6 +49,31 @@ class Component:
             "fingerprint": self.fingerprint,
         }
 
+    @functools.cached_property
+    def status_json(self) -> str:
+        """``as_status`` as JSON, encoded once: a shared container's Component serves every pod.
+        Kept as text: a bytes object from orjson keeps its 4 KiB buffer (tracemalloc)."""
+        return orjson.dumps(self.as_status()).decode()
+
+
+def memo_bytes(container: Mapping[str, Any]) -> int:
+    """What ``component`` keeps on a shared container (its Component and JSON; 470 bytes measured
+    with tracemalloc for a 57-character name and an 86-character image), for the cache's bound."""
+    return 350 + len(str(container.get("name", ""))) + len(str(container.get("image", "")))
+
+
+def component(container: Mapping[str, Any], profile: Profile) -> Component:
+    """The Component of an injected container rendered from ``profile``; memoised on a shared
+    (frozen) container, which is rendered from that one profile."""
+    known = container.component if isinstance(container, caches.FrozenDict) else None
+    if known is None:
+        known = Component(
+            container["name"], profile.kind, profile.name, profile_version(profile), container["image"], fingerprint(container)
+        )
+        if isinstance(container, caches.FrozenDict):
+            container.component = known
+    return known  # type: ignore[no-any-return]
+
 
 def digest(data: bytes) -> str:
     """16 hex digits: enough to tell versions apart, short enough for an annotation and a label."""
@@ -76,10 +101,15 @@ def fingerprint(container: Mapping[str, Any]) -> str:
     return known
 
 
+_HEAD = orjson.dumps({"version": VERSION, "entourage": __version__}).decode()[:-1]
+
+
 def encode(sections: Mapping[str, list[str]], components: tuple[Component, ...]) -> str:
-    return orjson.dumps(
-        {"version": VERSION, "entourage": __version__, **sections, "components": [c.as_status() for c in components]}
-    ).decode()
+    """The annotation's JSON: ``{"version", "entourage", **sections, "components"}``, written from
+    pieces, each component's encoded once (``Component.status_json``)."""
+    listed = ",".join([component.status_json for component in components])
+    middle = orjson.dumps(sections).decode()[1:-1]
+    return "".join((_HEAD, "," if middle else "", middle, ',"components":[', listed, "]}"))
 
 
 @dataclass(frozen=True)

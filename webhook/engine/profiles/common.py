@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from webhook.engine import caches, patch
+from webhook.engine import caches, patch, status
 from webhook.engine.quantity import parse_quantity
 from webhook.engine.settings import Profile, render_text
 
@@ -105,7 +105,7 @@ def shared(key: Hashable, build: Callable[[], dict[str, Any]]) -> dict[str, Any]
     if container is None:
         container = caches.freeze(build())
         size = patch.remember(container)  # and its JSON, for every patch that will carry it
-        _shared.put(key, container, size + caches.key_size(key))
+        _shared.put(key, container, size + status.memo_bytes(container) + caches.key_size(key))
         if key not in _shared.entries:  # too large to keep: its encoding goes too
             patch.forget(container)
     return container  # type: ignore[no-any-return]
