@@ -72,7 +72,7 @@ def component(container: Mapping[str, Any], profile: Profile) -> Component:
         )
         if isinstance(container, caches.FrozenDict):
             container.component = known
-    return known  # type: ignore[no-any-return]
+    return known
 
 
 def digest(data: bytes) -> str:
