@@ -96,8 +96,10 @@ class AnswerCache:
         cluster: ClusterFacts = ClusterFacts(),
     ) -> Decision:
         request = review["request"]
-        namespace = namespace_of(request)  # as admit() looks it up
-        inherited = namespace_annotations(namespace) if namespace_annotations and namespace else None
+        inherited = None
+        if namespace_annotations is not None:
+            namespace = namespace_of(request)  # as admit() looks it up
+            inherited = namespace_annotations(namespace) if namespace else None
         lookup = (lambda _: inherited) if inherited is not None else None
         key = self._key(request, settings, inherited, cluster)
         if key is None:

@@ -72,8 +72,8 @@ class ValidateEndpoint:
 
     def respond(self, body: bytes) -> tuple[int, bytes, Verdict | None]:
         """Decode and validate one body: the HTTP status, the answer, and the verdict when there
-        is one. With the garbage collector paused, as ``/mutate`` runs (``endpoint._uncollected``)."""
-        with _uncollected():
+        is one. With the garbage collector paused, as ``/mutate`` runs (``endpoint._Uncollected``)."""
+        with _uncollected:
             return self._respond(body)
 
     def _respond(self, body: bytes) -> tuple[int, bytes, Verdict | None]:
