@@ -146,7 +146,10 @@ def check_annotation_size(pod: Mapping[str, Any]) -> None:
     undecoded (OversizedAnnotations); the others are measured here, in C. Also for pod templates
     (``/validate``): Kubernetes holds them to the same limit."""
     metadata = pod.get("metadata")
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    # `type(...) is dict` first: decoded JSON is all dicts, and the Mapping ABC check is a Python call.
+    annotations = metadata.get("annotations") if type(metadata) is dict or isinstance(metadata, Mapping) else None
+    if annotations is None or (type(annotations) is dict and _size(annotations) <= MAX_ANNOTATION_BYTES):
+        return  # every pod passes here: the usual cases first
     if isinstance(annotations, OversizedAnnotations) or (isinstance(annotations, Mapping) and _size(annotations) > MAX_ANNOTATION_BYTES):
         raise PodDenied(
             [

@@ -72,6 +72,7 @@ class AdmissionLog:
         self.pid = os.getpid()
         self._second = -1
         self._second_text = ""
+        self._heads: dict[str, bytes] = {}
 
     def _timestamp(self) -> str:
         """The same ISO 8601 text as JsonFormatter's, formatting the date part once a second."""
@@ -82,11 +83,14 @@ class AdmissionLog:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
 
-    def write(self, fields: dict[str, Any]) -> None:
-        entry = {"time": self._timestamp(), "level": "info", "logger": "entourage.admission", "pid": self.pid, "msg": "admission"}
-        entry.update(fields)
-        self.buffer += orjson.dumps(entry, default=str)
-        self.buffer += b"\n"
+    def write(self, fields: dict[str, Any], msg: str = "admission") -> None:
+        """One line: ``{"time", "level", "logger", "pid", "msg", **fields}``, the part before
+        ``fields`` written once per ``msg`` (``fields`` must not hold those keys)."""
+        head = self._heads.get(msg)
+        if head is None:
+            head = self._heads[msg] = orjson.dumps({"level": "info", "logger": "entourage.admission", "pid": self.pid, "msg": msg})[1:-1]
+        rest = orjson.dumps(fields, default=str)[1:]
+        self.buffer += b'{"time":"%s",%s%s%s\n' % (self._timestamp().encode(), head, b"," if len(rest) > 1 else b"", rest)
         if len(self.buffer) >= self.max_buffer:
             self.flush()
         elif not self.scheduled:

@@ -123,7 +123,6 @@ def validation(verdict: Verdict, log: AdmissionLog) -> None:
     applied the object reads the answer itself, at once)."""
     metrics.VALIDATIONS.labels(verdict.kind, verdict.outcome, verdict.reason).inc()
     fields = {
-        "msg": "validation",
         "uid": verdict.uid,
         "namespace": verdict.namespace,
         "kind": verdict.kind,
@@ -134,4 +133,4 @@ def validation(verdict: Verdict, log: AdmissionLog) -> None:
     if verdict.outcome == "error":
         admissions.error("validation", extra={"fields": fields})
     elif admissions.isEnabledFor(logging.INFO):
-        log.write(fields)
+        log.write(fields, msg="validation")
