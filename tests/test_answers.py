@@ -212,3 +212,17 @@ def test_unannotated_pods_are_not_misses(engine_calls: list[str]) -> None:
     for n in range(2 * reuse.BYPASS_AFTER):
         cache.admit(review(f"plain-{n}", {}), SETTINGS)
     assert cache.misses == 0 and not cache.bypassing
+
+
+def test_while_bypassing_a_workload_among_unannotated_pods_is_found_again(engine_calls: list[str]) -> None:
+    """Probes are every PROBE_EVERY-th pod, annotated or not: a workload scaling up among other
+    pods is still found within a few probes, and lookups resume."""
+    cache = AnswerCache()
+    for request in distinct(reuse.BYPASS_AFTER):
+        cache.admit(request, SETTINGS)
+    assert cache.bypassing
+    answers = []
+    for n in range(4 * reuse.PROBE_EVERY):
+        cache.admit(review(f"plain-{n}", {}), SETTINGS)
+        answers.append(cache.admit(review(f"pod-{n}"), SETTINGS))
+    assert not cache.bypassing and answers[-1].reused
