@@ -19,7 +19,7 @@ for a key on top of its admission.
 A key is a seventh of the cost of a miss in process (7 to 10% of ``make bench``'s ``varied``
 throughput), paid for nothing when no request repeats (a stream of Jobs, CI pods, a rollout of a
 workload already answered). So after BYPASS_AFTER misses in a row (the whole cache replaced
-without a hit) only every PROBE_EVERY-th pod is looked up and kept; the first probe that hits,
+without a hit) only about every PROBE_EVERY-th pod is looked up and kept; the first probe that hits,
 the second probe of a scale-up, makes every request looked up again.
 """
 
@@ -64,8 +64,9 @@ BYPASS_AFTER = DEFAULT_SIZE
 """Misses in a row after which only probes are looked up: as many as the default cache holds."""
 
 PROBE_EVERY = 8
-"""While bypassing, every PROBE_EVERY-th pod is looked up (when annotated) and kept: a scale-up's
-identical pods meet in two probes, within a few PROBE_EVERY requests."""
+"""While bypassing, PROBE_EVERY - 1 pods (annotated or not) are answered without a look after each
+probe, and the next annotated pod is the next probe: a scale-up's identical pods meet in two
+probes, whatever other pods come between them."""
 
 
 class AnswerCache:
@@ -76,8 +77,8 @@ class AnswerCache:
         self.kept: BoundedCache[Decision] = BoundedCache("answers", max_entries=size, max_bytes=max_bytes)
         self.misses = 0
         """Lookups in a row that found nothing; from BYPASS_AFTER on, only probes are looked up."""
-        self.passed = 0
-        """Pod requests seen while bypassing, annotated or not (every PROBE_EVERY-th is a probe)."""
+        self.skips = 0
+        """Pods to answer without a look before the next probe, while bypassing."""
 
     @property
     def bypassing(self) -> bool:
@@ -111,6 +112,8 @@ class AnswerCache:
             self.misses = 0
             return _for_uid(kept, request["uid"], time.perf_counter() - started)
         self.misses += 1
+        if self.misses >= BYPASS_AFTER:
+            self.skips = PROBE_EVERY - 1
         decision = admit(review, settings, namespace_annotations=lookup, cluster=cluster)
         if decision.outcome != OUTCOME_ERROR:
             # The key's content, and the answer (its patch is the bulk of it) with its Decision.
@@ -130,10 +133,9 @@ class AnswerCache:
         metadata = pod.get("metadata")
         if isinstance(metadata, dict) and _length(metadata.get("annotations")) > MAX_ITEMS:
             return None  # before our keys are searched: that walks every key of a large map
-        if self.misses >= BYPASS_AFTER:  # before our keys are searched: that is part of a key's cost
-            self.passed += 1
-            if self.passed % PROBE_EVERY:
-                return None
+        if self.skips and self.misses >= BYPASS_AFTER:  # before our keys are searched: part of a key's cost
+            self.skips -= 1
+            return None
         if not requested_annotations(pod, settings, inherited):
             return None
         if items(pod) > MAX_ITEMS:
