@@ -672,3 +672,13 @@ def test_a_profile_volume_is_mounted_read_only_and_shared_by_the_components_that
 )
 def test_validation_defaults_to_deny_and_an_unquoted_off_means_off(text: str, mode: str) -> None:
     assert parse_settings(text).validation == mode  # YAML 1.1 reads a bare off as false
+
+
+def test_each_sized_list_names_the_limit_and_the_config_key_that_set_it() -> None:
+    """``LIST_LIMITS`` (the engine's denials and the decoder's caps read it) names real Limits
+    fields and the configuration keys that set them."""
+    from webhook.engine.settings import LIST_LIMITS, build_settings
+
+    for field_name, (attribute, key) in LIST_LIMITS.items():
+        settings = build_settings({"limits": {key: 7}})
+        assert getattr(settings.limits, attribute) == 7, field_name

@@ -36,7 +36,7 @@ import msgspec
 import orjson
 
 from webhook.admission import capped
-from webhook.engine.settings import Limits
+from webhook.engine.settings import LIST_LIMITS, Limits
 from webhook.errors import PodDenied
 
 
@@ -267,14 +267,7 @@ def prepare(limits: Limits) -> None:
 @functools.lru_cache(maxsize=4)
 def _capped_decoders(limits: Limits) -> dict[Any, msgspec.json.Decoder[Any]]:
     """The capped decoder of each root schema, for these limits."""
-    caps = {
-        "containers": limits.max_containers,
-        "initContainers": limits.max_containers,
-        "ephemeralContainers": limits.max_containers,
-        "volumes": limits.max_volumes,
-        "volumeMounts": limits.max_volume_mounts,
-        "ports": limits.max_ports,
-    }
+    caps = {field: getattr(limits, attribute) for field, (attribute, _) in LIST_LIMITS.items()}
     roots = (_Review, _WorkloadReview)
     rewritten = capped.schemas(tuple(root | Scalar | Skipped for root in roots), lambda field: caps.get(field, UNSIZED_CAP))
     return {root: msgspec.json.Decoder(schema) for root, schema in zip(roots, rewritten, strict=True)}

@@ -24,7 +24,7 @@ from webhook.engine.annotations import INJECT, STATUS, json_type, own_annotation
 from webhook.engine.profiles import adapter, ambassador, logging, waitfor
 from webhook.engine.profiles.common import NameAllocator, merge_resources, shared, slug
 from webhook.engine.request import InjectionRequest, Route, WaitTarget
-from webhook.engine.settings import ANNOTATION_KINDS, Limits, Profile, Settings
+from webhook.engine.settings import ANNOTATION_KINDS, LIST_LIMITS, Limits, Profile, Settings
 from webhook.engine.status import Component
 from webhook.errors import PodDenied
 
@@ -514,30 +514,26 @@ def _adjusted(container: dict[str, Any], mounts: tuple[tuple[str, str], ...], ui
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """A DNS label (RFC 1123, at most 63 characters), which Kubernetes requires of container and volume names."""
 
-_CONTAINER_LISTS = (("ports", "max_ports", "maxPorts"), ("volumeMounts", "max_volume_mounts", "maxVolumeMounts"))
-"""The lists inside a container that the engine reads: (field, Limits attribute, config key)."""
+_SPEC_LISTS = ("containers", "initContainers", "ephemeralContainers", "volumes")
+"""The spec lists the engine reads, each of objects with a name."""
+_CONTAINER_LISTS = ("ports", "volumeMounts")
+"""The lists inside a container that the engine reads."""
 
 
 def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
     """Shapes, lengths and names of every list the engine reads, before it reads any of them.
 
-    The lengths are capped so that the work per pod stays linear and small (a 1 MB pod with
-    30,000 containers cost 240 ms); the caps are far above real pods (see Limits). A list over
-    its cap is not counted ("more than"): the server's decoder stops reading it there. Every pod
-    passes here, so each list is first checked whole with C-level calls (``map``, ``all``);
-    only a list that fails is walked item by item, for the message naming the item."""
-    sized = (
-        ("containers", limits.max_containers, "maxContainers"),
-        ("initContainers", limits.max_containers, "maxContainers"),
-        ("ephemeralContainers", limits.max_containers, "maxContainers"),
-        ("volumes", limits.max_volumes, "maxVolumes"),
-    )
-    for section, limit, key in sized:
+    The lengths are capped (``settings.LIST_LIMITS``) so that the work per pod stays linear and
+    small (a 1 MB pod with 30,000 containers cost 240 ms); the caps are far above real pods (see
+    Limits). A list over its cap is not counted ("more than"): the server's decoder stops reading
+    it there. Every pod passes here, so each list is first checked whole with C-level calls
+    (``map``, ``all``); only a list that fails is walked item by item, for the message naming the item."""
+    for section in _SPEC_LISTS:
         items = spec.get(section)
         if items is None:
             continue
-        if isinstance(items, list) and len(items) > limit:
-            raise PodDenied([f"spec.{section}: more than {limit} items; at most {limit} are allowed (limits.{key})"])
+        if isinstance(items, list):
+            _check_length(f"spec.{section}", items, section, limits)
         names = _names(items)
         if names is None:
             raise PodDenied([f"spec.{section}: expected a list of objects with names"])
@@ -545,17 +541,21 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
             _deny_name(section, names)
     for section in ("containers", "initContainers"):
         for index, container in enumerate(spec.get(section) or ()):
-            for field_name, attribute, key in _CONTAINER_LISTS:
+            for field_name in _CONTAINER_LISTS:
                 items = container.get(field_name)
                 if items is None:
                     continue
-                limit = getattr(limits, attribute)
-                if isinstance(items, list) and len(items) > limit:
-                    raise PodDenied(
-                        [f"spec.{section}[{index}].{field_name}: more than {limit} items; at most {limit} are allowed (limits.{key})"]
-                    )
+                if isinstance(items, list):
+                    _check_length(f"spec.{section}[{index}].{field_name}", items, field_name, limits)
                 if not _object_list(items):
                     raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
+
+
+def _check_length(path: str, items: list[Any], field_name: str, limits: Limits) -> None:
+    attribute, key = LIST_LIMITS[field_name]
+    limit = getattr(limits, attribute)
+    if len(items) > limit:
+        raise PodDenied([f"{path}: more than {limit} items; at most {limit} are allowed (limits.{key})"])
 
 
 def _deny_name(section: str, names: list[str]) -> None:

@@ -244,6 +244,19 @@ class Limits:
     max_memory_text: str = "2Gi"
 
 
+LIST_LIMITS: dict[str, tuple[str, str]] = {
+    "containers": ("max_containers", "maxContainers"),
+    "initContainers": ("max_containers", "maxContainers"),
+    "ephemeralContainers": ("max_containers", "maxContainers"),
+    "volumes": ("max_volumes", "maxVolumes"),
+    "volumeMounts": ("max_volume_mounts", "maxVolumeMounts"),
+    "ports": ("max_ports", "maxPorts"),
+}
+"""Each list of a pod that admission sizes (in the spec or in a container): the Limits attribute
+that caps it and its key in the configuration file. The engine denies a longer list
+(``inject._check_lists``); the server's decoder reads no further (``admission/partial.py``)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Settings:
     """Everything the pure injection needs besides the pod itself (hashed by identity, like Profile)."""
