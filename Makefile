@@ -26,8 +26,8 @@ venv: $(VENV)/.installed
 # Debian binaries that tests run for real (setcap: tests/test_privileged_ports.py), helm for the
 # chart tests and kubectl for the chart's `helm test` pod (its exact arguments run against the fake API server).
 tools: $(HELM) $(KUBECTL)
-	@command -v busybox >/dev/null && command -v socat >/dev/null && command -v curl >/dev/null && command -v setcap >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat curl libcap2-bin)
+	@command -v busybox >/dev/null && command -v socat >/dev/null && command -v curl >/dev/null && command -v setcap >/dev/null && command -v wrk >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox socat curl libcap2-bin wrk)
 
 $(HELM):
 	scripts/install-helm.sh $(HELM)

@@ -63,3 +63,14 @@ def test_the_varied_case_sends_many_different_pods_each_injected() -> None:
         assert review["request"]["object"]["metadata"]["generateName"] == payloads.VARIED_NAME
         answer = orjson.dumps(admit(decode(orjson.dumps(review)), settings).review)
         verify.check_answer(f"varied[{index}]", review, 200, answer, annotated=True, containers_asked=False)
+
+
+def test_a_race_of_a_tree_against_itself_comes_out_even() -> None:
+    """bench.race runs both servers at once on one core: the same code gets the same share
+    (within noise: a tenth of a second of requests each)."""
+    from bench import race
+    from bench.runner import REPO
+
+    ratios = race.race(REPO, ["unannotated"], seconds=1, rounds=1, connections=4)
+    assert list(ratios) == ["unannotated"] and len(ratios["unannotated"]) == 1
+    assert 0.5 < ratios["unannotated"][0] < 2.0
