@@ -1,8 +1,8 @@
 """``python -m bench.race OTHER_TREE``: this tree's server against another checkout's, both at once.
 
 On a shared machine the speed of a core drifts by a third within minutes, so two servers
-measured one after the other differ by more than most changes do (two runs of the same code in
-``make bench``'s alternation: 0.8 to 1.2). Here both servers run at the same time on one core,
+measured one after the other differ by more than most changes do (the same code in alternating
+3-second runs: 0.8 to 1.2 times itself). Here both servers run at the same time on one core,
 each driven by its own wrk on the other core: the scheduler splits the core between them, so the
 ratio of their request rates is the inverse ratio of their CPU cost per request, and whatever
 slows the machine slows both alike (the same code against itself: 0.99 to 1.02).
