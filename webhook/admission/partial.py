@@ -148,9 +148,11 @@ def check_annotation_size(pod: Mapping[str, Any]) -> None:
     metadata = pod.get("metadata")
     # `type(...) is dict` first: decoded JSON is all dicts, and the Mapping ABC check is a Python call.
     annotations = metadata.get("annotations") if type(metadata) is dict or isinstance(metadata, Mapping) else None
-    if annotations is None or (type(annotations) is dict and _size(annotations) <= MAX_ANNOTATION_BYTES):
-        return  # every pod passes here: the usual cases first
-    if isinstance(annotations, OversizedAnnotations) or (isinstance(annotations, Mapping) and _size(annotations) > MAX_ANNOTATION_BYTES):
+    if type(annotations) is dict or isinstance(annotations, Mapping):
+        oversized = _size(annotations) > MAX_ANNOTATION_BYTES
+    else:
+        oversized = isinstance(annotations, OversizedAnnotations)
+    if oversized:
         raise PodDenied(
             [
                 f"metadata.annotations: more than {MAX_ANNOTATION_BYTES} bytes, keys and values together; Kubernetes allows at most {MAX_ANNOTATION_BYTES} and refuses the pod after admission"
