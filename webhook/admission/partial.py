@@ -246,8 +246,9 @@ class _Kind(TypedDict, total=False):
     request: _KindRequest | Scalar | Skipped
 
 
-_decoder = msgspec.json.Decoder(_Review | Scalar | Skipped)
-_workload_decoder = msgspec.json.Decoder(_WorkloadReview | Scalar | Skipped)
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {
+    root: msgspec.json.Decoder(root | Scalar | Skipped) for root in (_Review, _WorkloadReview)
+}
 _kind_decoder = msgspec.json.Decoder(_Kind | Scalar | Skipped)
 _annotations_decoder = msgspec.json.Decoder(Annotations)
 
@@ -284,10 +285,7 @@ def loads(body: bytes, limits: Limits | None = None) -> Any:
     ``limits``, a large body's lists are read only as far as admission's limits on them."""
     if not body.isascii():
         body.decode("utf-8")  # skipped strings are not checked; JSON must be valid UTF-8
-    if limits is None or len(body) <= CAPPED_FROM:
-        review = _decoder.decode(body)
-    else:
-        review = capped.uncapped(_capped_decoders(limits)[_Review].decode(body))
+    review = _decoded(body, _Review, limits)
     if type(review) is Skipped:
         return []  # an array: decode() names its type
     metadata = _pod_metadata(review)
@@ -311,15 +309,20 @@ def loads_for_validation(body: bytes, limits: Limits | None = None) -> Any:
         and (gvk.get("group"), gvk.get("kind"), request.get("operation")) == ("", "Pod", "UPDATE")
     ):
         return orjson.loads(body)
-    if limits is None or len(body) <= CAPPED_FROM:
-        review = _workload_decoder.decode(body)
-    else:
-        review = capped.uncapped(_capped_decoders(limits)[_WorkloadReview].decode(body))
+    review = _decoded(body, _WorkloadReview, limits)
     if type(review) is Skipped:
         return []  # an array: decode() names its type
     if type(review) is dict:
         _decode_all_annotations(review)
     return review
+
+
+def _decoded(body: bytes, root: Any, limits: Limits | None) -> Any:
+    """``body`` decoded with the schema ``root`` (``_Review``, ``_WorkloadReview``): whole when
+    small, its lists capped (``capped.py``) when larger than CAPPED_FROM."""
+    if limits is None or len(body) <= CAPPED_FROM:
+        return _decoders[root].decode(body)
+    return capped.uncapped(_capped_decoders(limits)[root].decode(body))
 
 
 def _decode_all_annotations(value: dict[str, Any]) -> None:
