@@ -127,8 +127,9 @@ def test_workers_each_serve_with_their_own_state_and_metrics_add_up(tmp_path: Pa
         # each connection to is its business, so the test does not count admissions per worker).
         # (/readyz answered as soon as the first worker was up: wait for the second.)
         webhook.wait_for(lambda: len({line["pid"] for line in webhook.logs() if line.get("msg") == "serving"}) == 2, what="two workers")
-        metrics = webhook.metrics()
-        assert metrics['entourage_admissions_total{outcome="injected",reason="injected"}'] == 30
+        # Each worker adds its counts to the shared files within a second (metrics.Tally).
+        injected = 'entourage_admissions_total{outcome="injected",reason="injected"}'
+        webhook.wait_for(lambda: webhook.metrics().get(injected) == 30, what="both workers' counts")
         webhook.config.swap({"config.yaml": b"annotationPrefix: example.com\n"})
         # Each worker reloads on its own; the aggregated counter shows both did.
         webhook.wait_for(lambda: webhook.metrics()["entourage_config_reloads_total"] == 2, what="both workers to reload")

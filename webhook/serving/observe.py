@@ -29,22 +29,24 @@ _components: dict[tuple[str, str, str], Counter] = {}
 
 
 def count(decision: Decision) -> None:
-    """Count one decision. The labelled children are kept (``labels()`` takes a lock and builds
-    a key on every call); the label sets are small: outcomes and reasons are fixed, profiles come from the configuration."""
+    """Count one decision (``metrics.ADMISSION_TALLY`` adds the counts to the instruments). The
+    labelled children are kept (``labels()`` takes a lock and builds a key on every call); the label
+    sets are small: outcomes and reasons are fixed, profiles come from the configuration."""
+    tally = metrics.ADMISSION_TALLY
     key = (decision.outcome, decision.reason)
     counter = _admissions.get(key)
     if counter is None:
         counter = _admissions[key] = metrics.ADMISSIONS.labels(*key)
-    counter.inc()
-    metrics.ADMISSION_DURATION.observe(decision.duration)
+    tally.count(counter)
+    tally.observe(decision.duration)
     if decision.reused:
-        metrics.ANSWERS_REUSED.inc()
+        tally.count(metrics.ANSWERS_REUSED)
     for made in decision.made:
         labels = (made.kind, made.profile, made.profile_version)
         components = _components.get(labels)
         if components is None:
             components = _components[labels] = metrics.INJECTED_COMPONENTS.labels(*labels)
-        components.inc()
+        tally.count(components)
 
 
 def admission(decision: Decision, log: AdmissionLog, events: EventRecorder | None) -> None:

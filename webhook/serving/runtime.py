@@ -215,6 +215,7 @@ class Runtime:
 
     async def shutdown(self) -> None:
         self.admission_log.flush()
+        metrics.ADMISSION_TALLY.flush()
         for task in self._tasks:
             task.cancel()
         if self.cluster is not None:
