@@ -31,20 +31,25 @@ def review(uid: str, annotations: dict[str, str] | None = None) -> dict[str, Any
     return result
 
 
-@pytest.fixture
-def engine_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
+class EngineCalls(list[str]):
+    """The uids the engine ran for, as the cache's ``on_miss``; ``failing`` makes it raise."""
 
-    def counting(review: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(review["request"]["uid"])
+    failing = False
+
+    def admit(self, review: Any, *args: Any, **kwargs: Any) -> Any:
+        self.append(review["request"]["uid"])
+        if self.failing:
+            raise RuntimeError("bug")
         return admit(review, *args, **kwargs)
 
-    monkeypatch.setattr(reuse, "admit", counting)
-    return calls
+
+@pytest.fixture
+def engine_calls() -> EngineCalls:
+    return EngineCalls()
 
 
-def test_the_pods_of_one_workload_share_one_run_of_the_engine(engine_calls: list[str]) -> None:
-    cache = AnswerCache()
+def test_the_pods_of_one_workload_share_one_run_of_the_engine(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(on_miss=engine_calls.admit)
     first = cache.admit(review("uid-1"), SETTINGS)
     second = cache.admit(review("uid-2"), SETTINGS)
     assert engine_calls == ["uid-1"]
@@ -67,8 +72,8 @@ def test_the_pods_of_one_workload_share_one_run_of_the_engine(engine_calls: list
     ],
     ids=["annotation", "container-name", "namespace", "operation"],
 )
-def test_a_request_admission_could_tell_apart_gets_its_own_answer(engine_calls: list[str], change: Any) -> None:
-    cache = AnswerCache()
+def test_a_request_admission_could_tell_apart_gets_its_own_answer(engine_calls: EngineCalls, change: Any) -> None:
+    cache = AnswerCache(on_miss=engine_calls.admit)
     cache.admit(review("uid-1"), SETTINGS)
     changed = review("uid-2")
     change(changed)
@@ -77,8 +82,8 @@ def test_a_request_admission_could_tell_apart_gets_its_own_answer(engine_calls: 
     assert answer.review == admit(changed, SETTINGS).review
 
 
-def test_settings_cluster_facts_and_namespace_defaults_are_part_of_the_key(engine_calls: list[str]) -> None:
-    cache = AnswerCache()
+def test_settings_cluster_facts_and_namespace_defaults_are_part_of_the_key(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(on_miss=engine_calls.admit)
     cache.admit(review("uid-1"), SETTINGS)
     cache.admit(review("uid-2"), dataclasses.replace(SETTINGS))
     cache.admit(review("uid-3"), SETTINGS, cluster=ClusterFacts(native_sidecars=True))
@@ -90,17 +95,14 @@ def test_settings_cluster_facts_and_namespace_defaults_are_part_of_the_key(engin
     assert engine_calls[-1] == "uid-4"  # equal defaults, another mapping object: reused
 
 
-def test_denials_are_reused_and_failures_never(engine_calls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = AnswerCache()
+def test_denials_are_reused_and_failures_never(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(on_miss=engine_calls.admit)
     bad = {"entourage.dev/wait-for": "tcp://db:notaport"}
     assert cache.admit(review("uid-1", bad), SETTINGS).outcome == OUTCOME_DENIED
     assert cache.admit(review("uid-2", bad), SETTINGS).review["response"]["uid"] == "uid-2"
     assert engine_calls == ["uid-1"]
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("bug")
-
-    monkeypatch.setattr("webhook.admission.decide.inject_pod", broken)
+    engine_calls.failing = True
     other = {"entourage.dev/logging": "tail"}
     for uid in ("uid-3", "uid-4"):  # the endpoint answers the failure (tests/test_catch_all.py)
         with pytest.raises(RuntimeError, match="bug"):
@@ -108,8 +110,8 @@ def test_denials_are_reused_and_failures_never(engine_calls: list[str], monkeypa
     assert engine_calls == ["uid-1", "uid-3", "uid-4"]
 
 
-def test_pods_that_ask_for_nothing_are_not_kept_and_size_bounds_the_rest(engine_calls: list[str]) -> None:
-    cache = AnswerCache(size=2)
+def test_pods_that_ask_for_nothing_are_not_kept_and_size_bounds_the_rest(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(size=2, on_miss=engine_calls.admit)
     cache.admit(review("plain-1", {}), SETTINGS)
     assert cache.entries == {}
     for index in range(3):
@@ -119,30 +121,30 @@ def test_pods_that_ask_for_nothing_are_not_kept_and_size_bounds_the_rest(engine_
     assert engine_calls[-1] == "again-0"
 
 
-def test_size_zero_runs_the_engine_every_time(engine_calls: list[str]) -> None:
-    cache = AnswerCache(0)
+def test_size_zero_runs_the_engine_every_time(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(0, on_miss=engine_calls.admit)
     cache.admit(review("uid-1"), SETTINGS)
     cache.admit(review("uid-2"), SETTINGS)
     assert engine_calls == ["uid-1", "uid-2"] and cache.entries == {}
 
 
-def test_a_request_too_large_to_key_is_answered_but_not_kept(engine_calls: list[str]) -> None:
-    cache = AnswerCache()
+def test_a_request_too_large_to_key_is_answered_but_not_kept(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(on_miss=engine_calls.admit)
     big = review("uid-1")
     big["request"]["object"]["metadata"]["annotations"]["notes"] = "x" * reuse.MAX_KEY
     assert cache.admit(big, SETTINGS).outcome == OUTCOME_INJECTED
     assert cache.entries == {}
 
 
-def test_one_answer_is_kept_with_size_one(engine_calls: list[str]) -> None:
-    cache = AnswerCache(1)
+def test_one_answer_is_kept_with_size_one(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(1, on_miss=engine_calls.admit)
     cache.admit(review("uid-1"), SETTINGS)
     cache.admit(review("uid-2"), SETTINGS)
     assert engine_calls == ["uid-1"] and len(cache.entries) == 1
 
 
-def test_a_pod_that_asks_only_through_its_namespace_is_kept_per_namespace_defaults(engine_calls: list[str]) -> None:
-    cache = AnswerCache()
+def test_a_pod_that_asks_only_through_its_namespace_is_kept_per_namespace_defaults(engine_calls: EngineCalls) -> None:
+    cache = AnswerCache(on_miss=engine_calls.admit)
     waits = {"entourage.dev/wait-for": "tcp://db:5432"}
     answers = [cache.admit(review(f"uid-{index}", {}), SETTINGS, namespace_annotations=lambda namespace: dict(waits)) for index in (1, 2)]
     assert engine_calls == ["uid-1"] and [a.components for a in answers] == [["entourage-wait-db-5432"]] * 2
@@ -181,10 +183,10 @@ def distinct(count: int) -> list[dict[str, Any]]:
     return [review(f"miss-{n}", {**ANNOTATIONS, "entourage.dev/wait-for": f"tcp://db:{1000 + n}"}) for n in range(count)]
 
 
-def test_a_stream_of_misses_stops_paying_for_keys_and_the_next_workload_is_found_again(engine_calls: list[str]) -> None:
+def test_a_stream_of_misses_stops_paying_for_keys_and_the_next_workload_is_found_again(engine_calls: EngineCalls) -> None:
     """After BYPASS_AFTER misses in a row only every PROBE_EVERY-th request is looked up and kept;
     two probes of one workload meet, and from then on every request is looked up again."""
-    cache = AnswerCache()
+    cache = AnswerCache(on_miss=engine_calls.admit)
     for request in distinct(reuse.BYPASS_AFTER):
         cache.admit(request, SETTINGS)
     assert cache.bypassing and len(cache.entries) == reuse.BYPASS_AFTER
@@ -206,18 +208,18 @@ def test_a_stream_of_misses_stops_paying_for_keys_and_the_next_workload_is_found
     )
 
 
-def test_unannotated_pods_are_not_misses(engine_calls: list[str]) -> None:
+def test_unannotated_pods_are_not_misses(engine_calls: EngineCalls) -> None:
     """Only requests that were looked up count towards the bypass."""
-    cache = AnswerCache()
+    cache = AnswerCache(on_miss=engine_calls.admit)
     for n in range(2 * reuse.BYPASS_AFTER):
         cache.admit(review(f"plain-{n}", {}), SETTINGS)
     assert cache.misses == 0 and not cache.bypassing
 
 
-def test_while_bypassing_a_workload_among_unannotated_pods_is_found_again(engine_calls: list[str]) -> None:
+def test_while_bypassing_a_workload_among_unannotated_pods_is_found_again(engine_calls: EngineCalls) -> None:
     """A probe that falls on an unannotated pod passes to the next annotated one: a workload
     scaling up among other pods is found within two probes, and lookups resume."""
-    cache = AnswerCache()
+    cache = AnswerCache(on_miss=engine_calls.admit)
     for request in distinct(reuse.BYPASS_AFTER):
         cache.admit(request, SETTINGS)
     assert cache.bypassing

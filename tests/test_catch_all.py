@@ -49,14 +49,13 @@ def body(uid: str) -> bytes:
     return orjson.dumps(review)
 
 
-class Exploding(AnswerCache):
-    def admit(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("a bug below the endpoint")
+def exploding(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("a bug below the endpoint")
 
 
 @pytest.mark.parametrize(("on_error", "allowed"), [("deny", False), ("allow", True)])
 def test_a_fault_below_the_endpoint_is_answered_per_on_error_with_the_requests_uid(on_error: str, allowed: bool) -> None:
-    endpoint = MutateEndpoint(lambda: State(build_settings({"onError": on_error})), answers=Exploding(0))
+    endpoint = MutateEndpoint(lambda: State(build_settings({"onError": on_error})), answers=AnswerCache(0, on_miss=exploding))
     status, review = call(endpoint, body("uid-fault-1"))
     assert status == 200
     response = review["response"]

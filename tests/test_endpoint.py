@@ -245,7 +245,8 @@ def _call(endpoint: Any, body: bytes) -> tuple[int, Any]:
 
 
 @pytest.mark.parametrize("on_error", ["deny", "allow"])
-def test_an_engine_failure_is_answered_per_on_error_for_the_requests_uid(monkeypatch: pytest.MonkeyPatch, on_error: str) -> None:
+def test_an_engine_failure_is_answered_per_on_error_for_the_requests_uid(on_error: str) -> None:
+    from webhook.admission.reuse import AnswerCache
     from webhook.engine.inject import ClusterFacts
     from webhook.engine.settings import build_settings
     from webhook.serving.endpoint import MutateEndpoint
@@ -253,11 +254,10 @@ def test_an_engine_failure_is_answered_per_on_error_for_the_requests_uid(monkeyp
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug inside the engine")
 
-    monkeypatch.setattr("webhook.admission.decide.inject_pod", broken)
     state = type("State", (), {"settings": build_settings({"onError": on_error}), "cluster": ClusterFacts(), "namespace_annotations": None})
     review = reference_review({"entourage.dev/logging": "true"})
     review["request"]["uid"] = "uid-of-this-request"
-    status, answer = _call(MutateEndpoint(lambda: state), json.dumps(review).encode())
+    status, answer = _call(MutateEndpoint(lambda: state, answers=AnswerCache(0, on_miss=broken)), json.dumps(review).encode())
     assert status == 200 and answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
     response = answer["response"]
     assert response["uid"] == "uid-of-this-request"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import msgspec
@@ -72,8 +72,11 @@ probes, whatever other pods come between them."""
 class AnswerCache:
     """``admit`` with the answers of recent identical requests reused; size 0 turns it off."""
 
-    def __init__(self, size: int = DEFAULT_SIZE, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, size: int = DEFAULT_SIZE, max_bytes: int = MAX_BYTES, *, on_miss: Callable[..., Decision] = admit) -> None:
         self.size = size
+        self.on_miss = on_miss
+        """What decides a request no kept answer fits: ``decide.admit`` (the tests count its runs
+        here; in the compiled build a module attribute patched over it would not be seen)."""
         self.kept: BoundedCache[Decision] = BoundedCache("answers", max_entries=size, max_bytes=max_bytes)
         self.misses = 0
         """Lookups in a row that found nothing; from BYPASS_AFTER on, only probes are looked up."""
@@ -105,7 +108,7 @@ class AnswerCache:
         lookup = (lambda _: inherited) if inherited is not None else None
         key = self._key(request, settings, inherited, cluster)
         if key is None:
-            return admit(review, settings, namespace_annotations=lookup, cluster=cluster)
+            return self.on_miss(review, settings, namespace_annotations=lookup, cluster=cluster)
         started = time.perf_counter()
         kept = self.kept.get(key)
         if kept is not None:
@@ -114,7 +117,7 @@ class AnswerCache:
         self.misses += 1
         if self.misses >= BYPASS_AFTER:
             self.skips = PROBE_EVERY - 1
-        decision = admit(review, settings, namespace_annotations=lookup, cluster=cluster)
+        decision = self.on_miss(review, settings, namespace_annotations=lookup, cluster=cluster)
         if decision.outcome != OUTCOME_ERROR:
             # The key's content, and the answer (its patch is the bulk of it) with its Decision.
             size = len(key[3]) + len(key[2]) + len(decision.review.get("response", {}).get("patch", "")) + 2048

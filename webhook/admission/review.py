@@ -21,21 +21,21 @@ MAX_WARNING = 120
 """The apiserver shows warnings to kubectl users; longer ones are truncated by us, not by it."""
 
 
-class GroupVersionKind(TypedDict, total=False):
-    group: str
-    version: str
-    kind: str
-
-
 class AdmissionRequest(TypedDict):
+    """What the apiserver sends. ``decode`` checks ``uid`` alone; every other member is typed as
+    what a client may send (``Any``: a forged review holds anything), and its reader checks it
+    (the apiserver's values: ``kind`` a GroupVersionKind, ``operation`` CREATE, UPDATE, DELETE or
+    CONNECT, ``dryRun`` a bool, ``object`` and ``oldObject`` the objects or null). The compiled
+    build (webhook/compiled.py) enforces declared types at run time, so they must not promise more."""
+
     uid: str
-    kind: NotRequired[GroupVersionKind]
-    namespace: NotRequired[str]
-    operation: NotRequired[Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]]
-    subResource: NotRequired[str]
-    dryRun: NotRequired[bool]
-    object: NotRequired[dict[str, Any] | None]
-    oldObject: NotRequired[dict[str, Any] | None]
+    kind: NotRequired[Any]
+    namespace: NotRequired[Any]
+    operation: NotRequired[Any]
+    subResource: NotRequired[Any]
+    dryRun: NotRequired[Any]
+    object: NotRequired[Any]
+    oldObject: NotRequired[Any]
 
 
 class Status(TypedDict):
