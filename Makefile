@@ -8,20 +8,29 @@ HELM := $(CURDIR)/.tools/helm
 KUBECTL := $(CURDIR)/.tools/kubectl
 CERT_DIR := certs
 
-.PHONY: all venv tools certs run test lint format golden bench soak mutate lock lock-check image clean
+.PHONY: all venv compile tools certs run test lint format golden bench soak mutate lock lock-check image clean
 
 all: test
 
-# The image's locked dependencies first, so the tests run exactly the versions the image ships
-# (tests/test_dockerfile.py checks it); then the package and the test tools.
-$(VENV)/.installed: pyproject.toml requirements/image.lock
+# The image's locked dependencies and build tools first, so the tests run (and the compiled build
+# is made by) exactly the versions the image ships (tests/test_dockerfile.py checks it); then the
+# package and the test tools.
+$(VENV)/.installed: pyproject.toml requirements/image.lock requirements/build.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --require-hashes --no-deps --only-binary=:all: -r requirements/image.lock
-	$(PY) -m pip install -q -e '.[test,lint]'
+	$(PY) -m pip install -q --require-hashes --no-deps --only-binary=:all: -r requirements/image.lock -r requirements/build.lock
+	$(PY) -m pip install -q -e '.[test,lint,compile]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The hot path compiled with mypyc (webhook/compiled.py says which modules, and uses the build only
+# while it matches their sources); rebuilt after any change to the package (about a minute).
+COMPILED := webhook/_compiled/manifest.json
+$(COMPILED): $(wildcard webhook/*.py webhook/*/*.py webhook/*/*/*.py) scripts/compile.py | venv
+	$(PY) scripts/compile.py
+
+compile: $(COMPILED)
 
 # Debian binaries that tests run for real (setcap: tests/test_privileged_ports.py), helm for the
 # chart tests and kubectl for the chart's `helm test` pod (its exact arguments run against the fake API server).
@@ -41,13 +50,14 @@ $(CERT_DIR)/tls.crt: | venv
 certs: $(CERT_DIR)/tls.crt
 
 ## run: serve the webhook on https://127.0.0.1:8443 with development certificates
-run: venv certs
+run: venv compile certs
 	$(BIN)/entourage serve --tls-cert-file $(CERT_DIR)/tls.crt --tls-private-key-file $(CERT_DIR)/tls.key \
 	  --host 127.0.0.1 --port 8443
 
-## test: the whole test suite (a few minutes on 2 cores)
-test: venv tools
+## test: the whole test suite on the compiled build, then the golden files interpreted (a few minutes on 2 cores)
+test: venv tools compile
 	HELM=$(HELM) KUBECTL=$(KUBECTL) $(BIN)/pytest -q
+	ENTOURAGE_INTERPRETED=1 $(BIN)/pytest -q tests/test_golden.py tests/test_inject_pipe.py
 
 ## lint: ruff (rules and format) and mypy --strict over webhook/; zero findings on main
 lint: venv
@@ -65,13 +75,13 @@ golden: venv
 	REFRESH_GOLDEN=1 $(BIN)/pytest -q tests/test_golden.py tests/test_inject_pipe.py
 
 ## bench: req/s and latency of `entourage serve` against a bare-uvicorn baseline, with wrk (~5 min)
-bench: venv
+bench: venv compile
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
 ## soak: reliability run (~8 min on 2 cores): 3-min soak, 10x burst, faults under load, 100k fuzz inputs, listener floods;
 ## then the adversarial bodies and the memory flood, 1M requests (~30 min more; SOAK_ARGS=--memory-requests N)
-soak: venv
+soak: venv compile
 	$(BIN)/python -m soak $(SOAK_ARGS)
 
 ## mutate: mutation testing (mutmut, one worker) of the engine and the admission code against the
@@ -89,8 +99,8 @@ $(VENV)/.mutate: $(VENV)/.installed
 
 ## lock: recompile requirements/image.lock (the image's runtime dependencies: pyproject's [project]
 ## dependencies, pinned with the sha256 of every file PyPI has for each version) and
-## requirements/build.lock (the build backend, from [build-system] requires), for CPython 3.11 on
-## Linux. Resolved for x86_64 and again for aarch64: the two must agree (the image is multi-arch).
+## requirements/build.lock (the build backend, from [build-system] requires, and mypyc, the compile
+## extra), for CPython 3.11 on Linux. Resolved for x86_64 and again for aarch64: the two must agree (the image is multi-arch).
 ## Existing pins are kept unless pyproject.toml needs otherwise; make lock LOCK_ARGS=--upgrade
 ## moves everything to the newest versions.
 LOCK := requirements/image.lock
@@ -105,7 +115,7 @@ lock: $(VENV)/.release
 	  if ! cmp -s $(LOCK) $$other; then diff $(LOCK) $$other; rm -f $$other; \
 	    echo 'x86_64 and aarch64 resolve differently: the image cannot use one lock' >&2; exit 1; fi; \
 	  rm -f $$other
-	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print(*p["build-system"]["requires"], *p["project"]["optional-dependencies"]["compile"], sep="\n")' \
 	  | $(UV_COMPILE) --python-platform x86_64-manylinux_2_36 - -o $(BUILD_LOCK)
 
 $(VENV)/.release: $(VENV)/.installed
@@ -130,4 +140,4 @@ image:
 	docker buildx build --platform $(PLATFORMS) --tag $(IMAGE) $(if $(PUSH),--push,) .
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache mutants
+	rm -rf $(VENV) .tools .pytest_cache mutants webhook/_compiled

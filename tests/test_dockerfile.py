@@ -33,7 +33,7 @@ LOCK = REPO / "requirements" / "image.lock"
 BUILD_LOCK = REPO / "requirements" / "build.lock"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # The base images, by stage, as tags; a FROM line may add `@sha256:<digest>` to its tag.
-BASE_TAGS = ["python:3.11-slim-bookworm", "gcr.io/distroless/python3-debian12:nonroot"]
+BASE_TAGS = ["python:3.11-bookworm", "gcr.io/distroless/python3-debian12:nonroot"]
 ENTRYPOINT = ["python3", "-m", "webhook"]
 NONROOT_UID = 65532
 # The image's platforms: CPython 3.11 on glibc Linux (markers are evaluated for x86_64; `make lock`
@@ -183,21 +183,21 @@ def test_the_image_lock_holds_exactly_pyprojects_dependencies_at_versions_they_a
         )
 
 
-def test_the_image_lock_is_the_whole_dependency_graph_and_nothing_more() -> None:
-    """Walked from pyproject's requirements (with their extras) through each locked version's metadata.
+def _dependency_graph(pins: dict[str, Pin], roots: list[Requirement], lock: str) -> set[str]:
+    """The names reached from ``roots`` through each locked version's metadata, each checked to be
+    pinned at a version its requirer allows.
 
     The metadata is the test environment's: it must run the locked versions (`make venv` installs
-    the lock first), so the image runs what the tests ran.
+    both locks first), so the image runs (and is compiled by) what the tests ran.
     """
-    pins = parse_lock(LOCK)
     seen: set[tuple[str, frozenset[str]]] = set()
-    queue: list[tuple[Requirement, str]] = [(r, "pyproject.toml") for r in project_requirements().values()]
+    queue: list[tuple[Requirement, str]] = [(r, "pyproject.toml") for r in roots]
     while queue:
         requirement, wanted_by = queue.pop()
         name = canonicalize_name(requirement.name)
-        assert name in pins, f"{wanted_by} requires {requirement}, which the lock does not pin: run `make lock`"
+        assert name in pins, f"{wanted_by} requires {requirement}, which {lock} does not pin: run `make lock`"
         assert requirement.specifier.contains(pins[name].version, prereleases=True), (
-            f"{wanted_by} requires {requirement}, the lock pins {pins[name].version}: run `make lock`"
+            f"{wanted_by} requires {requirement}, {lock} pins {pins[name].version}: run `make lock`"
         )
         if (name, frozenset(requirement.extras)) in seen:
             continue
@@ -211,16 +211,28 @@ def test_the_image_lock_is_the_whole_dependency_graph_and_nothing_more() -> None
             dependency = Requirement(text)
             if dependency.marker is None or any(dependency.marker.evaluate({**IMAGE_ENVIRONMENT, "extra": extra}) for extra in extras):
                 queue.append((dependency, f"{requirement.name} {installed}"))
-    reached = {name for name, _ in seen}
+    return {name for name, _ in seen}
+
+
+def test_the_image_lock_is_the_whole_dependency_graph_and_nothing_more() -> None:
+    """Walked from pyproject's requirements (with their extras) through each locked version's metadata."""
+    pins = parse_lock(LOCK)
+    reached = _dependency_graph(pins, list(project_requirements().values()), LOCK.name)
     assert reached == set(pins), f"the lock pins packages nothing requires: {sorted(set(pins) - reached)}"
 
 
-def test_the_build_lock_holds_the_build_backend_pyproject_names() -> None:
+def test_the_build_lock_is_the_build_backend_and_the_compiler_with_their_dependencies() -> None:
+    """[build-system] requires and the ``compile`` extra (mypyc, for scripts/compile.py), and nothing more."""
     pins = parse_lock(BUILD_LOCK)
-    wanted = {canonicalize_name(Requirement(text).name): Requirement(text) for text in PYPROJECT["build-system"]["requires"]}
-    assert set(pins) == set(wanted), f"build.lock pins {sorted(pins)}, [build-system] requires {sorted(wanted)}: run `make lock`"
-    for name, requirement in wanted.items():
-        assert requirement.specifier.contains(pins[name].version), f"build.lock pins {name}=={pins[name].version}, outside {requirement}"
+    wanted = [
+        Requirement(text) for text in (*PYPROJECT["build-system"]["requires"], *PYPROJECT["project"]["optional-dependencies"]["compile"])
+    ]
+    top_level = {name for name, pin in pins.items() if not pin.via}  # uv names no requirer for what was asked for
+    assert top_level == {canonicalize_name(r.name) for r in wanted}, (
+        f"build.lock's top-level requirements {sorted(top_level)} are not {[str(r) for r in wanted]}: run `make lock`"
+    )
+    reached = _dependency_graph(pins, wanted, BUILD_LOCK.name)
+    assert reached == set(pins), f"build.lock pins packages nothing requires: {sorted(set(pins) - reached)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,19 +258,33 @@ def test_the_build_installs_the_locks_with_hashes_and_then_the_package_without_f
     assert installs, "the Dockerfile has no pip install"
     locked = [words for words in installs if "-r" in words]
     packages = [words for words in installs if "-r" not in words]
-    assert {words[words.index("-r") + 1] for words in locked} == {"requirements/image.lock", "requirements/build.lock"}
+    assert {lock for words in locked for lock in _locks(words)} == {"requirements/image.lock", "requirements/build.lock"}
     for words in locked:
         assert {"--require-hashes", "--no-deps", "--only-binary=:all:"} <= set(words), (
             f"a lock is installed without hashes or with resolution: {words}"
         )
-    (image,) = (words for words in locked if "requirements/image.lock" in words)
-    assert image[image.index("--target") + 1] == "/opt/entourage"
+    (image,) = (words for words in locked if "--target" in words)
+    assert _locks(image) == ["requirements/image.lock"] and image[image.index("--target") + 1] == "/opt/entourage"
     (package,) = packages
     assert package[-1] == ".", f"the one unlocked install should be the package itself: {package}"
     assert {"--no-deps", "--no-index", "--no-build-isolation"} <= set(package), f"installing the package may fetch something: {package}"
     assert package[package.index("--target") + 1] == "/opt/entourage"
     copied = " ".join(i.arguments for i in instructions if i.keyword == "COPY")
     assert "requirements/image.lock" in copied and "requirements/build.lock" in copied
+
+
+def _locks(words: list[str]) -> list[str]:
+    return [words[index + 1] for index, word in enumerate(words) if word == "-r"]
+
+
+def test_the_build_compiles_the_hot_path_and_ships_the_build_beside_the_package() -> None:
+    instructions = parse_dockerfile(DOCKERFILE.read_text())
+    commands = [words for run in instructions if run.keyword == "RUN" and run.stage == 0 for words in shell_commands(run)]
+    compile_step = commands.index(["python", "scripts/compile.py"])
+    shipped = commands.index(["cp", "-r", "webhook/_compiled", "/opt/entourage/webhook/_compiled"])
+    assert compile_step < shipped, "the build is copied after it is made"
+    copied = [i.arguments for i in instructions if i.keyword == "COPY" and i.stage == 0]
+    assert "scripts/compile.py ./scripts/compile.py" in copied and "webhook ./webhook" in copied
 
 
 def test_the_build_context_sends_the_locks_and_leaves_out_local_state() -> None:
@@ -273,9 +299,24 @@ def test_the_build_context_sends_the_locks_and_leaves_out_local_state() -> None:
                 included = negated
         return included
 
-    for path in ["pyproject.toml", "README.md", "webhook/cli.py", "requirements/image.lock", "requirements/build.lock"]:
+    for path in [
+        "pyproject.toml",
+        "README.md",
+        "webhook/cli.py",
+        "requirements/image.lock",
+        "requirements/build.lock",
+        "scripts/compile.py",
+    ]:
         assert sent(path), f".dockerignore leaves out {path}, which the build needs"
-    for path in [".venv", ".git", ".tools", "certs", "webhook/__pycache__"]:
+    for path in [
+        ".venv",
+        ".git",
+        ".tools",
+        "certs",
+        "webhook/__pycache__",
+        "webhook/_compiled/manifest.json",
+        "scripts/mutation_report.py",
+    ]:
         assert not sent(path), f".dockerignore sends {path}"
 
 

@@ -28,7 +28,7 @@ ALLOWED = {
     # layer: the other parts of webhook/ it may import
     "engine": set(),
     "admission": {"webhook.engine"},
-    "serving": {"webhook.engine", "webhook.admission", "webhook.cluster", "webhook.certs", "webhook.metrics"},
+    "serving": {"webhook.engine", "webhook.admission", "webhook.cluster", "webhook.certs", "webhook.metrics", "webhook.compiled"},
     "cluster": {"webhook.engine", "webhook.admission", "webhook.certs", "webhook.metrics"},
 }
 FORBIDDEN_THIRD_PARTY = {

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from webhook import __version__, metrics
+from webhook import __version__, compiled, metrics
 from webhook.admission import partial
 from webhook.admission.decide import Decision, NamespaceAnnotations
 from webhook.admission.validate import Verdict
@@ -206,6 +206,7 @@ class Runtime:
             extra={
                 "fields": {
                     "version": __version__,
+                    "code": compiled.STATUS,
                     "port": self.options.port,
                     "cluster": self.options.cluster,
                     "serial": f"{self.tls.current.serial:x}",
