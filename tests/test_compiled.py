@@ -6,6 +6,7 @@ files once more interpreted (``ENTOURAGE_INTERPRETED=1``): both ways give the sa
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
@@ -71,3 +72,19 @@ def test_no_build_a_build_for_another_python_or_the_switch_run_interpreted(tree:
     shutil.rmtree(tree / "webhook" / "_compiled")
     status, files = _probe(tree)
     assert status == "interpreted (no compiled build: make compile)" and all(file.endswith(".py") for file in files)
+
+
+def test_no_compiled_function_binds_one_name_to_two_exception_types() -> None:
+    """mypyc types an ``except ... as name`` variable by its first handler in the function: a
+    second handler of another type binding the same name raises TypeError when it catches (the
+    endpoint's catch-all did, for anything but a ReviewError)."""
+    found = []
+    for module in compiled.MODULES:
+        for function in ast.walk(ast.parse(compiled.source(module).read_text())):
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                types: dict[str, set[str]] = {}
+                for node in ast.walk(function):
+                    if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+                        types.setdefault(node.name, set()).add(ast.unparse(node.type))
+                found += [f"{module}.{function.name}: {name} {sorted(kinds)}" for name, kinds in types.items() if len(kinds) > 1]
+    assert not found

@@ -28,21 +28,33 @@ from pathlib import Path
 from types import ModuleType
 
 MODULES = (
+    "webhook.errors",
+    "webhook.metrics",
     "webhook.engine.annotations",
+    "webhook.engine.caches",
+    "webhook.engine.grammar",
     "webhook.engine.inject",
     "webhook.engine.patch",
+    "webhook.engine.quantity",
     "webhook.engine.request",
+    "webhook.engine.settings",
     "webhook.engine.status",
+    "webhook.engine.profiles.adapter",
+    "webhook.engine.profiles.ambassador",
     "webhook.engine.profiles.common",
+    "webhook.engine.profiles.logging",
+    "webhook.engine.profiles.waitfor",
     "webhook.admission.decide",
     "webhook.admission.reuse",
     "webhook.admission.review",
+    "webhook.admission.validate",
     "webhook.serving.endpoint",
     "webhook.serving.logs",
     "webhook.serving.observe",
 )
-"""What a request passes through. Not here: ``caches`` (mypyc compiles no subclass of ``dict``),
-``policy`` (an internal error of mypyc 2.4), ``partial`` (msgspec refuses compiled TypedDicts)."""
+"""What a request to ``/mutate`` or ``/validate`` passes through. Not here: ``frozen`` (mypyc
+compiles no subclass of ``dict``), ``policy`` (an internal error of mypyc 2.4), ``partial`` and
+``capped`` (msgspec refuses the types they decode into once compiled), and what no request runs."""
 
 GROUP = "entourage__mypyc"
 """The shared library every compiled module's extension loads its code from."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from webhook.engine.caches import FrozenDict, FrozenList
+from webhook.engine.frozen import FrozenDict, FrozenList
 
 
 class _Dumper(yaml.SafeDumper):

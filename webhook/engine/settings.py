@@ -807,8 +807,8 @@ def parse_settings(text: str, *, source: str = "configuration") -> Settings:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     try:
         return build_settings(data)
-    except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
+    except ConfigError as problem:
+        raise ConfigError(f"{source}: {problem}") from None
 
 
 def load_settings(path: str | None = None, *, environ: Mapping[str, str] = os.environ) -> Settings:

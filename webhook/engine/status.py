@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from webhook import __version__
-from webhook.engine import caches
+from webhook.engine import frozen
 from webhook.engine.settings import Profile
 
 VERSION = 2
@@ -65,12 +65,12 @@ def memo_bytes(container: Mapping[str, Any]) -> int:
 def component(container: Mapping[str, Any], profile: Profile) -> Component:
     """The Component of an injected container rendered from ``profile``; memoised on a shared
     (frozen) container, which is rendered from that one profile."""
-    known = container.component if isinstance(container, caches.FrozenDict) else None
+    known = container.component if isinstance(container, frozen.FrozenDict) else None
     if known is None:
         known = Component(
             container["name"], profile.kind, profile.name, profile_version(profile), container["image"], fingerprint(container)
         )
-        if isinstance(container, caches.FrozenDict):
+        if isinstance(container, frozen.FrozenDict):
             container.component = known
     return known
 
@@ -93,10 +93,10 @@ def profile_version(profile: Profile) -> str:
 
 def fingerprint(container: Mapping[str, Any]) -> str:
     """A digest of the rendered container; kept on a shared (frozen) container, which pods reuse."""
-    known = container.digest if isinstance(container, caches.FrozenDict) else None
+    known = container.digest if isinstance(container, frozen.FrozenDict) else None
     if known is None:
         known = digest(orjson.dumps(container, option=orjson.OPT_SORT_KEYS))
-        if isinstance(container, caches.FrozenDict):
+        if isinstance(container, frozen.FrozenDict):
             container.digest = known
     return known
 

@@ -148,9 +148,9 @@ class MutateEndpoint:
             decision = self.answers.admit(review, state.settings, namespace_annotations=state.namespace_annotations, cluster=state.cluster)
         except ReviewError as error:  # e.g. a CREATE of a Pod without the pod
             return 400, orjson.dumps(bad_request(str(error))), None
-        except Exception as error:  # THE catch-all: whatever escapes admission is answered per onError
+        except Exception as failure:  # THE catch-all: whatever escapes admission is answered per onError
             log.exception("admission failed unexpectedly (uid %s)", review["request"]["uid"])
-            decision = failed(review, state.settings, error)
+            decision = failed(review, state.settings, failure)
         return 200, orjson.dumps(decision.review), decision
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from webhook.engine import caches, patch, status
+from webhook.engine import caches, frozen, patch, status
 from webhook.engine.quantity import parse_quantity
 from webhook.engine.settings import Profile, render_text
 
@@ -98,12 +98,12 @@ def shared(key: Hashable, build: Callable[[], dict[str, Any]]) -> dict[str, Any]
 
     The pods of one workload ask for the same containers, and building one (rendering scripts,
     copying resources and securityContext) cost more than the rest of an injection. The result
-    is frozen (``caches.freeze``): a caller that changed it would change every later pod's
+    is frozen (``frozen.freeze``): a caller that changed it would change every later pod's
     container while the patches already encoded carry the old one.
     """
     container = _shared.get(key)
     if container is None:
-        container = caches.freeze(build())
+        container = frozen.freeze(build())
         size = patch.remember(container)  # and its JSON, for every patch that will carry it
         _shared.put(key, container, size + status.memo_bytes(container) + caches.key_size(key))
         if key not in _shared.entries:  # too large to keep: its encoding goes too
