@@ -54,10 +54,13 @@ run: venv compile certs
 	$(BIN)/entourage serve --tls-cert-file $(CERT_DIR)/tls.crt --tls-private-key-file $(CERT_DIR)/tls.key \
 	  --host 127.0.0.1 --port 8443
 
-## test: the whole test suite on the compiled build, then the golden files interpreted (a few minutes on 2 cores)
+## test: the whole test suite on the compiled build, then the engine's and the endpoint's tests
+## interpreted, golden files included (a few minutes on 2 cores)
+INTERPRETED_TESTS := tests/test_golden.py tests/test_inject_pipe.py tests/test_inject.py tests/test_odd_pods.py \
+  tests/test_decide.py tests/test_endpoint.py
 test: venv tools compile
 	HELM=$(HELM) KUBECTL=$(KUBECTL) $(BIN)/pytest -q
-	ENTOURAGE_INTERPRETED=1 $(BIN)/pytest -q tests/test_golden.py tests/test_inject_pipe.py
+	ENTOURAGE_INTERPRETED=1 $(BIN)/pytest -q $(INTERPRETED_TESTS)
 
 ## lint: ruff (rules and format) and mypy --strict over webhook/; zero findings on main
 lint: venv

@@ -1,7 +1,8 @@
 """The compiled build (webhook/compiled.py): what the tests run, and when it is left out.
 
-``make test`` compiles first, so the whole suite runs the compiled modules, and runs the golden
-files once more interpreted (``ENTOURAGE_INTERPRETED=1``): both ways give the same pods.
+``make test`` compiles first, so the whole suite runs the compiled modules, then runs the engine's
+and the endpoint's tests, golden files included, once more interpreted (``ENTOURAGE_INTERPRETED=1``):
+both ways give the same pods and the same answers.
 """
 
 from __future__ import annotations
