@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from webhook import metrics
+from webhook.serving import runtime
 
 BUCKETS = (0.0001, 0.00025, 0.001, 0.01, 1.0)
 
@@ -22,8 +24,7 @@ def test_a_flushed_tally_exposes_what_the_instruments_would_have_counted_one_by_
     direct_registry, tallied_registry = CollectorRegistry(), CollectorRegistry()
     direct, direct_plain, direct_histogram = _instruments("x", direct_registry)
     counter, plain, histogram = _instruments("x", tallied_registry)
-    tally = metrics.Tally(histogram, flush_after=60)
-    tally.scheduled = True  # as in a server between two flushes: everything waits for flush()
+    tally = metrics.Tally(histogram)
     # Every bucket, each bound exactly (le is inclusive), zero, and past the last bound (+Inf).
     values = [0.0, 0.00005, *BUCKETS, 0.0003, 0.002, 0.5, 1.5, 30.0, 0.00025, 0.00025]
     for index, value in enumerate(values):
@@ -35,55 +36,40 @@ def test_a_flushed_tally_exposes_what_the_instruments_would_have_counted_one_by_
     for _ in range(3):
         direct_plain.inc()
         tally.count(plain)
-    assert tallied_registry.get_sample_value("x_seconds_count") == 0
+    assert tallied_registry.get_sample_value("x_seconds_count") == 0  # nothing reaches them before flush()
     tally.flush()
     assert generate_latest(tallied_registry) == generate_latest(direct_registry)
     assert tally.counts == {} and not any(tally.buckets) and tally.sum == 0.0
-
-
-def test_without_an_event_loop_each_count_is_added_at_once() -> None:
-    registry = CollectorRegistry()
-    counter, _, histogram = _instruments("y", registry)
-    tally = metrics.Tally(histogram)
-    tally.count(counter.labels("injected"))
-    tally.observe(0.003)
-    assert registry.get_sample_value("y_admissions_total", {"outcome": "injected"}) == 1
-    assert registry.get_sample_value("y_seconds_count") == 1
-    assert registry.get_sample_value("y_seconds_bucket", {"le": "0.01"}) == 1
-    assert registry.get_sample_value("y_seconds_bucket", {"le": "0.001"}) == 0
-
-
-def test_in_a_server_counts_are_added_after_flush_after_in_one_go() -> None:
-    registry = CollectorRegistry()
-    counter, plain, histogram = _instruments("z", registry)
-    tally = metrics.Tally(histogram, flush_after=0.05)
-
-    async def serve() -> list[float | None]:
-        seen = []
-        for _ in range(100):
-            tally.count(plain)
-            tally.observe(0.0002)
-        seen.append(registry.get_sample_value("z_reused_total"))
-        await asyncio.sleep(0.2)
-        seen.append(registry.get_sample_value("z_reused_total"))
-        tally.count(counter.labels("denied"))  # a later count schedules a new flush
-        await asyncio.sleep(0.2)
-        seen.append(registry.get_sample_value("z_admissions_total", {"outcome": "denied"}))
-        return seen
-
-    assert asyncio.run(serve()) == [0, 100, 1]
-    assert registry.get_sample_value("z_seconds_bucket", {"le": "0.00025"}) == 100
-    assert abs((registry.get_sample_value("z_seconds_sum") or 0) - 0.02) < 1e-12
+    tally.flush()  # nothing pending: nothing added
+    assert generate_latest(tallied_registry) == generate_latest(direct_registry)
 
 
 def test_the_exposition_adds_what_is_pending_first() -> None:
-    tally = metrics.ADMISSION_TALLY
     before = metrics.ANSWERS_REUSED._value.get()
-    tally.scheduled = True  # as in a server between two flushes
-    try:
-        tally.count(metrics.ANSWERS_REUSED)
-        text = metrics.exposition()[0].decode()
-    finally:
-        tally.flush()
+    metrics.ADMISSION_TALLY.count(metrics.ANSWERS_REUSED)
+    text = metrics.exposition()[0].decode()
     line = next(line for line in text.splitlines() if line.startswith("entourage_answers_reused_total "))
     assert float(line.split()[1]) == before + 1
+
+
+def test_a_serving_process_flushes_every_flush_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime's loop, as the server runs it (the workers test in test_serving_lifecycle.py
+    shows the counts of two processes adding up through it)."""
+    registry = CollectorRegistry()
+    counter, _, histogram = _instruments("z", registry)
+    tally = metrics.Tally(histogram)
+    monkeypatch.setattr(metrics, "ADMISSION_TALLY", tally)
+    monkeypatch.setattr(metrics, "FLUSH_SECONDS", 0.05)
+
+    async def serve() -> list[float | None]:
+        flushing = asyncio.create_task(runtime.flush_metrics())
+        tally.count(counter.labels("injected"))
+        tally.observe(0.0002)
+        seen = [registry.get_sample_value("z_admissions_total", {"outcome": "injected"})]
+        await asyncio.sleep(0.2)
+        seen.append(registry.get_sample_value("z_admissions_total", {"outcome": "injected"}))
+        flushing.cancel()
+        return seen
+
+    assert asyncio.run(serve()) == [0, 1]
+    assert registry.get_sample_value("z_seconds_bucket", {"le": "0.00025"}) == 1

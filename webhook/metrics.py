@@ -10,7 +10,6 @@ With ``--workers N`` each worker is a process of its own; ``entourage serve`` th
 
 from __future__ import annotations
 
-import asyncio
 import os
 from bisect import bisect_left
 
@@ -136,46 +135,30 @@ class Tally:
     prometheus_client takes a lock for every increment and walks a histogram's buckets for every
     observation: 7 µs of each admission, 5% of the server's CPU on varied pods (``bench.race``).
     Here a count is one dict update and an observation one ``bisect``; ``flush`` adds them to the
-    instruments ``flush_after`` seconds after the first one, before every exposition and at
-    shutdown. So this process's ``/metrics`` is exact, and with ``--workers`` another worker's
-    counts reach it within ``flush_after``.
+    instruments: the server's runtime calls it every FLUSH_SECONDS and at shutdown, and every
+    exposition first. So this process's ``/metrics`` is exact, and with ``--workers`` another
+    worker's counts reach it within FLUSH_SECONDS.
     """
 
-    def __init__(self, histogram: Histogram, *, flush_after: float = 1.0) -> None:
+    def __init__(self, histogram: Histogram) -> None:
         self.histogram = histogram
-        self.flush_after = flush_after
         self.counts: dict[Counter, int] = {}
         # prometheus_client has no bulk observe: the tally writes the histogram's own buckets and sum
         # (private attributes, held to observe()'s result by tests/test_metrics.py).
         self.bounds = list(histogram._upper_bounds)
         self.buckets = [0] * len(self.bounds)
         self.sum = 0.0
-        self.scheduled = False
 
     def count(self, counter: Counter) -> None:
         """One more for ``counter`` (an unlabelled counter or a labelled child)."""
         self.counts[counter] = self.counts.get(counter, 0) + 1
-        if not self.scheduled:
-            self._schedule()
 
     def observe(self, value: float) -> None:
         """What ``histogram.observe(value)`` records."""
         self.buckets[bisect_left(self.bounds, value)] += 1
         self.sum += value
-        if not self.scheduled:
-            self._schedule()
-
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (the CLI, a test): nothing would flush later
-            self.flush()
-            return
-        self.scheduled = True
-        loop.call_later(self.flush_after, self.flush)
 
     def flush(self) -> None:
-        self.scheduled = False
         counts, self.counts = self.counts, {}
         for counter, amount in counts.items():
             counter.inc(amount)
@@ -188,6 +171,8 @@ class Tally:
             self.sum = 0.0
 
 
+FLUSH_SECONDS = 1.0
+"""How often a serving process adds its tally to the instruments (webhook/serving/runtime.py)."""
 ADMISSION_TALLY = Tally(ADMISSION_DURATION)
 """Counts of admissions, reused answers and injected components, and admission durations."""
 
