@@ -2,10 +2,12 @@
 
 The build is type-checked with the project's own mypy configuration (pyproject.toml) and written
 to a fresh directory that replaces the old one only once it is complete, with the manifest of the
-sources it was built from (webhook/compiled.py uses it only while they match). Needs mypy (the
-lint extra, or requirements/build.lock in the image) and a C compiler with the Python headers.
+sources it was built from (webhook/compiled.py uses it only while they match). Needs mypy and the
+YAML stubs (the compile extra; requirements/build.lock in the image) and a C compiler with the
+Python headers.
 
-Usage: ``python scripts/compile.py`` (``make compile``, about 40 s on 2 cores).
+Usage: ``python scripts/compile.py`` (``make compile``, about a minute: all of it in one C file's
+compilation, which no option here parallelises).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def build(out: Path = compiled.BUILD) -> Path:
             setup(
                 name="entourage-compiled",
                 ext_modules=extensions,
-                script_args=["--quiet", "build_ext", "--build-lib", str(staged), "--build-temp", str(work / "temp"), "--parallel", "2"],
+                script_args=["--quiet", "build_ext", "--build-lib", str(staged), "--build-temp", str(work / "temp")],
             )
         finally:
             os.chdir(here)
