@@ -97,3 +97,16 @@ def test_a_short_memory_flood_answers_every_distinct_adversarial_request_and_che
     assert result.flood.outcomes["deny/denied"] == 200
     events = {key.split('"')[1]: value for key, value in result.metrics.items() if key.startswith("entourage_events_total{")}
     assert events.get("sent", 0) >= 1 and events.get("unverified", 0) >= 1
+
+
+def test_the_adversarial_growth_check_needs_both_the_raw_and_the_json_loads_relative_growth() -> None:
+    """A json.loads reference that measured low on a busy host is not growth (soak/adversarial.py)."""
+    from soak.adversarial import MAX_GROWTH, Cost, _growth
+
+    small = Cost("deep-wide", 1_500_000, cpu=0.0268, baseline=0.741, reference=0.02, status="allowed")
+    noisy_reference = Cost("deep-wide", 3_150_000, cpu=0.0591, baseline=1.1715, reference=0.04, status="allowed")
+    assert noisy_reference.ratio / small.ratio > MAX_GROWTH and _growth(small, noisy_reference) < 1.1
+    quadratic = Cost("deep-wide", 3_150_000, cpu=0.0268 * 2.1**2, baseline=0.741 * 2.1, reference=0.04, status="allowed")
+    assert _growth(small, quadratic) > MAX_GROWTH
+    follows_json_loads = Cost("deep-wide", 3_150_000, cpu=0.0268 * 2.1 * 1.4, baseline=0.741 * 2.1 * 1.4, reference=0.04, status="allowed")
+    assert _growth(small, follows_json_loads) < 1.05
