@@ -29,7 +29,7 @@ from webhook import compiled  # noqa: E402 -- after the path and the environment
 sys.path.remove(str(REPO))
 
 
-def build(out: Path = compiled.BUILD) -> Path:
+def build(out: Path = compiled.BUILD) -> None:
     from mypyc.build import mypycify
     from setuptools import setup
 
@@ -63,7 +63,6 @@ def build(out: Path = compiled.BUILD) -> Path:
         shutil.move(str(staged), out)
         shutil.rmtree(retired, ignore_errors=True)
     print(f"scripts/compile.py: {len(compiled.MODULES)} modules compiled into {out} in {time.monotonic() - started:.0f} s")
-    return out
 
 
 if __name__ == "__main__":

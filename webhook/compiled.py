@@ -80,9 +80,9 @@ def digest(module: str) -> str:
     return hashlib.sha256(source(module).read_bytes()).hexdigest()
 
 
-def manifest(modules: Sequence[str] = MODULES) -> dict[str, object]:
-    """What a build of ``modules`` from the current sources records (scripts/compile.py writes it)."""
-    return {"suffix": SUFFIX, "group": GROUP, "modules": {module: digest(module) for module in modules}}
+def manifest() -> dict[str, object]:
+    """What a build from the current sources records (scripts/compile.py writes it)."""
+    return {"suffix": SUFFIX, "group": GROUP, "modules": {module: digest(module) for module in MODULES}}
 
 
 class _Finder(importlib.abc.MetaPathFinder):
