@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bench import micro, payloads
-from bench.runner import VARIED, Options, run
+from bench.runner import REUSED, VARIED, Options, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of untimed load per case and server first (default 2)")
     parser.add_argument("--alternations", type=int, default=2, help="baseline/entourage pairs per case and concurrency (default 2)")
     parser.add_argument("--connections", default="1,16", help="comma-separated keep-alive connection counts (default 1,16)")
-    cases = (*payloads.CASES, *VARIED)
+    cases = (*payloads.CASES, *VARIED, *REUSED)
     parser.add_argument("--cases", default=",".join(cases), help=f"comma-separated subset of {', '.join(cases)}")
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="entourage serve --log-level (default: the server's own)"

@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 
 from bench import payloads
-from bench.runner import LUA, REPO, VARIED, _free_port
+from bench.runner import LUA, REPO, REUSED, VARIED, _free_port, source
 
 
 def _serve(tree: Path, certs: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -96,10 +96,10 @@ def race(other: Path, cases: list[str], *, seconds: float, rounds: int, connecti
                 _listening(port, server)
             ratios: dict[str, list[float]] = {}
             for case in cases:
-                source, vary = VARIED.get(case, (case, ""))
-                _drive(ports, files[source], vary, 2, connections, work)  # warm-up
+                body, vary = source(case)
+                _drive(ports, files[body], vary, 2, connections, work)  # warm-up
                 for _ in range(rounds):
-                    this, that = _drive(ports, files[source], vary, seconds, connections, work)
+                    this, that = _drive(ports, files[body], vary, seconds, connections, work)
                     ratios.setdefault(case, []).append(this / that)
                     print(
                         f"bench.race: {case:12} this {this:8,.0f} req/s  other {that:8,.0f} req/s  ratio {this / that:.3f}", file=sys.stderr
@@ -116,7 +116,7 @@ def race(other: Path, cases: list[str], *, seconds: float, rounds: int, connecti
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.race", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("other", type=Path, help="another checkout of Entourage (e.g. a git worktree of an earlier commit)")
-    cases = (*payloads.CASES, *VARIED)
+    cases = (*payloads.CASES, *VARIED, *REUSED)
     parser.add_argument("--cases", default="varied,unannotated", help=f"comma-separated subset of {', '.join(cases)}")
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds per round (default 6)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per case (default 3)")

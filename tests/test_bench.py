@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
 
 from bench import micro, payloads, verify
+from tests.webhook_process import running
 from webhook.admission.decide import admit
 from webhook.admission.review import decode
 from webhook.engine.settings import load_settings
@@ -74,3 +78,30 @@ def test_a_race_of_a_tree_against_itself_comes_out_even() -> None:
     ratios = race.race(REPO, ["unannotated"], seconds=1, rounds=1, connections=4)
     assert list(ratios) == ["unannotated"] and len(ratios["unannotated"]) == 1
     assert 0.5 < ratios["unannotated"][0] < 2.0
+
+
+@pytest.mark.parametrize(("vary", "reused"), [("", True), (payloads.VARIED_NAME, False)])
+def test_wrk_sends_the_varied_pods_in_turn_with_or_without_a_counter(tmp_path: Path, vary: str, reused: bool) -> None:
+    """post.lua cycles a .jsonl file's bodies: with the counter (``varied``) no answer is reused;
+    without it (``varied-reused``) every pod after the first round is answered from the cache."""
+    from bench.runner import LUA
+
+    files = payloads.write(tmp_path / "bodies")
+    with running(tmp_path) as webhook:
+        command = ["wrk", "-t1", "-c2", "-d1s", "-s", str(LUA), f"https://127.0.0.1:{webhook.port}/mutate"]
+        output = subprocess.run(
+            command, env={**os.environ, "BENCH_BODY": str(files["varied"]), "BENCH_VARY": vary}, capture_output=True, check=True, text=True
+        ).stdout
+        measured = orjson.loads(next(line for line in output.splitlines() if line.startswith("BENCH_JSON ")).removeprefix("BENCH_JSON "))
+        metrics = webhook.metrics()
+    assert not sum(measured["errors"].values())
+    sent = measured["requests"]
+    injected = sum(value for name, value in metrics.items() if name.startswith('entourage_admissions_total{outcome="injected"'))
+    assert sent > 100 and injected >= sent
+    kinds = {name.split('kind="')[1].split('"')[0] for name in metrics if name.startswith("entourage_injected_components_total{")}
+    assert kinds == {"waitFor", "ambassador", "logging", "adapter"}, "every varied pod is sent"
+    answered_again = metrics.get("entourage_answers_reused_total", 0)
+    if reused:
+        assert answered_again >= injected - 2 * len(payloads.varied_reviews())
+    else:
+        assert answered_again == 0

@@ -1,4 +1,4 @@
--- POST one AdmissionReview over and over on keep-alive connections, as the apiserver does.
+-- POST AdmissionReviews over and over on keep-alive connections, as the apiserver does.
 -- The body is read from the file named by $BENCH_BODY; `done` prints one JSON line that
 -- bench/runner.py parses (latencies in microseconds, errors by kind as wrk counts them).
 local path = assert(os.getenv("BENCH_BODY"), "set BENCH_BODY to the request body's file")
@@ -9,19 +9,20 @@ wrk.body = file:read("*a")
 wrk.headers["Content-Type"] = "application/json"
 file:close()
 
+-- A body file ending in .jsonl holds one body per line, sent in turn.
+local bodies = {wrk.body}
+if string.sub(path, -6) == ".jsonl" then
+  bodies = {}
+  for line in string.gmatch(wrk.body, "[^\n]+") do
+    table.insert(bodies, line)
+  end
+  wrk.body = bodies[1]
+end
+
 -- With $BENCH_VARY set, every request's pod differs: a counter follows the first occurrence of
 -- that text (the generateName), so nothing can be answered from an earlier identical request.
--- A body file ending in .jsonl holds one body per line, sent in turn (each with the counter).
 local vary = os.getenv("BENCH_VARY")
 if vary and vary ~= "" then
-  local bodies = {}
-  if string.sub(path, -6) == ".jsonl" then
-    for line in string.gmatch(wrk.body, "[^\n]+") do
-      table.insert(bodies, line)
-    end
-  else
-    bodies = {wrk.body}
-  end
   local prefixes, suffixes = {}, {}
   for i, body in ipairs(bodies) do
     local _, last = string.find(body, vary, 1, true)
@@ -33,6 +34,16 @@ if vary and vary ~= "" then
     counter = counter + 1
     local i = counter % #bodies + 1
     return wrk.format(nil, nil, nil, prefixes[i] .. counter .. "-" .. suffixes[i])
+  end
+elseif #bodies > 1 then
+  local requests = {}
+  for i, body in ipairs(bodies) do
+    requests[i] = wrk.format(nil, nil, nil, body)
+  end
+  local counter = 0
+  function request()
+    counter = counter + 1
+    return requests[counter % #requests + 1]
   end
 end
 
